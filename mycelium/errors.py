@@ -1,0 +1,85 @@
+"""The one family of errors Mycelium raises: every class here subclasses MyceliumError.
+
+OS-level failures (posix_ipc, mmap, socket) are translated into these at the single place
+where each is called, so callers catch ``MyceliumError`` and nothing else.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackpressureTimeout",
+    "BrokerUnavailable",
+    "ConfigError",
+    "ControlProtocolError",
+    "CorruptFrame",
+    "MessageTooLarge",
+    "MyceliumError",
+    "PermissionDenied",
+    "SegmentError",
+    "UnknownTopic",
+]
+
+
+class MyceliumError(Exception):
+    """Root of every error Mycelium raises on purpose."""
+
+
+class BrokerUnavailable(MyceliumError):
+    """No coordinator answers on the control socket (not started, stopped, or refused us)."""
+
+
+class UnknownTopic(MyceliumError, KeyError):
+    """The topic is not configured on this broker."""
+
+    def __init__(self, topic: str, known: tuple[str, ...] = ()) -> None:
+        self.topic = topic
+        self.known = tuple(known)
+        hint = f"; known topics: {', '.join(self.known)}" if self.known else ""
+        super().__init__(f"unknown topic {topic!r}{hint}")
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class MessageTooLarge(MyceliumError, ValueError):
+    """A publish larger than the topic's max_message_size; nothing was written."""
+
+    def __init__(self, size: int, max_size: int, topic: str = "") -> None:
+        self.size = size
+        self.max_size = max_size
+        self.topic = topic
+        where = f" on topic {topic!r}" if topic else ""
+        super().__init__(f"message of {size} bytes exceeds max_message_size {max_size}{where}")
+
+
+class BackpressureTimeout(MyceliumError, TimeoutError):
+    """The ring stayed full past the wait bound because a reader is behind; nothing was written."""
+
+    def __init__(self, message: str, *, waited_s: float = 0.0, needed: int = 0) -> None:
+        self.waited_s = waited_s
+        self.needed = needed
+        super().__init__(message)
+
+
+class ConfigError(MyceliumError, ValueError):
+    """A broker config is invalid; ``path`` names the offending key (e.g. ``topics[1].routing``)."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class CorruptFrame(MyceliumError):
+    """A frame in shared memory failed its bounds checks; the reader skipped it and counted it."""
+
+
+class SegmentError(MyceliumError):
+    """A shared-memory segment is missing, of the wrong kind or version, or cannot be mapped."""
+
+
+class ControlProtocolError(MyceliumError):
+    """The peer on the control socket broke the protocol (bad frame, wrong version, bad state)."""
+
+
+class PermissionDenied(BrokerUnavailable):
+    """The coordinator refused this client's credentials (uid/gid not allowed)."""
