@@ -1,0 +1,32 @@
+"""The shared-memory data plane: segments, single-writer lanes, consumer state, registry.
+
+Knows nothing of sockets or the coordinator: tests and tools create and attach segments
+directly; the coordinator and client handles use the same calls.
+"""
+
+from mycelium.shm.consumer_state import (
+    ConsumerState,
+    ConsumerStateView,
+    create_consumer_segment,
+    remove_consumer_objects,
+)
+from mycelium.shm.lane import LaneInfo, LaneReader, LaneWriter, create_lane_segment
+from mycelium.shm.segment import Segment, broker_id_for, list_segments, segment_name
+from mycelium.shm.wait import WaitStrategy, wait_until
+
+__all__ = [
+    "ConsumerState",
+    "ConsumerStateView",
+    "LaneInfo",
+    "LaneReader",
+    "LaneWriter",
+    "Segment",
+    "WaitStrategy",
+    "broker_id_for",
+    "create_consumer_segment",
+    "create_lane_segment",
+    "list_segments",
+    "remove_consumer_objects",
+    "segment_name",
+    "wait_until",
+]

@@ -1,0 +1,146 @@
+"""Byte layout of every shared-memory segment kind, as data.
+
+How this works
+--------------
+Each segment starts with the same 64-byte identity line (magic, layout version, kind,
+size) that ``Segment.attach`` checks. After it, every word that some process writes on
+the hot path sits alone on its own 64-byte cache line, so a producer storing its cursor
+never invalidates the line a consumer stores its cursor in (no false sharing). Offsets
+are in bytes; the ``*_Q`` names are the same offsets as indices into a ``cast("Q")``
+view, which is how the hot paths touch them.
+
+Lane (one per topic x producer [x consumer, for queue topics]), written only by its producer::
+
+    0     identity line
+    64    static: capacity, max_message, lane_uid, writer_pid, flags, data_offset
+    128   write cursor          (byte position, only grows)
+    192   published count       (messages)
+    256   tail version, tail cursor, tail count (lossy lanes: oldest intact frame; seqlock)
+    320   closed flag           (the producer will write no more)
+    4096  ring data, ``capacity`` bytes (a power of two)
+
+Consumer state (one per consumer), written only by its consumer::
+
+    0     identity line
+    64    static: consumer_uid, pid, slot count
+    128   heartbeat (CLOCK_MONOTONIC ns)
+    192   sleeping flag         (doorbell wanted)
+    256   lost, corrupt counters
+    320   retired received  (messages received on lanes since released)
+    512   slot i at 512 + 64*i: lane_uid, cursor, count, start count
+
+Registry (one per broker), written only by the coordinator::
+
+    0     identity line
+    64    generation (even/odd picks the live topology buffer)
+    128   coordinator pid, started ns
+    4096  buffer 0: length u64 + msgpack topology
+    4096 + REGISTRY_BUFFER_BYTES   buffer 1
+"""
+
+from __future__ import annotations
+
+import struct
+
+CACHE_LINE = 64
+PAGE = 4096
+
+MAGIC = int.from_bytes(b"MYCELIUM", "little")
+LAYOUT_VERSION = 1
+
+# Segment kinds, stored in the identity line.
+KIND_LANE = 1
+KIND_CONSUMER = 2
+KIND_REGISTRY = 3
+KIND_NAMES = {KIND_LANE: "lane", KIND_CONSUMER: "consumer", KIND_REGISTRY: "registry"}
+
+#: magic u64, version u32, kind u32, total size u64.
+IDENTITY = struct.Struct("<QIIQ")
+
+# --- lane ---------------------------------------------------------------------------
+LANE_STATIC = struct.Struct("<QQQQQQ")  # capacity, max_message, lane_uid, pid, flags, data_off
+LANE_STATIC_OFF = 64
+LANE_WRITE_OFF = 128
+LANE_COUNT_OFF = 192
+LANE_TAIL_VERSION_OFF = 256
+LANE_TAIL_OFF = 264
+LANE_TAIL_COUNT_OFF = 272
+LANE_CLOSED_OFF = 320
+LANE_DATA_OFF = PAGE
+LANE_FLAG_LOSSY = 1
+
+LANE_WRITE_Q = LANE_WRITE_OFF // 8
+LANE_COUNT_Q = LANE_COUNT_OFF // 8
+LANE_TAIL_VERSION_Q = LANE_TAIL_VERSION_OFF // 8
+LANE_TAIL_Q = LANE_TAIL_OFF // 8
+LANE_TAIL_COUNT_Q = LANE_TAIL_COUNT_OFF // 8
+LANE_CLOSED_Q = LANE_CLOSED_OFF // 8
+
+#: A frame is an 8-byte header (the payload length) then the payload, padded to 8 bytes.
+FRAME_HEADER_BYTES = 8
+#: Header value telling readers "nothing more before the end of the ring: go to offset 0".
+WRAP_MARKER = (1 << 64) - 1
+
+
+def frame_bytes(payload_len: int) -> int:
+    """Ring bytes one frame of ``payload_len`` takes: header plus payload rounded up to 8."""
+    return FRAME_HEADER_BYTES + ((payload_len + 7) & ~7)
+
+
+def lane_segment_bytes(capacity: int) -> int:
+    """Total size of a lane segment whose ring holds ``capacity`` bytes."""
+    return LANE_DATA_OFF + capacity
+
+
+# --- consumer state -----------------------------------------------------------------
+CONSUMER_STATIC = struct.Struct("<QQQ")  # consumer_uid, pid, slots
+CONSUMER_STATIC_OFF = 64
+CONSUMER_HEARTBEAT_OFF = 128
+CONSUMER_SLEEPING_OFF = 192
+CONSUMER_LOST_OFF = 256
+CONSUMER_CORRUPT_OFF = 264
+CONSUMER_RETIRED_OFF = 320
+CONSUMER_SLOTS_OFF = 512
+CONSUMER_SLOT_BYTES = CACHE_LINE
+CONSUMER_MAX_SLOTS = 256
+CONSUMER_SEGMENT_BYTES = CONSUMER_SLOTS_OFF + CONSUMER_MAX_SLOTS * CONSUMER_SLOT_BYTES
+
+CONSUMER_HEARTBEAT_Q = CONSUMER_HEARTBEAT_OFF // 8
+CONSUMER_SLEEPING_Q = CONSUMER_SLEEPING_OFF // 8
+CONSUMER_LOST_Q = CONSUMER_LOST_OFF // 8
+CONSUMER_CORRUPT_Q = CONSUMER_CORRUPT_OFF // 8
+CONSUMER_RETIRED_Q = CONSUMER_RETIRED_OFF // 8
+# Within a slot, as Q indices relative to the slot's first word.
+SLOT_LANE_Q = 0
+SLOT_CURSOR_Q = 1
+SLOT_COUNT_Q = 2
+SLOT_START_Q = 3
+
+
+def slot_q(slot: int) -> int:
+    """Q index of the first word of consumer slot ``slot``."""
+    return (CONSUMER_SLOTS_OFF + slot * CONSUMER_SLOT_BYTES) // 8
+
+
+# --- registry -----------------------------------------------------------------------
+REGISTRY_GENERATION_OFF = 64
+REGISTRY_COORDINATOR_OFF = 128  # pid u64, started ns u64
+REGISTRY_BUFFER_OFF = PAGE
+REGISTRY_BUFFER_BYTES = 1 << 20
+REGISTRY_SEGMENT_BYTES = REGISTRY_BUFFER_OFF + 2 * REGISTRY_BUFFER_BYTES
+REGISTRY_GENERATION_Q = REGISTRY_GENERATION_OFF // 8
+REGISTRY_COORDINATOR_Q = REGISTRY_COORDINATOR_OFF // 8
+
+#: Every word some process stores on the hot path; tests assert each is on its own line.
+HOT_WORD_OFFSETS = {
+    "lane.write": LANE_WRITE_OFF,
+    "lane.count": LANE_COUNT_OFF,
+    "lane.tail": LANE_TAIL_VERSION_OFF,
+    "lane.closed": LANE_CLOSED_OFF,
+    "consumer.heartbeat": CONSUMER_HEARTBEAT_OFF,
+    "consumer.sleeping": CONSUMER_SLEEPING_OFF,
+    "consumer.counters": CONSUMER_LOST_OFF,
+    "consumer.retired": CONSUMER_RETIRED_OFF,
+    "consumer.slots": CONSUMER_SLOTS_OFF,
+    "registry.generation": REGISTRY_GENERATION_OFF,
+}

@@ -1,0 +1,179 @@
+"""POSIX shared-memory segments: create, attach (read-only for readers), check, unlink.
+
+How this works
+--------------
+A segment is a ``posix_ipc.SharedMemory`` object mapped with ``mmap``. The creator sizes
+it, sets its mode (0600 unless configured), and writes the 64-byte identity line (magic,
+layout version, kind, size); every attach checks that line, so a stale segment from an
+older layout or a name reused for another kind is refused with ``SegmentError`` instead of
+being misread. Readers open the object ``O_RDONLY`` and map it ``PROT_READ``: a write
+through their mapping raises ``TypeError`` in Python, and the kernel would fault it anyway.
+
+Names are ``/myc-<broker id>-<kind letter><id>``: the broker id comes from the socket
+path, so two brokers on one machine never collide, and ``list_segments`` can find every
+segment of one broker (or all of them, for ``mycelium cleanup``). posix_ipc errors become
+``SegmentError`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+from pathlib import Path
+
+import posix_ipc
+
+from mycelium.errors import SegmentError
+from mycelium.shm.layout import IDENTITY, KIND_NAMES, LAYOUT_VERSION, MAGIC
+
+__all__ = [
+    "NAME_PREFIX",
+    "Segment",
+    "broker_id_for",
+    "list_segments",
+    "segment_name",
+    "unlink_quietly",
+]
+
+NAME_PREFIX = "myc-"
+SHM_DIR = Path("/dev/shm")
+DEFAULT_SEGMENT_MODE = 0o600
+
+
+def broker_id_for(socket_path: str) -> str:
+    """A short stable id for the broker on ``socket_path``: restarts keep it, others differ."""
+    real = os.path.realpath(socket_path)
+    return hashlib.blake2b(real.encode(), digest_size=4).hexdigest()
+
+
+def segment_name(broker_id: str, kind: str, ident: int | str = "") -> str:
+    """The POSIX name of a segment (or doorbell) of ``broker_id``: ``/myc-<id>-<kind><ident>``."""
+    return f"/{NAME_PREFIX}{broker_id}-{kind}{ident}"
+
+
+def list_segments(broker_id: str | None = None) -> list[str]:
+    """Names (with leading '/') of Mycelium objects in /dev/shm, of one broker or of all.
+
+    Semaphores appear there as ``sem.<name>``; they are listed under their POSIX name too.
+    """
+    prefix = NAME_PREFIX + (f"{broker_id}-" if broker_id else "")
+    names = []
+    try:
+        entries = sorted(os.listdir(SHM_DIR))
+    except OSError:
+        return []
+    for entry in entries:
+        base = entry.removeprefix("sem.")
+        if base.startswith(prefix):
+            names.append(("sem:" if entry.startswith("sem.") else "") + "/" + base)
+    return names
+
+
+def unlink_quietly(name: str) -> bool:
+    """Unlink a segment (or ``sem:/name`` doorbell); True if it existed."""
+    try:
+        if name.startswith("sem:"):
+            posix_ipc.unlink_semaphore(name[4:])
+        else:
+            posix_ipc.unlink_shared_memory(name)
+    except posix_ipc.ExistentialError:
+        return False
+    return True
+
+
+class Segment:
+    """One mapped shared-memory segment; ``buf``/``q`` are byte and u64 views of it."""
+
+    __slots__ = ("buf", "kind", "mm", "name", "q", "size", "writable")
+
+    def __init__(self, name: str, mm: mmap.mmap, size: int, kind: int, writable: bool) -> None:
+        self.name = name
+        self.mm = mm
+        self.size = size
+        self.kind = kind
+        self.writable = writable
+        self.buf = memoryview(mm)
+        self.q = self.buf.cast("Q")
+
+    @classmethod
+    def create(cls, name: str, size: int, kind: int, mode: int = DEFAULT_SEGMENT_MODE) -> Segment:
+        """Create a new segment exclusively and write its identity line.
+
+        Raises SegmentError if the name exists or the object cannot be created.
+        """
+        try:
+            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode, size=size)
+        except posix_ipc.ExistentialError as exc:
+            raise SegmentError(f"segment {name} already exists") from exc
+        except (posix_ipc.Error, OSError, ValueError) as exc:
+            raise SegmentError(f"cannot create segment {name}: {exc}") from exc
+        try:
+            os.fchmod(shm.fd, mode)  # shm_open applies the umask; the configured mode wins
+            mm = mmap.mmap(shm.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as exc:
+            shm.close_fd()
+            unlink_quietly(name)
+            raise SegmentError(f"cannot map segment {name}: {exc}") from exc
+        shm.close_fd()
+        IDENTITY.pack_into(mm, 0, MAGIC, LAYOUT_VERSION, kind, size)
+        return cls(name, mm, size, kind, writable=True)
+
+    @classmethod
+    def attach(cls, name: str, kind: int, writable: bool = False) -> Segment:
+        """Map an existing segment, read-only unless ``writable``, and check its identity.
+
+        Raises SegmentError if it is missing, not a Mycelium segment of ``kind``, or of
+        another layout version.
+        """
+        flags = 0 if writable else posix_ipc.O_RDONLY  # posix_ipc opens O_RDWR by default
+        try:
+            shm = posix_ipc.SharedMemory(name, flags, read_only=not writable)
+        except posix_ipc.ExistentialError as exc:
+            raise SegmentError(f"segment {name} does not exist") from exc
+        except (posix_ipc.Error, OSError) as exc:
+            raise SegmentError(f"cannot open segment {name}: {exc}") from exc
+        try:
+            size = shm.size
+            if size < IDENTITY.size:
+                raise SegmentError(f"segment {name} is too small ({size} bytes) to be ours")
+            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+            mm = mmap.mmap(shm.fd, size, mmap.MAP_SHARED, prot)
+        except OSError as exc:
+            raise SegmentError(f"cannot map segment {name}: {exc}") from exc
+        finally:
+            shm.close_fd()
+        magic, version, found_kind, declared = IDENTITY.unpack_from(mm, 0)
+        problem = None
+        if magic != MAGIC:
+            problem = "is not a Mycelium segment (bad magic)"
+        elif version != LAYOUT_VERSION:
+            problem = f"has layout version {version}, this build reads {LAYOUT_VERSION}"
+        elif found_kind != kind:
+            problem = (
+                f"is a {KIND_NAMES.get(found_kind, found_kind)} segment, "
+                f"expected {KIND_NAMES.get(kind, kind)}"
+            )
+        elif declared != size:
+            problem = f"declares {declared} bytes but is {size}"
+        if problem:
+            mm.close()
+            raise SegmentError(f"segment {name} {problem}")
+        return cls(name, mm, size, kind, writable)
+
+    def close(self) -> None:
+        """Unmap. Zero-copy views a caller still holds keep the mapping alive until dropped."""
+        self.q.release()
+        self.buf.release()
+        try:
+            self.mm.close()
+        except BufferError:
+            pass  # a caller's view is alive; the mapping goes when the last view does
+
+    def unlink(self) -> bool:
+        """Remove the name (mappings stay valid); True if it existed."""
+        return unlink_quietly(self.name)
+
+    def __repr__(self) -> str:
+        mode = "rw" if self.writable else "ro"
+        return f"<Segment {self.name} {KIND_NAMES.get(self.kind)} {self.size}B {mode}>"
