@@ -78,7 +78,14 @@ class SegmentError(MyceliumError):
 
 
 class ControlProtocolError(MyceliumError):
-    """The peer on the control socket broke the protocol (bad frame, wrong version, bad state)."""
+    """The peer on the control socket broke the protocol (bad frame, wrong version, bad state).
+
+    ``code`` is the wire error code the coordinator answers with (e.g. ``bad_version``).
+    """
+
+    def __init__(self, message: str, code: str = "malformed") -> None:
+        self.code = code
+        super().__init__(message)
 
 
 class PermissionDenied(BrokerUnavailable):
