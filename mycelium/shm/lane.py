@@ -307,6 +307,20 @@ class LaneWriter:
     def count(self) -> int:
         return self._count
 
+    def free_bytes(self) -> int:
+        """Ring bytes this writer could fill now without waiting (rescans its readers)."""
+        if self._lossy:
+            return self._cap
+        return self._floor() + self._cap - self._pos
+
+    def mark_closed(self) -> None:
+        """Set the closed flag but keep the mapping (the producer hands a lane back)."""
+        self._hq[LANE_CLOSED_Q] = 1
+
+    @property
+    def closed_by_us(self) -> bool:
+        return bool(self._hq[LANE_CLOSED_Q])
+
     # -- slow path ----------------------------------------------------------------------
     def _claim(self, pos: int, fb: int) -> int:
         """Make room for a frame of ``fb`` bytes at ``pos``; returns where it goes.
@@ -327,7 +341,14 @@ class LaneWriter:
             self._dq[off >> 3] = WRAP_MARKER
             pos += skip
         lap_end = (pos | self._mask) + 1
-        self._limit = min(floor + cap, lap_end) if not self._lossy else lap_end
+        if self._lossy:
+            self._limit = lap_end
+        elif any(g.base is None for g in self._gates):
+            # A reader has not claimed its slot yet: rescan on every publish until it
+            # does, so its starting cursor is honoured as soon as it appears.
+            self._limit = pos
+        else:
+            self._limit = min(floor + cap, lap_end)
         return pos
 
     def _wait_for_space(self, need_end: int) -> int:
@@ -336,6 +357,11 @@ class LaneWriter:
         floor = self._floor()
         if need_end <= floor + cap:
             return floor
+        if self.backpressure_timeout_s <= 0:  # caller waits its own way (asyncio)
+            raise BackpressureTimeout(
+                f"lane {self.seg.name}: ring full; nothing written",
+                needed=need_end - cap - floor,
+            )
         deadline = time.monotonic() + self.backpressure_timeout_s
         next_liveness = time.monotonic() + WRITER_LIVENESS_EVERY_S
         sleep_s = WRITER_SLEEP_MIN_S

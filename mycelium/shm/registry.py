@@ -57,6 +57,7 @@ class TopicEntry(msgspec.Struct, frozen=True):
 class ProducerEntry(msgspec.Struct, frozen=True):
     id: int
     pid: int
+    started: float = 0.0  # the process's create time: pid reuse cannot fool liveness
     name: str = ""
     topics: tuple[str, ...] = ()
     alive: bool = True
@@ -69,6 +70,7 @@ class ConsumerEntry(msgspec.Struct, frozen=True):
     group: str
     segment: str
     doorbell: str
+    started: float = 0.0
     alive: bool = True
 
 

@@ -1,0 +1,273 @@
+"""The consumer handle: read one topic from every lane that feeds it.
+
+How this works
+--------------
+``Subscribe`` gives the consumer its own state segment (cursors, heartbeat, sleeping flag)
+and doorbell; the registry says which lanes feed it (every lane of a fanout topic, or the
+lanes producers keep for this consumer on a queue topic). A lane that existed before we
+subscribed is read from its current end (we get what is published after subscribing);
+a lane created later is read from its start, so nothing published to it is missed.
+
+``poll()`` is the non-blocking core: one generation check, then the lanes in round-robin
+order. ``recv`` waits with the configured strategy (``mycelium.shm.wait``). A lane whose
+producer died stays until we have drained it; the coordinator then retires it and we
+let it go. On a queue topic, ``close()`` keeps its cursors in place so the producers can
+hand what we did not read to the rest of the group.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from mycelium.client.control import ControlChannel
+from mycelium.control.wire import Subscribe, Subscribed, Unsubscribe
+from mycelium.errors import BrokerUnavailable, MyceliumError
+from mycelium.paths import resolve_socket_path
+from mycelium.protocol import Message, parse_message
+from mycelium.shm.consumer_state import ConsumerState
+from mycelium.shm.lane import LaneReader
+from mycelium.shm.layout import KIND_LANE, REGISTRY_GENERATION_Q
+from mycelium.shm.registry import RegistryView
+from mycelium.shm.segment import Segment
+from mycelium.shm.wait import DEFAULT_SPINS, DEFAULT_YIELDS, WaitStrategy, wait_until
+
+__all__ = ["Consumer", "ConsumerCore"]
+
+
+class ConsumerCore:
+    """Everything a consumer does except blocking: shared by sync and async handles."""
+
+    def __init__(
+        self,
+        topic: str,
+        socket_path: str | os.PathLike[str] | None = None,
+        group: str | None = None,
+        *,
+        wait: WaitStrategy | str = WaitStrategy.BLOCK,
+        spins: int = DEFAULT_SPINS,
+        yields: int = DEFAULT_YIELDS,
+        wait_for_broker: float = 0.0,
+    ) -> None:
+        self.topic = topic
+        self.socket_path = resolve_socket_path(socket_path)
+        self.wait = WaitStrategy(wait)
+        self.spins = spins
+        self.yields = yields
+        self._lock = threading.RLock()
+        self._closed = False
+        self._readers: dict[int, LaneReader] = {}
+        self._order: list[LaneReader] = []
+        self._rr = 0
+        self.channel = ControlChannel(
+            self.socket_path,
+            "consumer",
+            wait_for_broker_s=wait_for_broker,
+            on_reconnect=self._resume,
+            on_tick=self._beat,
+        )
+        try:
+            reply = self.channel.request(Subscribe(topic=topic, group=group))
+        except MyceliumError:
+            self.channel.close()
+            raise
+        assert isinstance(reply, Subscribed) and self.channel.welcome is not None
+        self.id = reply.consumer_id
+        self.group = reply.group
+        self.state = ConsumerState.attach(reply.state_name, reply.doorbell_name)
+        self.registry = RegistryView.attach(self.channel.welcome.registry_name)
+        self._gen_q = self.registry.q
+        self._gen = -1
+        self._queue = False
+        self._refresh()
+
+    # -- reading --------------------------------------------------------------------
+    def poll(self) -> bytes | None:
+        """The next message, or None if nothing is waiting. Raises CorruptFrame."""
+        if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
+            self._refresh()
+        order = self._order
+        n = len(order)
+        if n == 1:
+            return order[0].poll()
+        start = self._rr
+        for k in range(n):
+            i = (start + k) % n
+            data = order[i].poll()
+            if data is not None:
+                self._rr = i + 1
+                return data
+        return None
+
+    def poll_many(self, max_n: int) -> list[bytes] | None:
+        """Up to ``max_n`` waiting messages (one cursor store per lane), or None if none."""
+        if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
+            self._refresh()
+        out: list[bytes] = []
+        for reader in self._order:
+            if len(out) >= max_n:
+                break
+            out += reader.poll_many(max_n - len(out))
+        return out or None
+
+    def has_data(self) -> bool:
+        """Whether some lane has unread bytes (cheap; for waiting outside the core)."""
+        if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
+            self._refresh()
+        return any(not r.drained() for r in self._order)
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else time.monotonic() + timeout
+
+    # -- topology -------------------------------------------------------------------
+    def _refresh(self) -> None:
+        """Attach lanes that appeared, let go of lanes the coordinator retired."""
+        with self._lock:
+            gen, topo = self.registry.read()
+            self._gen = gen
+            entry = topo.topic(self.topic)
+            self._queue = entry is not None and entry.routing == "queue"
+            wanted = {
+                lane.uid: lane
+                for lane in topo.lanes
+                if lane.topic == self.topic and lane.consumer in (0, self.id)
+                and (lane.consumer == self.id or not self._queue)
+            }  # fmt: skip
+            for uid in list(self._readers):
+                if uid not in wanted:
+                    self._readers.pop(uid).close(release_slot=True)
+            for uid, lane in wanted.items():
+                if uid in self._readers:
+                    continue
+                try:
+                    seg = Segment.attach(lane.segment, KIND_LANE)
+                except MyceliumError:
+                    continue  # retired between the registry read and now
+                start = "begin" if uid > self.id else "end"
+                self._readers[uid] = LaneReader(seg, self.state, start=start)
+            self._order = list(self._readers.values())
+            self._rr = 0
+
+    def _resume(self) -> None:
+        """After a reconnect: resume our subscription under the same consumer id."""
+        reply = self.channel.request(Subscribe(topic=self.topic, group=self.group if
+                                               self._queue else None, resume_id=self.id))  # fmt: skip
+        if isinstance(reply, Subscribed) and reply.consumer_id != self.id:
+            raise BrokerUnavailable(
+                f"the broker gave us a new consumer id {reply.consumer_id} (was {self.id})"
+            )
+
+    def _beat(self) -> None:
+        if not self._closed:
+            self.state.beat()
+
+    # -- state ----------------------------------------------------------------------
+    @property
+    def lanes(self) -> int:
+        return len(self._order)
+
+    @property
+    def lost(self) -> int:
+        """Messages lost to a lossy topic's overruns (never on a lossless topic)."""
+        return self.state.lost
+
+    @property
+    def corrupt(self) -> int:
+        """Corrupt frames met (each was reported with CorruptFrame and skipped)."""
+        return self.state.corrupt
+
+    def backlog(self) -> int:
+        """Messages waiting for us across our lanes."""
+        return sum(r.backlog() for r in self._order)
+
+    def close(self) -> None:
+        """Leave the topic. On a queue topic our unread messages go to the rest of the group."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            for reader in self._readers.values():
+                # Queue lanes keep our cursor: the producer re-dispatches from it.
+                reader.close(release_slot=not self._queue)
+            self._readers.clear()
+            self._order = []
+        if self.channel.state.name == "CONNECTED":
+            try:
+                self.channel.request(Unsubscribe(consumer_id=self.id))
+            except MyceliumError:
+                pass  # the coordinator's sweep notices when we exit
+        self.channel.close()
+        if self._queue:
+            self.state.seg.close()
+            self.state.doorbell.close()
+        else:
+            self.state.close()
+        self.registry.close()
+
+
+class Consumer(ConsumerCore):
+    """Synchronous consumer handle of one topic (a context manager and an iterator)::
+
+    with Consumer("market_data") as c:
+        payload = c.recv(timeout=1.0)
+    """
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        """The next message; raises TimeoutError if none came within ``timeout`` seconds
+        (None: wait indefinitely), CorruptFrame for a corrupt frame (skipped, counted)."""
+        data = self.poll()
+        if data is not None:
+            return data
+        data = wait_until(
+            self.poll,
+            self.state,
+            self._deadline(timeout),
+            self.wait,
+            spins=self.spins,
+            yields=self.yields,
+        )
+        if data is None:
+            raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
+        return data
+
+    def recv_many(self, max_n: int = 1000, timeout: float | None = 0.0) -> list[bytes]:
+        """Up to ``max_n`` messages; waits up to ``timeout`` for the first; may be empty."""
+        batch = self.poll_many(max_n)
+        if batch is None and timeout != 0.0:
+            batch = wait_until(
+                lambda: self.poll_many(max_n),
+                self.state,
+                self._deadline(timeout),
+                self.wait,
+                spins=self.spins,
+                yields=self.yields,
+            )
+        return batch or []
+
+    def recv_message(self, timeout: float | None = None, verify_checksum: bool = True) -> Message:
+        """The next message parsed as Protocol V2 (raises ProtocolError if it is not)."""
+        return parse_message(self.recv(timeout), verify_checksum=verify_checksum)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Messages as they come, blocking between them, until the consumer is closed."""
+        while not self._closed:
+            try:
+                yield self.recv(timeout=1.0)
+            except TimeoutError:
+                continue
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:  # interpreter shutdown: best effort only
+                pass

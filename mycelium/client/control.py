@@ -1,0 +1,280 @@
+"""A client's control connection to the coordinator: hello, requests, heartbeats, reconnect.
+
+How this works
+--------------
+``ControlChannel`` owns one Unix socket. ``request()`` sends a frame and reads frames
+until the reply (the lock keeps a caller and the keeper thread from interleaving).
+A daemon *keeper* thread sends a heartbeat every interval; when the connection breaks
+(the coordinator stopped or crashed) it reconnects with capped exponential backoff and
+jitter, says Hello with its old id (``resume_id``) and runs ``on_reconnect`` so the
+handle re-registers (producers) or resumes its subscription (consumers).
+
+None of this is on the data path: while the channel is RECONNECTING, producers and
+consumers keep exchanging messages through shared memory. Socket errors become
+``BrokerUnavailable`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from mycelium.control.session import ClientState
+from mycelium.control.wire import (
+    PROTOCOL_VERSION,
+    Error,
+    ErrorCode,
+    FrameDecoder,
+    Goodbye,
+    Heartbeat,
+    Hello,
+    Reply,
+    Request,
+    Welcome,
+    encode_frame,
+)
+from mycelium.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    ControlProtocolError,
+    MyceliumError,
+    PermissionDenied,
+    UnknownTopic,
+)
+
+__all__ = ["ControlChannel", "raise_for_error"]
+
+log = logging.getLogger("mycelium.client")
+
+HEARTBEAT_INTERVAL_S = 1.0
+REQUEST_TIMEOUT_S = 5.0
+RECONNECT_WAIT_MIN_S = 0.05
+RECONNECT_WAIT_MAX_S = 2.0
+#: Each wait is the capped backoff times a random factor in [1 - JITTER, 1].
+RECONNECT_JITTER = 0.5
+READ_CHUNK_BYTES = 64 * 1024
+
+
+def raise_for_error(reply: Reply) -> Reply:
+    """Turn an Error reply into the matching MyceliumError; pass anything else through."""
+    if not isinstance(reply, Error):
+        return reply
+    if reply.code == ErrorCode.UNKNOWN_TOPIC:
+        raise UnknownTopic(reply.message.removeprefix("unknown topic ").split(";")[0].strip("'"))
+    if reply.code == ErrorCode.NOT_ALLOWED:
+        raise PermissionDenied(f"the broker refused us: {reply.message}")
+    if reply.code == "config_error":
+        raise ConfigError(reply.message)
+    if reply.code in (ErrorCode.TOO_MANY_CONNECTIONS, ErrorCode.TIMEOUT):
+        raise BrokerUnavailable(f"the broker refused us: {reply.message}")
+    raise ControlProtocolError(f"the broker answered {reply.code}: {reply.message}", reply.code)
+
+
+class ControlChannel:
+    """One control connection with heartbeats and automatic reconnection."""
+
+    def __init__(
+        self,
+        socket_path: str,
+        role: str,
+        *,
+        name: str = "",
+        wait_for_broker_s: float = 0.0,
+        heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+        on_reconnect: Callable[[], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
+    ) -> None:
+        self.socket_path = socket_path
+        self.role = role
+        self.name = name
+        self.heartbeat_interval_s = heartbeat_interval_s
+        #: Runs in the keeper thread after each reconnect (re-register, resume).
+        self.on_reconnect = on_reconnect
+        #: Runs in the keeper thread on every heartbeat tick, connected or not.
+        self.on_tick = on_tick
+        self.state = ClientState.CONNECTING
+        self.welcome: Welcome | None = None
+        self.reconnects = 0
+        self._sock: socket.socket | None = None
+        self._decoder = FrameDecoder(expect=Reply)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._connect_with_retry(wait_for_broker_s)
+        self._keeper = threading.Thread(
+            target=self._keep, name=f"mycelium-control-{role}", daemon=True
+        )
+        self._keeper.start()
+
+    # -- connecting -----------------------------------------------------------------
+    def _connect_with_retry(self, wait_s: float) -> None:
+        deadline = time.monotonic() + wait_s
+        attempt = 0
+        while True:
+            try:
+                self._connect()
+                return
+            except BrokerUnavailable:
+                if time.monotonic() >= deadline or isinstance(self._last_error, PermissionDenied):
+                    raise
+            attempt += 1
+            time.sleep(min(_backoff(attempt), max(0.0, deadline - time.monotonic())))
+
+    _last_error: MyceliumError | None = None
+
+    def _connect(self) -> None:
+        """Open the socket and complete the Hello/Welcome exchange. Raises BrokerUnavailable."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(REQUEST_TIMEOUT_S)
+        try:
+            sock.connect(self.socket_path)
+        except OSError as exc:
+            sock.close()
+            self._last_error = BrokerUnavailable(
+                f"no Mycelium broker answers on {self.socket_path} ({exc.strerror or exc})"
+            )
+            raise self._last_error from exc
+        resume = self.welcome.client_id if self.welcome and self.role == "producer" else 0
+        hello = Hello(
+            version=PROTOCOL_VERSION, pid=os.getpid(), role=self.role, name=self.name,
+            resume_id=resume,
+        )  # fmt: skip
+        decoder = FrameDecoder(expect=Reply)
+        try:
+            reply = self._exchange(sock, decoder, hello)
+            welcome = raise_for_error(reply)
+        except (OSError, MyceliumError) as exc:
+            sock.close()
+            if isinstance(exc, PermissionDenied):
+                self._last_error = exc
+                raise
+            self._last_error = BrokerUnavailable(f"handshake with {self.socket_path} failed: {exc}")
+            raise self._last_error from exc
+        if not isinstance(welcome, Welcome):
+            sock.close()
+            raise BrokerUnavailable(f"expected Welcome, got {type(welcome).__name__}")
+        self._sock = sock
+        self._decoder = decoder
+        self.welcome = welcome
+        self.state = ClientState.CONNECTED
+
+    @staticmethod
+    def _exchange(sock: socket.socket, decoder: FrameDecoder, request: Request) -> Reply:
+        sock.sendall(encode_frame(request))
+        while (reply := decoder.next_message()) is None:
+            data = sock.recv(READ_CHUNK_BYTES)
+            if not data:
+                raise ConnectionResetError("the broker closed the connection")
+            decoder.receive_data(data)
+        return reply
+
+    # -- requests -------------------------------------------------------------------
+    def request(self, request: Request) -> Reply:
+        """Send one request and return its reply (Error replies raised as MyceliumError).
+
+        Raises BrokerUnavailable if the broker cannot be reached; the keeper thread keeps
+        trying to reconnect in the background.
+        """
+        with self._lock:
+            sock = self._sock
+            if sock is None or self.state is not ClientState.CONNECTED:
+                raise BrokerUnavailable(f"not connected to the broker on {self.socket_path}")
+            try:
+                reply = self._exchange(sock, self._decoder, request)
+            except (OSError, ControlProtocolError) as exc:
+                self._drop()
+                raise BrokerUnavailable(f"lost the broker on {self.socket_path}: {exc}") from exc
+        return raise_for_error(reply)
+
+    def _drop(self) -> None:
+        """Forget a broken socket (lock held) and let the keeper reconnect."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        self._sock = None
+        if self.state is not ClientState.CLOSED:
+            self.state = ClientState.RECONNECTING
+            self._wake.set()
+
+    # -- keeper thread --------------------------------------------------------------
+    def _keep(self) -> None:
+        attempt = 0
+        while self.state is not ClientState.CLOSED:
+            if self.state is ClientState.RECONNECTING:
+                attempt += 1
+                self._wake.wait(_backoff(attempt))
+                self._wake.clear()
+                if self.state is ClientState.CLOSED:
+                    return
+                if self._reconnect():
+                    attempt = 0
+                continue
+            self._wake.wait(self.heartbeat_interval_s)
+            self._wake.clear()
+            if self.state is ClientState.CLOSED:
+                return
+            self._tick()
+            if self.state is ClientState.CONNECTED:
+                with contextlib.suppress(MyceliumError):
+                    self.request(Heartbeat(pid=os.getpid()))
+
+    def _tick(self) -> None:
+        if self.on_tick is not None:
+            try:
+                self.on_tick()
+            except Exception:  # the keeper must outlive any callback bug
+                log.exception("control tick failed")
+
+    def _reconnect(self) -> bool:
+        with self._lock:
+            if self.state is ClientState.CLOSED:
+                return False
+            try:
+                self._connect()
+            except BrokerUnavailable:
+                self.state = ClientState.RECONNECTING
+                self._tick()
+                return False
+        self.reconnects += 1
+        log.info("reconnected to the broker on %s", self.socket_path)
+        if self.on_reconnect is not None:
+            try:
+                self.on_reconnect()
+            except MyceliumError as exc:
+                log.warning("resuming after reconnect failed (%s); will retry", exc)
+                with self._lock:
+                    self._drop()
+                return False
+        return True
+
+    # -- closing --------------------------------------------------------------------
+    def close(self) -> None:
+        """Say Goodbye (best effort), close the socket and stop the keeper thread."""
+        with self._lock:
+            if self.state is ClientState.CLOSED:
+                return
+            sock = self._sock
+            if sock is not None and self.state is ClientState.CONNECTED:
+                with contextlib.suppress(OSError):
+                    sock.sendall(encode_frame(Goodbye()))
+                    sock.settimeout(0.5)
+                    sock.recv(READ_CHUNK_BYTES)  # the Ok, so the broker has processed it
+            self.state = ClientState.CLOSED
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+            self._sock = None
+        self._wake.set()
+        if self._keeper.is_alive() and self._keeper is not threading.current_thread():
+            self._keeper.join(timeout=2.0)
+
+
+def _backoff(attempt: int) -> float:
+    """Capped exponential backoff with jitter (nats.py style)."""
+    wait = min(RECONNECT_WAIT_MAX_S, RECONNECT_WAIT_MIN_S * (2 ** min(attempt, 16)))
+    return wait * random.uniform(1 - RECONNECT_JITTER, 1)

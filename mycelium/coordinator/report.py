@@ -1,0 +1,67 @@
+"""Plain-text rendering of the stats document for ``mycelium status``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["render_stats"]
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [headers, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def render_stats(doc: dict[str, Any]) -> str:
+    """Human-readable broker status: broker line, topics, consumers, producers, segments."""
+    b = doc["broker"]
+    out = [
+        f"broker {b['id']} pid {b['pid']} on {b['socket']}: up {b['uptime_s']:.0f}s, "
+        f"{b['connections']} connections, RSS {_mib(b['rss_bytes'])}, CPU {b['cpu_percent']}%",
+        "",
+        _table(
+            ["topic", "routing", "lanes", "prod", "cons", "published", "delivered",
+             "pub/s", "dlv/s", "dropped"],
+            [
+                [t["name"], t["routing"] + (" lossy" if t["lossy"] else ""), t["lanes"],
+                 t["producers"], t["consumers"], t["published"], t["delivered"],
+                 f"{t['publish_rate']:.0f}", f"{t['deliver_rate']:.0f}", t["dropped"]]
+                for t in doc["topics"]
+            ],
+        ),
+    ]  # fmt: skip
+    if doc["consumers"]:
+        out += [
+            "",
+            _table(
+                ["consumer", "topic", "group", "pid", "alive", "received", "lag", "lost",
+                 "corrupt"],
+                [
+                    [c["id"], c["topic"], c["group"], c["pid"], c["alive"], c["received"],
+                     c["lag"], c["lost"], c["corrupt"]]
+                    for c in doc["consumers"]
+                ],
+            ),
+        ]  # fmt: skip
+    if doc["producers"]:
+        out += [
+            "",
+            _table(
+                ["producer", "name", "pid", "alive", "topics", "published"],
+                [
+                    [p["id"], p["name"] or "-", p["pid"], p["alive"], ",".join(p["topics"]),
+                     p["published"]]
+                    for p in doc["producers"]
+                ],
+            ),
+        ]  # fmt: skip
+    seg = doc["segments"]
+    out += ["", f"segments: {seg['count']} ({_mib(seg['bytes'])})"]
+    return "\n".join(out)

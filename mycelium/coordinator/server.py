@@ -1,0 +1,381 @@
+"""The coordinator daemon: control socket, liveness sweeps, stats, reload, shutdown.
+
+How this works
+--------------
+One asyncio loop serves the Unix control socket. Each connection is checked (peer
+credentials against the allowed uids/gids, ``max_connections``), must say Hello within
+``connection_timeout_ms``, and then exchanges typed request/reply frames; the session
+table in ``mycelium.control.session`` decides what may come when. A malformed, oversized,
+unknown or out-of-order frame, or a wrong protocol version, gets an ``Error`` reply and
+the connection is closed; everyone else is unaffected. A request that is merely refused
+(unknown topic) gets an ``Error`` and the connection stays open.
+
+The coordinator is never on the data path: producers and consumers exchange messages
+through the segments ``BrokerState`` created. A periodic sweep notices dead clients
+(pid and process start time) and retires finished lanes. On SIGTERM/SIGINT it stops
+serving; if clients are still alive their segments (and the registry) stay, so a new
+coordinator adopts them and nothing in flight is lost. SIGHUP reloads the config.
+
+One broker per socket: an exclusive ``flock`` on ``<socket>.lock`` is held for the life
+of the process, so a second start is refused clearly and a stale socket file left by a
+crashed broker is taken over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import struct
+import time
+from pathlib import Path
+
+from mycelium.config import BrokerConfig, load_config
+from mycelium.control.session import ServerSession, SessionState
+from mycelium.control.wire import (
+    PROTOCOL_VERSION,
+    Error,
+    ErrorCode,
+    FrameDecoder,
+    Goodbye,
+    Heartbeat,
+    Hello,
+    Ok,
+    ProducerRegistered,
+    RegisterProducer,
+    Reload,
+    Reply,
+    Request,
+    Shutdown,
+    StatsReply,
+    StatsRequest,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Welcome,
+    encode_frame,
+)
+from mycelium.coordinator.stats import RateMeter, collect_stats
+from mycelium.coordinator.topology import BrokerState
+from mycelium.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    ControlProtocolError,
+    MyceliumError,
+    UnknownTopic,
+)
+from mycelium.shm.registry import Registry
+from mycelium.shm.segment import broker_id_for, segment_name
+
+__all__ = ["Coordinator", "registry_name_for", "run_broker"]
+
+log = logging.getLogger("mycelium.coordinator")
+
+SWEEP_INTERVAL_S = 0.1
+READ_CHUNK_BYTES = 64 * 1024
+_PEERCRED = struct.Struct("3i")
+
+
+def registry_name_for(broker_id: str) -> str:
+    """The registry segment's name for a broker id."""
+    return segment_name(broker_id, "R")
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    return _PEERCRED.unpack(raw)
+
+
+class _Connection:
+    __slots__ = ("consumer_ids", "pid", "producer_id", "session", "uid")
+
+    def __init__(self, session: ServerSession, pid: int, uid: int) -> None:
+        self.session = session
+        self.pid = pid
+        self.uid = uid
+        self.producer_id = 0
+        self.consumer_ids: set[int] = set()
+
+
+class Coordinator:
+    """The broker daemon. ``await run()`` serves until ``stop()`` (or a signal)."""
+
+    def __init__(
+        self, config: BrokerConfig, socket_path: str, config_path: str | None = None
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.socket_path = os.path.abspath(socket_path)
+        self.broker_id = broker_id_for(self.socket_path)
+        self.state: BrokerState | None = None
+        self._conns: set[_Connection] = set()
+        self._next_session = 1
+        self._stop = asyncio.Event()
+        self._lock_fd: int | None = None
+        self._rates = RateMeter()
+        self._started_s = time.time()
+
+    # -- lifecycle ------------------------------------------------------------------
+    def _take_socket(self) -> None:
+        """Hold the per-socket lock and clear a stale socket file; refuse if one is live."""
+        path = Path(self.socket_path)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o770)
+        fd = os.open(f"{self.socket_path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BrokerUnavailable(
+                f"another broker is already running on {self.socket_path}"
+            ) from None
+        self._lock_fd = fd
+        if path.exists() or path.is_socket():
+            log.info("taking over stale socket %s", self.socket_path)
+            path.unlink()
+
+    def _allowed(self, uid: int, gid: int) -> bool:
+        server = self.config.server
+        return uid in (0, os.getuid(), *server.allowed_uids) or gid in server.allowed_gids
+
+    async def run(self) -> None:
+        """Serve until stopped. Raises BrokerUnavailable if the socket is taken."""
+        self._take_socket()
+        registry, adopted = Registry.create_or_adopt(
+            registry_name_for(self.broker_id), self.config.server.segment_mode
+        )
+        self.state = BrokerState(self.broker_id, self.config, registry, adopted)
+        self.state.sweep()
+        self.state.publish()
+        server = await asyncio.start_unix_server(self._serve, path=self.socket_path)
+        os.chmod(self.socket_path, self.config.server.socket_mode)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_from_signal)
+        log.info(
+            "broker %s serving on %s (pid %d, %d topics%s)",
+            self.broker_id,
+            self.socket_path,
+            os.getpid(),
+            len(self.state.topo.topics),
+            ", adopted existing segments" if adopted else "",
+        )
+        sweeper = asyncio.create_task(self._sweep_loop())
+        try:
+            await self._stop.wait()
+        finally:
+            sweeper.cancel()
+            server.close()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+            self._shutdown_state()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+
+    def _shutdown_state(self) -> None:
+        state = self.state
+        if state is None:
+            return
+        state.sweep()
+        alive = state.live_clients()
+        if alive:
+            state.publish()
+            log.info("stopping; %d clients still run, their segments stay for adoption", alive)
+        else:
+            log.info("stopping; no clients left, removing every segment")
+        state.close(unlink=not alive)
+
+    def stop(self) -> None:
+        """Ask the coordinator to stop serving (graceful)."""
+        self._stop.set()
+
+    def _reload_from_signal(self) -> None:
+        try:
+            for line in self.reload():
+                log.info("reload: %s", line)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+
+    def reload(self) -> list[str]:
+        """Re-read the config file (the embedded default if none); raises ConfigError."""
+        config = load_config(self.config_path)
+        assert self.state is not None
+        changes = self.state.apply_config(config)
+        self.config = config
+        self.state.publish()
+        return changes or ["no changes"]
+
+    async def _sweep_loop(self) -> None:
+        assert self.state is not None
+        stats_every = self.config.performance.stats_interval_ms / 1000
+        next_stats = 0.0
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            try:
+                if self.state.sweep():
+                    self.state.publish()
+                now = time.monotonic()
+                if now >= next_stats:
+                    self._rates.sample(self.state)
+                    next_stats = now + stats_every
+            except MyceliumError:
+                log.exception("sweep failed; retrying on the next one")
+
+    # -- connections ----------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        pid, uid, gid = peer_credentials(sock)
+        if not self._allowed(uid, gid):
+            log.warning("refused pid %d: uid %d / gid %d not allowed", pid, uid, gid)
+            await self._close_with(writer, ErrorCode.NOT_ALLOWED, f"uid {uid} is not allowed")
+            return
+        if len(self._conns) >= self.config.server.max_connections:
+            await self._close_with(
+                writer,
+                ErrorCode.TOO_MANY_CONNECTIONS,
+                f"max_connections ({self.config.server.max_connections}) reached",
+            )
+            return
+        conn = _Connection(ServerSession(self._next_session), pid, uid)
+        self._next_session += 1
+        self._conns.add(conn)
+        decoder = FrameDecoder(expect=Request)
+        handshake_s = self.config.server.connection_timeout_ms / 1000
+        try:
+            while conn.session.state is not SessionState.CLOSED:
+                waiting_hello = conn.session.state is SessionState.AWAIT_HELLO
+                data = await asyncio.wait_for(
+                    reader.read(READ_CHUNK_BYTES), handshake_s if waiting_hello else None
+                )
+                if not data:
+                    break
+                decoder.receive_data(data)
+                while (request := decoder.next_message()) is not None:
+                    conn.session.receive(request)
+                    writer.write(encode_frame(self._dispatch(conn, request)))
+                    if conn.session.state is SessionState.CLOSED:
+                        break
+                await writer.drain()
+        except ControlProtocolError as exc:
+            log.warning("pid %d broke the control protocol: %s", pid, exc)
+            await self._close_with(writer, exc.code, str(exc))
+        except TimeoutError:
+            await self._close_with(
+                writer, ErrorCode.TIMEOUT, f"no Hello within {handshake_s * 1000:.0f} ms"
+            )
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._conns.discard(conn)
+            self._disconnected(conn)
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def _close_with(self, writer: asyncio.StreamWriter, code: str, message: str) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            writer.write(encode_frame(Error(code=str(code), message=message)))
+            await writer.drain()
+        writer.close()
+
+    def _disconnected(self, conn: _Connection) -> None:
+        """A clean Goodbye releases the client's entries now; a dropped connection from a
+        live process is left for it to resume (the sweep notices if the process died)."""
+        if conn.session.state is not SessionState.CLOSED or self.state is None:
+            return
+        if conn.producer_id:
+            self.state.remove_producer(conn.producer_id)
+        for cid in conn.consumer_ids:
+            self.state.remove_consumer(cid)
+        if conn.producer_id or conn.consumer_ids:
+            self.state.sweep()
+            self.state.publish()
+
+    def _dispatch(self, conn: _Connection, request: Request) -> Reply:
+        """Act on one accepted request and build its reply."""
+        state = self.state
+        assert state is not None
+        try:
+            match request:
+                case Hello():
+                    return self._hello(conn, request)
+                case RegisterProducer(topic=topic):
+                    if not conn.producer_id:
+                        conn.producer_id = state.add_producer(conn.pid, "").id
+                    state.register_topic(conn.producer_id, topic)
+                    state.publish()
+                    return ProducerRegistered(topic=topic, producer_id=conn.producer_id)
+                case Subscribe(topic=topic, group=group, resume_id=resume_id):
+                    entry = state.subscribe(conn.pid, topic, group, resume_id)
+                    conn.consumer_ids.add(entry.id)
+                    state.publish()
+                    return Subscribed(
+                        topic=topic,
+                        consumer_id=entry.id,
+                        group=entry.group,
+                        state_name=entry.segment,
+                        doorbell_name=entry.doorbell,
+                    )
+                case Unsubscribe(consumer_id=cid):
+                    if cid in conn.consumer_ids:
+                        conn.consumer_ids.discard(cid)
+                        state.remove_consumer(cid)
+                        state.sweep()
+                        state.publish()
+                    return Ok()
+                case Heartbeat():
+                    return Ok()
+                case StatsRequest():
+                    return StatsReply(
+                        stats=collect_stats(
+                            state,
+                            self._rates,
+                            socket_path=self.socket_path,
+                            started_s=self._started_s,
+                            connections=len(self._conns),
+                        )
+                    )
+                case Reload():
+                    return Ok(detail="; ".join(self.reload()))
+                case Shutdown():
+                    asyncio.get_running_loop().call_soon(self.stop)
+                    return Ok(detail="shutting down")
+                case Goodbye():
+                    return Ok()
+        except UnknownTopic as exc:
+            return Error(code=str(ErrorCode.UNKNOWN_TOPIC), message=str(exc))
+        except ConfigError as exc:
+            return Error(code="config_error", message=str(exc))
+        except MyceliumError as exc:
+            log.exception("request %s failed", type(request).__name__)
+            return Error(code=str(ErrorCode.INTERNAL), message=str(exc))
+        return Error(code=str(ErrorCode.UNKNOWN_MESSAGE), message=type(request).__name__)
+
+    def _hello(self, conn: _Connection, hello: Hello) -> Welcome:
+        assert self.state is not None
+        if hello.role == "producer":
+            entry = self.state.add_producer(conn.pid, hello.name, hello.resume_id)
+            conn.producer_id = entry.id
+            client_id = entry.id
+            self.state.publish()
+        else:
+            client_id = conn.session.client_id
+        return Welcome(
+            version=PROTOCOL_VERSION,
+            broker_id=self.broker_id,
+            registry_name=registry_name_for(self.broker_id),
+            client_id=client_id,
+            broker_pid=os.getpid(),
+        )
+
+
+def run_broker(config: BrokerConfig, socket_path: str, config_path: str | None = None) -> None:
+    """Run a coordinator in the foreground until SIGTERM/SIGINT or a Shutdown request."""
+    asyncio.run(Coordinator(config, socket_path, config_path).run())

@@ -1,0 +1,419 @@
+"""The coordinator's model of the broker: topics, producers, consumers and their lanes.
+
+How this works
+--------------
+``BrokerState`` owns the registry segment (it is its only writer) and every segment it
+creates: one lane per topic and producer (fanout), or per topic, producer and consumer
+(queue: the producer dispatches each message to one consumer of each group), and one
+state segment plus doorbell per consumer. Each change goes into a ``Topology`` that is
+published to the registry as the next generation; clients map what it names.
+
+It never touches a lane's data or a consumer's cursors: it maps both read-only to see
+whether a lane is drained, to notice a producer's "closed" flag and to serve stats.
+``sweep()`` runs periodically: it marks clients whose process is gone as dead, retires
+lanes once nothing is left to deliver from them, and unlinks what nobody needs.
+
+A restarted coordinator builds its state from the topology it finds in the registry
+(``adopted``), so lanes, cursors and clients carry on as if nothing happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import msgspec
+import psutil
+
+from mycelium.config import BrokerConfig, TopicConfig
+from mycelium.errors import SegmentError, UnknownTopic
+from mycelium.shm.consumer_state import (
+    ConsumerStateView,
+    create_consumer_segment,
+    remove_consumer_objects,
+)
+from mycelium.shm.lane import create_lane_segment
+from mycelium.shm.layout import (
+    KIND_LANE,
+    LANE_CLOSED_Q,
+    LANE_COUNT_Q,
+    LANE_WRITE_Q,
+    SLOT_CURSOR_Q,
+)
+from mycelium.shm.registry import (
+    ConsumerEntry,
+    LaneEntry,
+    ProducerEntry,
+    Registry,
+    TopicEntry,
+    Topology,
+)
+from mycelium.shm.segment import Segment, segment_name, unlink_quietly
+
+__all__ = ["BrokerState", "process_started", "topic_entry"]
+
+log = logging.getLogger("mycelium.coordinator")
+
+DEFAULT_GROUP = "default"
+
+
+def topic_entry(cfg: TopicConfig, lane_bytes: int) -> TopicEntry:
+    """The registry's view of a configured topic."""
+    return TopicEntry(
+        name=cfg.name,
+        routing=str(cfg.routing),
+        max_message_size=cfg.max_message_size,
+        lane_bytes=lane_bytes,
+        lossy=cfg.lossy,
+        backpressure_timeout_ms=cfg.backpressure_timeout_ms,
+    )
+
+
+def process_started(pid: int) -> float:
+    """The create time of ``pid`` (0.0 if it does not exist): liveness proof against reuse."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return 0.0
+
+
+def _alive(pid: int, started: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        if started and abs(proc.create_time() - started) > 0.01:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class BrokerState:
+    """Topology bookkeeping plus the segments behind it. Single-threaded by design."""
+
+    def __init__(
+        self, broker_id: str, config: BrokerConfig, registry: Registry, adopted: Topology | None
+    ) -> None:
+        self.broker_id = broker_id
+        self.config = config
+        self.registry = registry
+        self.mode = config.server.segment_mode
+        self.topo = adopted or Topology(broker_id=broker_id)
+        self.topo.broker_id = broker_id
+        self._lanes: dict[int, Segment] = {}
+        self._consumers: dict[int, ConsumerStateView] = {}
+        #: Messages counted on lanes that have since been removed, per topic (for stats).
+        self.retired_published: dict[str, int] = {}
+        self.retired_delivered: dict[str, int] = {}
+        if adopted is not None:
+            self._adopt()
+        self.apply_config(config)
+
+    # -- config ---------------------------------------------------------------------
+    def apply_config(self, config: BrokerConfig) -> list[str]:
+        """Merge a (re)loaded config: new topics appear, changed limits apply to new lanes.
+
+        Topics missing from the new config stay while they have clients (their lanes carry
+        messages nobody may lose). Returns a line per change, for the log and the reply.
+        """
+        self.config = config
+        self.mode = config.server.segment_mode
+        changes = []
+        perf = config.performance
+        by_name = {t.name: i for i, t in enumerate(self.topo.topics)}
+        for cfg in config.topics:
+            entry = topic_entry(cfg, cfg.lane_bytes_effective(perf))
+            if cfg.name not in by_name:
+                self.topo.topics.append(entry)
+                changes.append(f"added topic {cfg.name} ({entry.routing})")
+            elif self.topo.topics[by_name[cfg.name]] != entry:
+                old = self.topo.topics[by_name[cfg.name]]
+                if old.routing != entry.routing and self._has_clients(cfg.name):
+                    changes.append(f"kept routing of {cfg.name}: it has clients")
+                    entry = msgspec.structs.replace(entry, routing=old.routing)
+                self.topo.topics[by_name[cfg.name]] = entry
+                changes.append(f"updated topic {cfg.name} (applies to new lanes)")
+        return changes
+
+    def _has_clients(self, topic: str) -> bool:
+        return any(c.topic == topic for c in self.topo.consumers) or any(
+            topic in p.topics for p in self.topo.producers
+        )
+
+    def topic(self, name: str) -> TopicEntry:
+        """The topic called ``name``; raises UnknownTopic."""
+        entry = self.topo.topic(name)
+        if entry is None:
+            raise UnknownTopic(name, tuple(t.name for t in self.topo.topics))
+        return entry
+
+    def publish(self) -> int:
+        """Publish the current topology to the registry; returns the generation."""
+        self.topo.coordinator_pid = psutil.Process().pid
+        return self.registry.publish(self.topo)
+
+    # -- ids and names --------------------------------------------------------------
+    def _new_id(self) -> int:
+        uid = self.topo.next_id
+        self.topo.next_id += 1
+        return uid
+
+    def _name(self, kind: str, uid: int) -> str:
+        return segment_name(self.broker_id, kind, uid)
+
+    # -- producers ------------------------------------------------------------------
+    def producer(self, pid: int) -> ProducerEntry | None:
+        for p in self.topo.producers:
+            if p.id == pid:
+                return p
+        return None
+
+    def add_producer(self, pid: int, name: str, resume_id: int = 0) -> ProducerEntry:
+        """A producer connects (or reconnects: ``resume_id`` names its old entry)."""
+        old = self.producer(resume_id) if resume_id else None
+        if old is not None and old.pid == pid and old.alive:
+            return old
+        entry = ProducerEntry(id=self._new_id(), pid=pid, started=process_started(pid), name=name)
+        self.topo.producers.append(entry)
+        return entry
+
+    def register_topic(self, producer_id: int, topic: str) -> None:
+        """The producer will publish on ``topic``: create its lanes. Raises UnknownTopic."""
+        t = self.topic(topic)
+        p = self.producer(producer_id)
+        if p is None or not p.alive:
+            raise SegmentError(f"producer {producer_id} is not registered")
+        if topic in p.topics:
+            return
+        self._replace_producer(msgspec.structs.replace(p, topics=(*p.topics, topic)))
+        if t.routing == "queue":
+            for c in self.topo.consumers:
+                if c.topic == topic and c.alive:
+                    self._add_lane(t, p, c)
+        else:
+            self._add_lane(t, p, None)
+
+    def _replace_producer(self, entry: ProducerEntry) -> None:
+        self.topo.producers = [entry if p.id == entry.id else p for p in self.topo.producers]
+
+    def _add_lane(self, t: TopicEntry, p: ProducerEntry, c: ConsumerEntry | None) -> None:
+        uid = self._new_id()
+        name = self._name("L", uid)
+        seg = create_lane_segment(
+            name,
+            t.lane_bytes,
+            t.max_message_size,
+            uid,
+            p.pid,
+            lossy=t.lossy,
+            mode=self.mode,
+        )
+        seg.close()
+        self._lanes[uid] = Segment.attach(name, KIND_LANE)
+        self.topo.lanes.append(
+            LaneEntry(
+                uid=uid,
+                topic=t.name,
+                producer=p.id,
+                segment=name,
+                consumer=c.id if c else 0,
+                group=c.group if c else "",
+            )
+        )
+
+    def remove_producer(self, producer_id: int) -> None:
+        """The producer left (cleanly or not): its lanes drain, then go."""
+        p = self.producer(producer_id)
+        if p is None or not p.alive:
+            return
+        self._replace_producer(msgspec.structs.replace(p, alive=False))
+        self.topo.lanes = [
+            msgspec.structs.replace(lane, draining=True) if lane.producer == producer_id else lane
+            for lane in self.topo.lanes
+        ]
+
+    # -- consumers ------------------------------------------------------------------
+    def consumer(self, cid: int) -> ConsumerEntry | None:
+        for c in self.topo.consumers:
+            if c.id == cid:
+                return c
+        return None
+
+    def subscribe(
+        self, pid: int, topic: str, group: str | None, resume_id: int = 0
+    ) -> ConsumerEntry:
+        """A consumer joins ``topic`` (in ``group`` for queue topics). Raises UnknownTopic."""
+        t = self.topic(topic)
+        old = self.consumer(resume_id) if resume_id else None
+        if old is not None and old.pid == pid and old.alive and old.topic == topic:
+            return old
+        uid = self._new_id()
+        group = (group or DEFAULT_GROUP) if t.routing == "queue" else f"@{uid}"
+        entry = ConsumerEntry(
+            id=uid,
+            pid=pid,
+            topic=topic,
+            group=group,
+            segment=self._name("C", uid),
+            doorbell=self._name("D", uid),
+            started=process_started(pid),
+        )
+        create_consumer_segment(entry.segment, entry.doorbell, uid, pid, self.mode).close()
+        self._consumers[uid] = ConsumerStateView.attach(entry.segment)
+        self.topo.consumers.append(entry)
+        if t.routing == "queue":
+            for p in self.topo.producers:
+                if p.alive and topic in p.topics:
+                    self._add_lane(t, p, entry)
+        return entry
+
+    def remove_consumer(self, cid: int) -> None:
+        """The consumer left. Fanout: it is forgotten now. Queue: its lanes stay until their
+        producer has handed what it left unread to the rest of the group."""
+        c = self.consumer(cid)
+        if c is None or not c.alive:
+            return
+        self.topo.consumers = [
+            msgspec.structs.replace(x, alive=False) if x.id == cid else x
+            for x in self.topo.consumers
+        ]
+
+    # -- liveness and garbage collection --------------------------------------------
+    def sweep(self) -> bool:
+        """Mark dead clients, retire finished lanes, unlink orphans. True if anything changed."""
+        changed = False
+        for p in list(self.topo.producers):
+            if p.alive and not _alive(p.pid, p.started):
+                log.warning("producer %d (pid %d) died; draining its lanes", p.id, p.pid)
+                self.remove_producer(p.id)
+                changed = True
+        for c in list(self.topo.consumers):
+            if c.alive and not _alive(c.pid, c.started):
+                log.warning("consumer %d (pid %d) on %s died", c.id, c.pid, c.topic)
+                self.remove_consumer(c.id)
+                changed = True
+        for lane in list(self.topo.lanes):
+            if self._lane_finished(lane):
+                self._retire_lane(lane)
+                changed = True
+        changed |= self._forget_finished_clients()
+        return changed
+
+    def _lane_finished(self, lane: LaneEntry) -> bool:
+        seg = self._lanes.get(lane.uid)
+        if seg is None:
+            return True
+        if lane.consumer:  # queue lane
+            c = self.consumer(lane.consumer)
+            producer = self.producer(lane.producer)
+            if c is None or not c.alive:
+                # Its producer re-dispatches what was left, then closes the lane.
+                return bool(seg.q[LANE_CLOSED_Q]) or producer is None or not producer.alive
+            return lane.draining and self._drained_by(lane, seg, c)
+        if not lane.draining:
+            return False
+        return all(
+            self._drained_by(lane, seg, c)
+            for c in self.topo.consumers
+            if c.topic == lane.topic and c.alive
+        )
+
+    def _drained_by(self, lane: LaneEntry, seg: Segment, c: ConsumerEntry) -> bool:
+        view = self._consumers.get(c.id)
+        if view is None:
+            return True
+        base = view.find_slot(lane.uid)
+        if base is None:
+            # Not attached yet: a lane older than the consumer is read from its end (nothing
+            # to drain); a newer one from its start.
+            return lane.uid < c.id or seg.q[LANE_COUNT_Q] == 0
+        return view.q[base + SLOT_CURSOR_Q] >= seg.q[LANE_WRITE_Q]
+
+    def _retire_lane(self, lane: LaneEntry) -> None:
+        seg = self._lanes.pop(lane.uid, None)
+        if seg is not None:
+            self.retired_published[lane.topic] = (
+                self.retired_published.get(lane.topic, 0) + seg.q[LANE_COUNT_Q]
+            )
+            seg.close()
+        unlink_quietly(lane.segment)
+        self.topo.lanes = [x for x in self.topo.lanes if x.uid != lane.uid]
+        log.info("retired lane %d of %s", lane.uid, lane.topic)
+
+    def _forget_finished_clients(self) -> bool:
+        """Drop dead consumers and producers that no lane refers to any more."""
+        in_use_c = {lane.consumer for lane in self.topo.lanes}
+        in_use_p = {lane.producer for lane in self.topo.lanes}
+        changed = False
+        for c in list(self.topo.consumers):
+            if not c.alive and c.id not in in_use_c:
+                view = self._consumers.pop(c.id, None)
+                if view is not None:
+                    self.retired_delivered[c.topic] = (
+                        self.retired_delivered.get(c.topic, 0) + view.received()
+                    )
+                    view.close()
+                remove_consumer_objects(c.segment, c.doorbell)
+                self.topo.consumers = [x for x in self.topo.consumers if x.id != c.id]
+                changed = True
+        for p in list(self.topo.producers):
+            if not p.alive and p.id not in in_use_p:
+                self.topo.producers = [x for x in self.topo.producers if x.id != p.id]
+                changed = True
+        return changed
+
+    # -- adoption, shutdown, inspection --------------------------------------------
+    def _adopt(self) -> None:
+        """Map what an earlier coordinator left; forget entries whose segments are gone."""
+        kept = []
+        for lane in self.topo.lanes:
+            try:
+                self._lanes[lane.uid] = Segment.attach(lane.segment, KIND_LANE)
+                kept.append(lane)
+            except SegmentError:
+                log.warning("adopted topology names lane %s, which is gone", lane.segment)
+        self.topo.lanes = kept
+        consumers = []
+        for c in self.topo.consumers:
+            try:
+                self._consumers[c.id] = ConsumerStateView.attach(c.segment)
+                consumers.append(c)
+            except SegmentError:
+                log.warning("adopted topology names consumer %s, which is gone", c.segment)
+        self.topo.consumers = consumers
+        log.info(
+            "adopted %d producers, %d consumers, %d lanes",
+            len(self.topo.producers),
+            len(consumers),
+            len(kept),
+        )
+
+    def live_clients(self) -> int:
+        return sum(p.alive for p in self.topo.producers) + sum(c.alive for c in self.topo.consumers)
+
+    def lane_segments(self) -> Iterator[tuple[LaneEntry, Segment]]:
+        for lane in self.topo.lanes:
+            seg = self._lanes.get(lane.uid)
+            if seg is not None:
+                yield lane, seg
+
+    def consumer_views(self) -> Iterator[tuple[ConsumerEntry, ConsumerStateView]]:
+        for c in self.topo.consumers:
+            view = self._consumers.get(c.id)
+            if view is not None:
+                yield c, view
+
+    def close(self, *, unlink: bool) -> None:
+        """Unmap everything; with ``unlink`` also remove every segment (no client is left)."""
+        for seg in self._lanes.values():
+            seg.close()
+        for view in self._consumers.values():
+            view.close()
+        if unlink:
+            for lane in self.topo.lanes:
+                unlink_quietly(lane.segment)
+            for c in self.topo.consumers:
+                remove_consumer_objects(c.segment, c.doorbell)
+            self.registry.seg.unlink()
+        self._lanes.clear()
+        self._consumers.clear()
+        self.registry.close()
