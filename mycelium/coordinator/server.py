@@ -272,6 +272,8 @@ class Coordinator:
             )
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            pass  # the coordinator is stopping: close this connection quietly
         finally:
             self._conns.discard(conn)
             self._disconnected(conn)
