@@ -309,7 +309,7 @@ class MessageBuilder:
         The payload is copied now, so a later change to a bytearray does not leak in.
         """
         if isinstance(payload, TypedTLV):
-            if payload.TLV_TYPE != tlv_type:
+            if tlv_type != payload.TLV_TYPE:
                 raise EncodeError(
                     f"{type(payload).__name__} is TLV type {payload.TLV_TYPE}, not {tlv_type}"
                 )

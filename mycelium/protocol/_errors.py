@@ -124,9 +124,7 @@ class PayloadSizeMismatch(ProtocolError):
         self.offset = offset
         where = "" if offset is None else f" at payload offset {offset}"
         super().__init__(
-            self._at(
-                f"TLV type {tlv_type}{where} must carry {expected} bytes, got {actual}", index
-            )
+            self._at(f"TLV type {tlv_type}{where} must carry {expected} bytes, got {actual}", index)
         )
 
 

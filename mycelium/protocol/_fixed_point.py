@@ -26,7 +26,9 @@ def to_fixed(value: str | Decimal | int | float) -> int:
     else:
         try:
             number = Decimal(repr(value) if isinstance(value, float) else value)
-            fixed = int(number.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN).scaleb(FIXED_POINT_DECIMALS))
+            fixed = int(
+                number.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN).scaleb(FIXED_POINT_DECIMALS)
+            )
         except (InvalidOperation, ValueError, OverflowError) as exc:
             raise ValueError(f"not a finite decimal number in range: {value!r}") from exc
     if not _I64_MIN <= fixed <= _I64_MAX:

@@ -97,7 +97,9 @@ class InstrumentId:
     def to_u64(self) -> int:
         """The original's compact key (keeps only the low 40 bits of asset_id)."""
         return (
-            (self.venue << 48) | (self.asset_type << _ASSET_ID_BITS) | (self.asset_id & _ASSET_ID_MASK)
+            (self.venue << 48)
+            | (self.asset_type << _ASSET_ID_BITS)
+            | (self.asset_id & _ASSET_ID_MASK)
         )
 
     @classmethod

@@ -60,6 +60,7 @@ class TypedTLV:
     SIZE: ClassVar[int]
     _STRUCT: ClassVar[struct.Struct]
     _NAMES: ClassVar[tuple[str, ...]]
+    _CODES: ClassVar[tuple[str, ...]]  # struct code of each field, u128 as "16s"
     _U128: ClassVar[tuple[int, ...]]  # positions of u128 fields in _NAMES
 
     @classmethod
@@ -112,9 +113,10 @@ def typed_tlv(tlv_type: int, size: int) -> Callable[[_T], _T]:
         cls.TLV_TYPE = tlv_type
         cls._NAMES = names
         cls._U128 = tuple(i for i, code in enumerate(codes) if code == _U128_CODE)
-        cls._STRUCT = struct.Struct("<" + "".join("16s" if c == _U128_CODE else c for c in codes))
+        cls._CODES = tuple("16s" if code == _U128_CODE else code for code in codes)
+        cls._STRUCT = struct.Struct("<" + "".join(cls._CODES))
         cls.SIZE = cls._STRUCT.size
-        if cls.SIZE != size:
+        if size != cls.SIZE:
             raise TypeError(f"{cls.__name__} layout is {cls.SIZE} bytes, expected {size}")
         TYPED_TLV_CLASSES[tlv_type] = cls
         return cls

@@ -183,9 +183,7 @@ FIXED_PAYLOAD_SIZES: dict[int, int] = {
 }
 
 # Lookup structures for the hot paths: plain ints, built once.
-FIXED_SIZE_BY_TYPE: tuple[int | None, ...] = tuple(
-    FIXED_PAYLOAD_SIZES.get(t) for t in range(256)
-)
+FIXED_SIZE_BY_TYPE: tuple[int | None, ...] = tuple(FIXED_PAYLOAD_SIZES.get(t) for t in range(256))
 VALID_RELAY_DOMAINS = frozenset(int(d) for d in RelayDomain)
 KNOWN_SOURCES = frozenset(int(s) for s in SourceType)
 
