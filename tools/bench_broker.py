@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""Broker benchmark: throughput and end-to-end latency through a real broker.
+
+Runs the original plan's workload (2,000,000 messages of 1 KiB, one producer process,
+one consumer process) through a broker started on a private socket, then the same with
+``publish_many``/``recv_many`` (64 B and 1 KiB), then end-to-end latency at a paced rate
+for the blocking and the spinning consumer. If pyzmq is installed it runs the same
+throughput workload over PUSH/PULL ``ipc://`` in the same run and prints the ratio.
+
+Each side measures its own rate with its own clock (first to last message). Latency
+embeds ``time.perf_counter_ns()`` (CLOCK_MONOTONIC: the same clock in every process) in
+each payload. Every loop has a deadline; the broker and all children are stopped and
+nothing is left in /dev/shm, even on failure.
+
+    python tools/bench_broker.py            # full run
+    python tools/bench_broker.py --quick    # smaller counts
+    python tools/bench_broker.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RUN_DEADLINE_S = 300.0
+READY_TIMEOUT_S = 30.0
+STAMP = struct.Struct("<Q")
+RECV_BATCH = 4096
+PUBLISH_BATCH = 256
+
+
+# -- children -------------------------------------------------------------------------
+def _consumer(
+    sock: str, topic: str, n: int, batched: bool, wait: str, ready: Any, out: Any
+) -> None:
+    from mycelium import Consumer
+
+    with Consumer(topic, socket_path=sock, wait=wait) as c:
+        ready.set()
+        got = 0
+        first = c.recv(timeout=READY_TIMEOUT_S)
+        t0 = time.perf_counter()
+        got = 1
+        deadline = time.monotonic() + RUN_DEADLINE_S
+        if batched:
+            while got < n and time.monotonic() < deadline:
+                got += len(c.recv_many(RECV_BATCH, timeout=1.0))
+        else:
+            recv = c.recv
+            while got < n:
+                recv(timeout=5.0)
+                got += 1
+        elapsed = time.perf_counter() - t0
+        out.put({"received": got, "recv_s": elapsed, "first_len": len(first)})
+
+
+def _producer(sock: str, topic: str, n: int, size: int, batched: bool, out: Any) -> None:
+    from mycelium import Producer
+
+    payload = b"\xab" * size
+    with Producer(socket_path=sock) as p:
+        p.publish(topic, payload)  # registers the topic; not timed
+        t0 = time.perf_counter()
+        if batched:
+            batch = [payload] * PUBLISH_BATCH
+            sent = 1
+            while sent < n:
+                k = min(PUBLISH_BATCH, n - sent)
+                sent += p.publish_many(topic, batch[:k] if k < PUBLISH_BATCH else batch)
+        else:
+            publish = p.publish
+            for _ in range(n - 1):
+                publish(topic, payload)
+        out.put({"sent": n, "send_s": time.perf_counter() - t0})
+
+
+def _latency_consumer(sock: str, n: int, wait: str, ready: Any, out: Any) -> None:
+    from mycelium import Consumer
+
+    lat = []
+    with Consumer("signals", socket_path=sock, wait=wait) as c:
+        ready.set()
+        for _ in range(n):
+            data = c.recv(timeout=10.0)
+            lat.append(time.perf_counter_ns() - STAMP.unpack_from(data)[0])
+    out.put(lat)
+
+
+def _latency_producer(sock: str, n: int, rate: float, size: int) -> None:
+    from mycelium import Producer
+
+    pad = b"\0" * (size - STAMP.size)
+    period = 1.0 / rate
+    with Producer(socket_path=sock) as p:
+        p.publish("signals", STAMP.pack(time.perf_counter_ns()) + pad)
+        start = time.perf_counter()
+        for i in range(1, n):
+            target = start + i * period
+            while time.perf_counter() < target:  # paced: bounded by the period
+                pass
+            p.publish("signals", STAMP.pack(time.perf_counter_ns()) + pad)
+
+
+def _zmq_consumer(addr: str, n: int, ready: Any, out: Any) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.PULL)
+    s.bind(addr)
+    ready.set()
+    s.recv()
+    t0 = time.perf_counter()
+    for _ in range(n - 1):
+        s.recv(copy=True)
+    out.put({"received": n, "recv_s": time.perf_counter() - t0})
+    s.close()
+    ctx.term()
+
+
+def _zmq_producer(addr: str, n: int, size: int, out: Any) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.PUSH)
+    s.setsockopt(zmq.SNDHWM, 100_000)
+    s.connect(addr)
+    payload = b"\xab" * size
+    s.send(payload)
+    t0 = time.perf_counter()
+    send = s.send
+    for _ in range(n - 1):
+        send(payload)
+    out.put({"sent": n, "send_s": time.perf_counter() - t0})
+    s.close(linger=10_000)
+    ctx.term()
+
+
+# -- orchestration ----------------------------------------------------------------------
+class Broker:
+    """A broker subprocess on a private socket, always stopped."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.sock = str(workdir / "bench.sock")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mycelium", "broker", "--socket", self.sock,
+             "--log-level", "WARNING"],
+        )  # fmt: skip
+        from mycelium.client.admin import admin_request
+        from mycelium.control.wire import StatsRequest
+        from mycelium.errors import MyceliumError
+
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            try:
+                admin_request(StatsRequest(), self.sock)
+                return
+            except MyceliumError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("broker did not start") from None
+                time.sleep(0.02)
+
+    def rss(self) -> int:
+        import psutil
+
+        return psutil.Process(self.proc.pid).memory_info().rss
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def _run_pair(consumer: tuple, producer: tuple) -> tuple[dict, dict]:
+    """Start a consumer, wait until it is ready, start a producer; collect both results."""
+    ctx = mp.get_context("spawn")
+    ready, out_c, out_p = ctx.Event(), ctx.Queue(), ctx.Queue()
+    c = ctx.Process(target=consumer[0], args=(*consumer[1:], ready, out_c), daemon=True)
+    c.start()
+    procs = [c]
+    try:
+        if not ready.wait(READY_TIMEOUT_S):
+            raise RuntimeError("consumer not ready")
+        p = ctx.Process(target=producer[0], args=(*producer[1:], out_p), daemon=True)
+        p.start()
+        procs.append(p)
+        prod = out_p.get(timeout=RUN_DEADLINE_S)
+        cons = out_c.get(timeout=RUN_DEADLINE_S)
+        for proc in procs:
+            proc.join(10)
+        return prod, cons
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.join(5)
+
+
+def throughput(sock: str, n: int, size: int, batched: bool, runs: int) -> dict[str, float]:
+    """Median send and receive rates over ``runs`` runs."""
+    send, recv = [], []
+    for _ in range(runs):
+        prod, cons = _run_pair(
+            (_consumer, sock, "market_data", n, batched, "block"),
+            (_producer, sock, "market_data", n, size, batched),
+        )
+        if cons["received"] < n:
+            raise RuntimeError(f"lost messages: {cons['received']} of {n}")
+        send.append(prod["sent"] / prod["send_s"])
+        recv.append((cons["received"] - 1) / cons["recv_s"])
+    return {"send_msg_s": statistics.median(send), "recv_msg_s": statistics.median(recv)}
+
+
+def zmq_throughput(workdir: Path, n: int, size: int, runs: int) -> dict[str, float] | None:
+    try:
+        import zmq  # noqa: F401
+    except ImportError:
+        return None
+    send, recv = [], []
+    for i in range(runs):
+        addr = f"ipc://{workdir}/zmq{i}.ipc"
+        prod, cons = _run_pair((_zmq_consumer, addr, n), (_zmq_producer, addr, n, size))
+        send.append(prod["sent"] / prod["send_s"])
+        recv.append((cons["received"] - 1) / cons["recv_s"])
+    return {"send_msg_s": statistics.median(send), "recv_msg_s": statistics.median(recv)}
+
+
+def latency(sock: str, n: int, rate: float, wait: str, size: int = 64) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    ready, out = ctx.Event(), ctx.Queue()
+    c = ctx.Process(target=_latency_consumer, args=(sock, n, wait, ready, out), daemon=True)
+    c.start()
+    procs = [c]
+    try:
+        if not ready.wait(READY_TIMEOUT_S):
+            raise RuntimeError("latency consumer not ready")
+        p = ctx.Process(target=_latency_producer, args=(sock, n, rate, size), daemon=True)
+        p.start()
+        procs.append(p)
+        lat = out.get(timeout=RUN_DEADLINE_S)
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.join(5)
+    warm = sorted(lat[len(lat) // 100 :])  # the first 1% warms caches and the JIT-less VM
+
+    def pct(q: float) -> float:
+        return warm[min(len(warm) - 1, int(q * len(warm)))] / 1000
+
+    return {"p50_us": pct(0.50), "p95_us": pct(0.95), "p99_us": pct(0.99),
+            "p99.9_us": pct(0.999), "max_us": warm[-1] / 1000, "n": len(lat)}  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="200k messages, 1 run each")
+    ap.add_argument("--messages", type=int, default=None, help="messages per throughput run")
+    ap.add_argument("--runs", type=int, default=None, help="runs per figure (median)")
+    ap.add_argument("--rate", type=float, default=20_000, help="paced latency rate, msg/s")
+    ap.add_argument("--json", action="store_true", help="print JSON only")
+    args = ap.parse_args()
+    n = args.messages or (200_000 if args.quick else 2_000_000)
+    runs = args.runs or (1 if args.quick else 3)
+    lat_n = 20_000 if args.quick else 100_000
+    results: dict[str, Any] = {"messages": n, "runs": runs}
+    with tempfile.TemporaryDirectory(prefix="myc-bench-") as tmp:
+        broker = Broker(Path(tmp))
+        try:
+            results["per_message_1KiB"] = throughput(broker.sock, n, 1024, False, runs)
+            results["batched_1KiB"] = throughput(broker.sock, n, 1024, True, runs)
+            results["batched_64B"] = throughput(broker.sock, n, 64, True, runs)
+            results["per_message_64B"] = throughput(broker.sock, n, 64, False, runs)
+            results["latency_block"] = latency(broker.sock, lat_n, args.rate, "block")
+            results["latency_spin"] = latency(broker.sock, lat_n, args.rate, "spin")
+            results["broker_rss_bytes"] = broker.rss()
+        finally:
+            broker.stop()
+        z = zmq_throughput(Path(tmp), n, 1024, runs)
+    if z is not None:
+        results["zmq_1KiB"] = z
+        ours = results["per_message_1KiB"]
+        results["ratio_vs_zmq"] = {
+            "send": ours["send_msg_s"] / z["send_msg_s"],
+            "recv": ours["recv_msg_s"] / z["recv_msg_s"],
+        }
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"mycelium broker benchmark: {n:,} messages per run, median of {runs}")
+    for key in ("per_message_1KiB", "per_message_64B", "batched_1KiB", "batched_64B", "zmq_1KiB"):
+        if key in results:
+            r = results[key]
+            print(
+                f"  {key:<18} send {r['send_msg_s']:>12,.0f} msg/s   recv {r['recv_msg_s']:>12,.0f} msg/s"
+            )
+    if "ratio_vs_zmq" in results:
+        r = results["ratio_vs_zmq"]
+        print(f"  vs pyzmq PUSH/PULL ipc (1 KiB): send x{r['send']:.2f}  recv x{r['recv']:.2f}")
+    for key in ("latency_block", "latency_spin"):
+        r = results[key]
+        print(f"  {key:<18} p50 {r['p50_us']:.1f} us  p95 {r['p95_us']:.1f} us  "
+              f"p99 {r['p99_us']:.1f} us  p99.9 {r['p99.9_us']:.1f} us  ({r['n']:,} msgs at {args.rate:,.0f}/s)")  # fmt: skip
+    print(f"  broker RSS {results['broker_rss_bytes'] / 2**20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
