@@ -339,6 +339,11 @@ class ProducerCore:
         """Close our lanes (consumers drain them) and leave the broker."""
         if self._closed:
             return
+        if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
+            try:
+                self._refresh()  # hand departed queue consumers' messages on first
+            except MyceliumError as exc:
+                log.warning("final topology refresh failed: %s", exc)
         self._closed = True
         if self._orphans:
             log.warning(
