@@ -138,9 +138,7 @@ class ProducerCore:
         route = self._routes.get(topic)
         if route is None:
             route = self._open(topic)
-        if len(data) > self._limits[topic]:
-            raise MessageTooLarge(len(data), self._limits[topic], topic)
-        route(data)
+        route(data)  # the lane checks max_message_size before writing anything
 
     def publish_many(self, topic: str, items: Sequence[Payload]) -> int:
         """Publish a batch with one cursor store per lane; returns the count published."""
@@ -149,9 +147,8 @@ class ProducerCore:
         if topic not in self._many:
             self._open(topic)
         limit = self._limits[topic]
-        for item in items:
-            if len(item) > limit:
-                raise MessageTooLarge(len(item), limit, topic)
+        if items and (largest := max(map(len, items))) > limit:
+            raise MessageTooLarge(largest, limit, topic)
         return self._many[topic](items)
 
     def publish_message(self, message: Payload) -> None:
