@@ -85,6 +85,17 @@ class TypedTLV:
         except (struct.error, OverflowError) as exc:
             raise EncodeError(f"{type(self).__name__}: {exc}") from None
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        """Inverse of ``to_dict``: u128 fields may be ints or decimal strings, byte fields
+        bytes or hex. Missing fields take their defaults; unknown names raise TypeError."""
+        converted = dict(values)
+        for i, name in enumerate(cls._NAMES):
+            value = converted.get(name)
+            if isinstance(value, str):
+                converted[name] = int(value) if i in cls._U128 else bytes.fromhex(value)
+        return cls(**converted)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields in the golden vectors' notation: ints, u128 as decimal
         strings, byte fields as hex."""

@@ -210,7 +210,7 @@ def _kind_of_first_message(buf: Buffer) -> type[TypedTLV]:
 def _crc32_rows(records: np.ndarray) -> np.ndarray:
     """CRC-32 of every record (bytes [0:28] + [32:]), as uint32, column-wise."""
     n = len(records)
-    words = records.view(np.uint8).reshape(n, -1).view("<u2")
+    words = records.view(np.uint8).reshape(n, records.dtype.itemsize).view("<u2")
     columns = [*range(_CRC_HEAD_WORDS), *range(_CRC_HEAD_WORDS + 2, words.shape[1])]
     count = len(columns)
     tables = _word_tables(count)[::-1]  # column k sits count-1-k words from the end
