@@ -9,8 +9,9 @@ and everything from byte 32 on.
 ``parse_message`` validates everything eagerly, in the order the error classes document,
 but decodes lazily: the header is one ``unpack_from`` tuple turned into a ``Header`` named
 tuple, and a message with a single standard TLV (the common case) is checked with a few
-byte reads and no allocation; its ``TLV`` objects are built on first access to
-``Message.tlvs``, as zero-copy memoryview slices of the raw bytes.
+byte reads and no allocation; its ``TLV`` is built on first access to ``Message.tlvs``.
+Other messages get their TLV list from the validating walk. Payloads are zero-copy
+memoryview slices of the raw bytes.
 
 ``encode_message`` and ``MessageBuilder`` share ``_tlv_head`` (one TLV header, with the
 checks the parser would apply) and ``_seal`` (header + checksum around the joined TLVs).
@@ -40,6 +41,8 @@ from mycelium.protocol._types import (
     EXTENDED_TLV_MARKER,
     FIXED_SIZE_BY_TYPE,
     HEADER_SIZE,
+    IS_KNOWN_SOURCE,
+    IS_RELAY_DOMAIN,
     KNOWN_SOURCES,
     MAGIC,
     MAX_EXTENDED_PAYLOAD,
@@ -109,14 +112,15 @@ class Message:
 
     header: Header
     raw: Buffer
-    _tlvs: list[TLV] | None
+    _tlvs: list[TLV] | None  # None: a single standard TLV, not built yet
 
     @property
     def tlvs(self) -> list[TLV]:
         """The message's TLVs in wire order."""
         tlvs = self._tlvs
-        if tlvs is None:
-            tlvs = self._tlvs = _read_tlvs(self.raw, HEADER_SIZE + self.header.payload_size)
+        if tlvs is None:  # parse_message's fast path: one standard TLV filling the payload
+            raw = self.raw
+            tlvs = self._tlvs = [_new_tuple(TLV, (raw[32], memoryview(raw)[34:], False))]
         return tlvs
 
     def __repr__(self) -> str:
@@ -160,9 +164,9 @@ def parse_message(raw: Buffer, verify_checksum: bool = True) -> Message:
         tlvs = None
     else:
         tlvs = _read_tlvs(raw, end)
-    if h[1] not in VALID_RELAY_DOMAINS:
+    if not IS_RELAY_DOMAIN[h[1]]:
         raise InvalidRelayDomain(h[1])
-    if h[3] not in KNOWN_SOURCES:
+    if not IS_KNOWN_SOURCE[h[3]]:
         raise UnknownSource(h[3])
     message = _new_object(Message)
     message.header = _new_tuple(Header, h)

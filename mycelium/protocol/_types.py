@@ -186,6 +186,9 @@ FIXED_PAYLOAD_SIZES: dict[int, int] = {
 FIXED_SIZE_BY_TYPE: tuple[int | None, ...] = tuple(FIXED_PAYLOAD_SIZES.get(t) for t in range(256))
 VALID_RELAY_DOMAINS = frozenset(int(d) for d in RelayDomain)
 KNOWN_SOURCES = frozenset(int(s) for s in SourceType)
+# Indexed by a header byte (0-255): a tuple index is cheaper than a set lookup.
+IS_RELAY_DOMAIN: tuple[bool, ...] = tuple(b in VALID_RELAY_DOMAINS for b in range(256))
+IS_KNOWN_SOURCE: tuple[bool, ...] = tuple(b in KNOWN_SOURCES for b in range(256))
 
 _DOMAIN_RANGES = (
     (range(1, 20), RelayDomain.MARKET_DATA),

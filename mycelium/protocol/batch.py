@@ -39,7 +39,8 @@ from mycelium.protocol._errors import (
 from mycelium.protocol._typed import TYPED_TLV_CLASSES, QuoteTLV, TradeTLV, TypedTLV
 from mycelium.protocol._types import (
     HEADER_SIZE,
-    KNOWN_SOURCES,
+    IS_KNOWN_SOURCE,
+    IS_RELAY_DOMAIN,
     MAGIC,
     PROTOCOL_VERSION,
     VALID_RELAY_DOMAINS,
@@ -71,8 +72,8 @@ _HEADER_FIELDS = [
 _NUMPY_CODES = {"B": "u1", "H": "<u2", "I": "<u4", "i": "<i4", "Q": "<u8", "q": "<i8"}
 _CRC_HEAD_WORDS = 14  # bytes [0:28] as 16-bit words; the checksum is words 14 and 15
 _CRC_CHUNK_ROWS = 4096  # rows per pass: keeps the transposed block in L1/L2
-_DOMAIN_OK = np.array([d in VALID_RELAY_DOMAINS for d in range(256)])
-_SOURCE_OK = np.array([s in KNOWN_SOURCES for s in range(256)])
+_DOMAIN_OK = np.array(IS_RELAY_DOMAIN)
+_SOURCE_OK = np.array(IS_KNOWN_SOURCE)
 
 
 @cache
