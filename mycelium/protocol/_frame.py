@@ -24,11 +24,8 @@ _COMPACT_AT_BYTES = 1 << 16
 
 
 class FrameDecoder:
-    """Splits a byte stream into Protocol V2 messages.
-
-    >>> d = FrameDecoder(); d.receive_data(stream_chunk)
-    >>> while (frame := d.next_frame()) is not None: parse_message(frame)
-    """
+    """Splits a byte stream into Protocol V2 messages: feed it with ``receive_data(chunk)``,
+    then call ``next_frame()`` until it returns None, and parse each frame."""
 
     __slots__ = ("_buffer", "_eof", "_max_frame_bytes", "_start")
 
