@@ -2,7 +2,7 @@
 
 How this works. Each class is a ``@dataclass(slots=True)`` whose fields are declared in
 offset order with an ``Annotated`` width (``U64``, ``I64``, ``Address``, ...). The
-``@typed_tlv(tlv_type)`` decorator reads those annotations once and compiles one
+``@typed_tlv(tlv_type, size)`` decorator reads those annotations once and compiles one
 ``struct.Struct`` for the whole payload, so ``from_bytes`` is a single ``unpack_from`` and
 ``to_bytes`` a single ``pack``. u128 fields travel as 16 little-endian bytes and are
 converted to Python ints. Field names and offsets are those of the original Rust structs
