@@ -79,7 +79,8 @@ class SourceType(IntEnum):
 
 
 class TLVType(IntEnum):
-    """TLV type numbers: market data 1-19, signal 20-39, execution 40-79, system 100-119,
+    """TLV type numbers of the original (``protocol_v2/src/tlv/types.rs``): market data 1-19,
+    signal 20-39, execution 40-59, portfolio/risk 60-79, compliance 80-99, system 100-119,
     vendor 200-254; 255 marks the extended form."""
 
     # Market data (1-19)
@@ -111,23 +112,46 @@ class TLVType(IntEnum):
     POOL_ADDRESSES = 27
     MEV_BUNDLE = 28
     TERTIARY_VENUE = 29
+    RISK_PARAMETERS = 30
+    PERFORMANCE_METRICS = 31
     ARBITRAGE_SIGNAL = 32
-    # Execution (40-79)
+    # Execution (40-59)
     ORDER_REQUEST = 40
     ORDER_STATUS = 41
     FILL = 42
     ORDER_CANCEL = 43
     ORDER_MODIFY = 44
     EXECUTION_REPORT = 45
+    PORTFOLIO = 46
+    POSITION = 47
+    BALANCE = 48
+    TRADE_CONFIRMATION = 49
+    # Portfolio and risk (60-79), routed as signals
     RISK_DECISION = 60
+    POSITION_UPDATE = 61
+    RISK_ALERT = 62
     COLLATERAL_UPDATE = 63
+    EXPOSURE_REPORT = 64
+    PORTFOLIO_EVENT = 65
     RISK_THRESHOLD = 66
+    FLASH_LOAN_RESULT = 67
+    POST_TRADE_ANALYTICS = 68
     POSITION_QUERY = 69
+    RISK_METRICS = 70
     CIRCUIT_BREAKER = 71
-    # 80-99: numbered by the original outside any relay range
+    STRATEGY_REGISTRATION = 72
+    # Compliance and audit (80-99), routed as system
+    COMPLIANCE_CHECK = 80
+    AUDIT_TRAIL = 81
+    REGULATORY_REPORT = 82
+    TRADE_BREAKDOWN = 83
+    SETTLEMENT_INSTRUCTION = 84
+    CLEARING_REPORT = 85
     MARGIN_CALL = 86
+    CUSTODY_EVENT = 87
     VENUE_CONNECTIVITY = 88
     CROSS_VENUE_SPREAD = 89
+    ARBITRAGE_EXECUTION = 90
     # System (100-119)
     HEARTBEAT = 100
     SNAPSHOT = 101
@@ -139,6 +163,8 @@ class TLVType(IntEnum):
     SYSTEM_HEALTH = 107
     TRACE_CONTEXT = 108
     RECOVERY_REQUEST = 110
+    RECOVERY_RESPONSE = 111
+    SEQUENCE_SYNC = 112
     # Marker of the extended form, never a payload type of its own
     EXTENDED = 255
 
@@ -190,10 +216,13 @@ KNOWN_SOURCES = frozenset(int(s) for s in SourceType)
 IS_RELAY_DOMAIN: tuple[bool, ...] = tuple(b in VALID_RELAY_DOMAINS for b in range(256))
 IS_KNOWN_SOURCE: tuple[bool, ...] = tuple(b in KNOWN_SOURCES for b in range(256))
 
+#: The original's ``TLVType::relay_domain`` table.
 _DOMAIN_RANGES = (
     (range(1, 20), RelayDomain.MARKET_DATA),
     (range(20, 40), RelayDomain.SIGNAL),
-    (range(40, 80), RelayDomain.EXECUTION),
+    (range(40, 60), RelayDomain.EXECUTION),
+    (range(60, 80), RelayDomain.SIGNAL),  # portfolio/risk: monitoring and analytics
+    (range(80, 100), RelayDomain.SYSTEM),  # compliance and audit
     (range(100, 120), RelayDomain.SYSTEM),
 )
 
@@ -201,8 +230,9 @@ _DOMAIN_RANGES = (
 def relay_domain_for_tlv_type(tlv_type: int) -> RelayDomain | None:
     """The relay domain a TLV type belongs to by the original's numbering ranges.
 
-    Returns None for numbers outside the four ranges: 0, 80-99, 120-199, vendor types
-    200-254 (which may travel in any domain) and the extended marker 255.
+    Returns None for 0, the unallocated 120-199, vendor types 200-254 (which may travel in
+    any domain) and the extended marker 255; the original falls back to MarketData there,
+    which hides mistakes, so we make the caller decide.
     """
     for numbers, domain in _DOMAIN_RANGES:
         if tlv_type in numbers:

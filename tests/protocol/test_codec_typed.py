@@ -147,13 +147,17 @@ def test_relay_domains_follow_the_type_ranges(vectors_by_name: dict[str, Any]) -
         20: RelayDomain.SIGNAL,
         39: RelayDomain.SIGNAL,
         40: RelayDomain.EXECUTION,
-        79: RelayDomain.EXECUTION,
+        59: RelayDomain.EXECUTION,
+        60: RelayDomain.SIGNAL,  # portfolio/risk, routed as signals by the original
+        79: RelayDomain.SIGNAL,
+        80: RelayDomain.SYSTEM,  # compliance/audit, routed as system
+        99: RelayDomain.SYSTEM,
         100: RelayDomain.SYSTEM,
         119: RelayDomain.SYSTEM,
     }
     for tlv_type, domain in expected.items():
         assert relay_domain_for_tlv_type(tlv_type) is domain
-    for unbound in (0, 80, 99, 120, 200, 254, 255):
+    for unbound in (0, 120, 199, 200, 254, 255):
         assert relay_domain_for_tlv_type(unbound) is None
     # every TLV in the golden vectors travels in its type's domain (vendor types anywhere)
     for vector in vectors_by_name.values():
