@@ -190,6 +190,7 @@ class Coordinator:
             log.info("stopping; %d clients still run, their segments stay for adoption", alive)
         else:
             log.info("stopping; no clients left, removing every segment")
+        self.state = None  # connection handlers cancelled after this must not touch it
         state.close(unlink=not alive)
 
     def stop(self) -> None:
@@ -288,17 +289,30 @@ class Coordinator:
         writer.close()
 
     def _disconnected(self, conn: _Connection) -> None:
-        """A clean Goodbye releases the client's entries now; a dropped connection from a
-        live process is left for it to resume (the sweep notices if the process died)."""
-        if conn.session.state is not SessionState.CLOSED or self.state is None:
+        """A connection closed on a protocol error releases the client's entries; a dropped
+        connection from a live process is left for it to resume (the sweep notices if the
+        process died)."""
+        if conn.session.state is SessionState.CLOSED:
+            self._release(conn)
+
+    def _release(self, conn: _Connection) -> None:
+        """Forget the connection's producer and consumers now, and publish that.
+
+        On Goodbye this runs before the Ok goes out: a client that saw its Ok may exit at
+        once, and a coordinator killed right then must not leave a registry that names it
+        (a new coordinator would adopt it as a live client that never comes back).
+        """
+        state = self.state
+        if state is None or not (conn.producer_id or conn.consumer_ids):
             return
         if conn.producer_id:
-            self.state.remove_producer(conn.producer_id)
+            state.remove_producer(conn.producer_id)
         for cid in conn.consumer_ids:
-            self.state.remove_consumer(cid)
-        if conn.producer_id or conn.consumer_ids:
-            self.state.sweep()
-            self.state.publish()
+            state.remove_consumer(cid)
+        conn.producer_id = 0
+        conn.consumer_ids.clear()
+        state.sweep()
+        state.publish()
 
     def _dispatch(self, conn: _Connection, request: Request) -> Reply:
         """Act on one accepted request and build its reply."""
@@ -350,6 +364,7 @@ class Coordinator:
                     asyncio.get_running_loop().call_soon(self.stop)
                     return Ok(detail="shutting down")
                 case Goodbye():
+                    self._release(conn)
                     return Ok()
         except UnknownTopic as exc:
             return Error(code=str(ErrorCode.UNKNOWN_TOPIC), message=str(exc))

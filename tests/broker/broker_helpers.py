@@ -1,0 +1,188 @@
+"""Test-side helpers for the broker end-to-end tests: start workers, collect, check.
+
+``Clients`` starts the workers of ``broker_workers`` through the ``procs`` fixture and
+reads their reports; the ``expect_*`` helpers turn reports into exact assertions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import queue
+import subprocess
+import sys
+import time
+from array import array
+from collections import Counter
+from typing import Any
+
+import pytest
+from broker_workers import ConsumerPlan, ProducerPlan, consumer_main, producer_main
+from conftest import BrokerProcess, Processes
+
+#: How long a test waits for one worker report.
+REPORT_WAIT_S = 60.0
+CLI_TIMEOUT_S = 30.0
+
+Seqs = dict[int, list[int]]
+
+
+class Worker:
+    """A spawned client process and the queue the test commands it through."""
+
+    def __init__(self, clients: Clients, name: str, proc: Any, commands: Any) -> None:
+        self.clients = clients
+        self.name = name
+        self.proc = proc
+        self.commands = commands
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def go(self) -> None:
+        """Let the worker go on (start, leave a pause, or stop reading)."""
+        self.commands.put("go")
+
+    def report(self, kind: str, timeout: float = REPORT_WAIT_S) -> Any:
+        """The worker's next report of ``kind`` (``ready``, ``paused`` or ``done``)."""
+        return self.clients.wait(kind, self.name, timeout)
+
+    def join(self, timeout: float = REPORT_WAIT_S) -> None:
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            pytest.fail(f"{self.name} still running after {timeout}s")
+
+
+class Clients:
+    """Producer and consumer workers of one test, sharing one results queue."""
+
+    def __init__(self, procs: Processes) -> None:
+        self.procs = procs
+        self.results = procs.queue()
+        self._inbox: dict[tuple[str, str], list[Any]] = {}
+
+    def _start(self, name: str, target: Any, *args: Any) -> Worker:
+        commands = self.procs.queue()
+        proc = self.procs.start(target, *args[:1], self.results, commands, *args[1:])
+        return Worker(self, name, proc, commands)
+
+    def producer(self, plan: ProducerPlan, progress: Any = None) -> Worker:
+        return self._start(f"producer{plan.tag}", producer_main, plan, progress)
+
+    def consumer(self, plan: ConsumerPlan, progress: Any = None) -> Worker:
+        return self._start(plan.name, consumer_main, plan, progress)
+
+    def counter(self) -> Any:
+        """A shared counter a worker stores its progress in (survives its SIGKILL)."""
+        return self.procs.ctx.Value("Q", 0, lock=False)
+
+    def consumers(self, socket: str, topic: str, names: list[str], **kw: Any) -> list[Worker]:
+        """Start consumers called ``names`` on ``topic`` and wait until all subscribed."""
+        workers = [self.consumer(ConsumerPlan(socket, topic, name, **kw)) for name in names]
+        for w in workers:
+            w.report("ready")
+        return workers
+
+    def wait(self, kind: str, name: str, timeout: float = REPORT_WAIT_S) -> Any:
+        """The next ``kind`` report of worker ``name``; fails on any worker's error."""
+        deadline = time.monotonic() + timeout
+        while not self._inbox.get((kind, name)):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail(f"no {kind!r} report from {name} within {timeout}s")
+            try:
+                got_kind, got_name, data = self.results.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                continue
+            if got_kind == "error":
+                pytest.fail(f"{got_name} failed:\n{data}")
+            self._inbox.setdefault((got_kind, got_name), []).append(data)
+        return self._inbox[(kind, name)].pop(0)
+
+
+def run_stream(
+    clients: Clients, consumers: list[Worker], producers: list[Worker]
+) -> list[dict[str, Any]]:
+    """Let producers run to the end, then stop the consumers; their ``done`` reports."""
+    for p in producers:
+        p.go()
+    for p in producers:
+        p.report("done")
+    return stop_consumers(consumers)
+
+
+def stop_consumers(consumers: list[Worker]) -> list[dict[str, Any]]:
+    """Tell consumers to finish (they drain first); their ``done`` reports."""
+    for c in consumers:
+        c.go()
+    return [c.report("done") for c in consumers]
+
+
+def seqs_of(report: dict[int, bytes]) -> Seqs:
+    """A consumer's (tag -> sequences in arrival order) from its report."""
+    return {tag: array("Q", raw).tolist() for tag, raw in report.items()}
+
+
+def expect_everything(report: dict[str, Any], counts: dict[int, int]) -> None:
+    """The consumer got every message of every producer once, in order, and nothing else."""
+    seqs = seqs_of(report["seqs"])
+    assert sorted(seqs) == sorted(counts), f"producers seen {sorted(seqs)}"
+    for tag, n in counts.items():
+        got = seqs[tag]
+        assert len(got) == n, f"producer {tag}: {len(got)} of {n} messages"
+        assert got == list(range(n)), f"producer {tag}: out of order or duplicated"
+    assert report["corrupt"] == 0
+    assert report["lost"] == 0
+
+
+def expect_in_order(seqs: Seqs) -> None:
+    """Per producer, the sequences a consumer got only grow (per-producer order)."""
+    for tag, got in seqs.items():
+        assert all(a < b for a, b in itertools.pairwise(got)), f"producer {tag}: out of order"
+
+
+def delivery_counts(reports: list[Seqs]) -> Counter[tuple[int, int]]:
+    """How often each (tag, seq) arrived across a group of consumers."""
+    counts: Counter[tuple[int, int]] = Counter()
+    for seqs in reports:
+        for tag, got in seqs.items():
+            counts.update((tag, s) for s in got)
+    return counts
+
+
+def expect_exactly_once(reports: list[dict[str, Any]], counts: dict[int, int]) -> None:
+    """A queue group: each message went to exactly one member, in order within each."""
+    all_seqs = [seqs_of(r["seqs"]) for r in reports]
+    for seqs in all_seqs:
+        expect_in_order(seqs)
+    delivered = delivery_counts(all_seqs)
+    wanted = {(tag, s) for tag, n in counts.items() for s in range(n)}
+    assert set(delivered) == wanted, (
+        f"missing {len(wanted - set(delivered))}, unexpected {len(set(delivered) - wanted)}"
+    )
+    dups = {k: v for k, v in delivered.items() if v > 1}
+    assert not dups, f"{len(dups)} messages delivered more than once"
+
+
+def mycelium(*args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    """Run the ``mycelium`` CLI (``python -m mycelium``) and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "mycelium", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def status_json(broker: BrokerProcess) -> dict[str, Any]:
+    """``mycelium status --json`` of ``broker``, parsed (fails the test if it fails)."""
+    out = mycelium("status", "--socket", broker.socket, "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def topic_stats(stats: dict[str, Any], name: str) -> dict[str, Any]:
+    (entry,) = [t for t in stats["topics"] if t["name"] == name]
+    return entry

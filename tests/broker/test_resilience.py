@@ -1,0 +1,253 @@
+"""Failures end to end: coordinator crash and restart, dead clients, backpressure.
+
+The data plane must not care about the coordinator, a dead client must cost nobody a
+message, and a reader that does not read must hold a producer back only within the
+topic's bound.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+from broker_helpers import (
+    Clients,
+    delivery_counts,
+    expect_everything,
+    mycelium,
+    seqs_of,
+    status_json,
+    stop_consumers,
+    topic_stats,
+)
+from broker_workers import HEAD, SIZE_SPREAD, ConsumerPlan, ProducerPlan, make_payload, payload_size
+from conftest import BrokerProcess, Processes, wait_for
+
+from mycelium import Producer
+from mycelium.config import frame_bytes
+from mycelium.errors import BackpressureTimeout
+
+#: Topics with small rings, so a reader that stops fills them at once.
+SMALL_RINGS = """
+[[topics]]
+name = "quick"
+routing = "fanout"
+max_message_size = 1024
+lane_bytes = 8192
+backpressure_timeout_ms = 300
+
+[[topics]]
+name = "patient"
+routing = "fanout"
+max_message_size = 1024
+lane_bytes = 16384
+backpressure_timeout_ms = 3000
+"""
+
+RESTART_MESSAGES = 30_000
+
+
+@pytest.fixture
+def clients(procs: Processes) -> Clients:
+    return Clients(procs)
+
+
+def consumer_stats(broker: BrokerProcess, pid: int) -> dict[str, Any] | None:
+    """The coordinator's view of the consumer in process ``pid`` (None once forgotten)."""
+    return next((c for c in broker.stats()["consumers"] if c["pid"] == pid), None)
+
+
+def noticed_dead(broker: BrokerProcess, pid: int) -> bool:
+    entry = consumer_stats(broker, pid)
+    return entry is None or not entry["alive"]
+
+
+@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
+def test_coordinator_restart_mid_stream_loses_nothing(
+    broker: BrokerProcess, clients: Clients, how: str
+) -> None:
+    """Clients exchange messages while the coordinator is down (SIGKILL, or SIGTERM with
+    clients alive), a new one adopts the segments, the control channels reconnect."""
+    n = RESTART_MESSAGES
+    fanout_progress = clients.counter()
+    fanout = [clients.consumer(ConsumerPlan(broker.socket, "market_data", "f1"), fanout_progress)]
+    fanout += clients.consumers(broker.socket, "market_data", ["f2"])
+    group = clients.consumers(broker.socket, "execution", ["q1", "q2"])
+    fanout[0].report("ready")
+    producers = [
+        clients.producer(ProducerPlan(broker.socket, topic, tag, n, pauses=(n // 3, 2 * n // 3)))
+        for topic, tag in (("market_data", 1), ("execution", 2))
+    ]
+    workers = fanout + group + producers
+    for p in producers:
+        p.go()
+        p.report("paused")
+
+    if how == "sigkill":
+        broker.kill()
+    else:
+        assert broker.stop() == 0
+    assert broker.leftovers(), "the segments must outlive the coordinator"
+    down = mycelium("status", "--socket", broker.socket)
+    assert down.returncode != 0
+
+    for p in producers:  # published while no coordinator runs
+        p.go()
+        p.report("paused")
+    wait_for(lambda: fanout_progress.value >= 2 * n // 3, what="delivery while down")
+
+    broker.start()
+    wait_for(
+        lambda: broker.stats()["broker"]["connections"] >= len(workers) + 1,
+        what="every client's control channel back",
+    )
+    stats = status_json(broker)
+    assert {c["pid"] for c in stats["consumers"]} == {w.pid for w in fanout + group}
+    assert all(c["alive"] for c in stats["consumers"])
+
+    for p in producers:
+        p.go()
+        assert p.report("done") == {"published": n, "reconnects": 1}
+    reports = stop_consumers(fanout + group)
+    for r in reports[:2]:
+        expect_everything(r, {1: n})
+        assert r["reconnects"] == 1
+    counts = delivery_counts([seqs_of(r["seqs"]) for r in reports[2:]])
+    assert counts == {(2, s): 1 for s in range(n)}
+    assert all(r["reconnects"] == 1 for r in reports[2:])
+
+
+@pytest.mark.parametrize("then", ["publishing", "closing"])
+def test_killed_queue_consumer_messages_go_to_the_group(
+    broker: BrokerProcess, clients: Clients, then: str, record_property: Any
+) -> None:
+    """At-least-once: what a SIGKILLed member had not read is delivered to the others,
+    whether its producer goes on publishing or just closes."""
+    n = 20_000
+    victim = clients.consumer(ConsumerPlan(broker.socket, "execution", "victim", pause_after=500))
+    others = clients.consumers(broker.socket, "execution", ["q1", "q2"])
+    victim.report("ready")
+    pauses = (n // 2,) if then == "publishing" else ()
+    producer = clients.producer(
+        ProducerPlan(broker.socket, "execution", 1, n, pauses=pauses, hold=then == "closing")
+    )
+    producer.go()
+    victim_seqs = seqs_of(victim.report("paused"))
+    producer.report("paused" if then == "publishing" else "done")
+    lag = consumer_stats(broker, victim.pid)
+    assert lag is not None and lag["lag"] > 0, "the victim must die with unread messages"
+
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.proc.join(10)
+    wait_for(lambda: noticed_dead(broker, victim.pid), what="the coordinator to notice")
+    producer.go()  # publishing: the rest of the stream; closing: close
+    if then == "publishing":
+        producer.report("done")
+    else:
+        producer.proc.join(30)
+    reports = stop_consumers(others)
+
+    counts = delivery_counts([victim_seqs, *(seqs_of(r["seqs"]) for r in reports)])
+    missing = [s for s in range(n) if (1, s) not in counts]
+    assert not missing, f"{len(missing)} messages lost, first {missing[:10]}"
+    assert set(counts) == {(1, s) for s in range(n)}
+    duplicates = sum(c - 1 for c in counts.values())
+    record_property("duplicates", duplicates)
+    print(f"redelivery after a killed queue consumer: {duplicates} duplicates")
+    wait_for(lambda: consumer_stats(broker, victim.pid) is None, what="the victim forgotten")
+
+
+def test_killed_producer_lane_drains_and_retires(broker: BrokerProcess, clients: Clients) -> None:
+    """Consumers get every message a SIGKILLed producer published, in order; the other
+    producer goes on; the coordinator then forgets the dead one and retires its lane."""
+    consumers = clients.consumers(broker.socket, "market_data", ["c1", "c2"])
+    progress = clients.counter()
+    victim = clients.producer(ProducerPlan(broker.socket, "market_data", 1, 500_000), progress)
+    survivor = clients.producer(ProducerPlan(broker.socket, "market_data", 2, 20_000, hold=True))
+    victim.report("ready")
+    victim.go()
+    survivor.go()
+    wait_for(lambda: progress.value >= 5_000, what="the victim to be publishing")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.proc.join(10)
+    published = progress.value  # the publish in flight may have landed too
+    assert published < 500_000, "the victim must die mid-stream"
+    survivor.report("done")
+
+    def victim_gone() -> bool:
+        stats = broker.stats()
+        return victim.pid not in {p["pid"] for p in stats["producers"]} and (
+            topic_stats(stats, "market_data")["lanes"] == 1
+        )
+
+    wait_for(victim_gone, what="the dead producer forgotten and its lane retired")
+    reports = stop_consumers(consumers)
+    victim_counts = {len(seqs_of(r["seqs"])[1]) for r in reports}
+    assert len(victim_counts) == 1, "both consumers must see the same prefix"
+    (got,) = victim_counts
+    assert published <= got <= published + 1
+    for r in reports:
+        expect_everything(r, {1: got, 2: 20_000})
+    survivor.go()
+
+
+def test_dead_fanout_consumer_stops_holding_the_producer(
+    make_broker: Any, clients: Clients
+) -> None:
+    broker = make_broker(SMALL_RINGS)
+    n = 5_000
+    (reader,) = clients.consumers(broker.socket, "patient", ["reader"])
+    stuck = clients.consumer(ConsumerPlan(broker.socket, "patient", "stuck", pause_after=10))
+    stuck.report("ready")
+    producer = clients.producer(ProducerPlan(broker.socket, "patient", 1, n))
+    producer.go()
+    stuck.report("paused")
+    cap = topic_stats(broker.stats(), "patient")["lane_bytes"]
+    max_frame = frame_bytes(HEAD.size + SIZE_SPREAD)
+
+    def ring_full() -> bool:
+        published = topic_stats(broker.stats(), "patient")["published"]
+        unread = sum(frame_bytes(payload_size(1, s)) for s in range(10, published))
+        return unread > cap - 2 * max_frame
+
+    wait_for(ring_full, what="the stuck reader's ring to fill")
+    killed_at = time.monotonic()
+    os.kill(stuck.pid, signal.SIGKILL)
+    producer.report("done")
+    assert time.monotonic() - killed_at < 3.0, "the producer waited out the bound"
+    expect_everything(stop_consumers([reader])[0], {1: n})
+    wait_for(lambda: consumer_stats(broker, stuck.pid) is None, what="the dead reader forgotten")
+
+
+def test_backpressure_times_out_writing_nothing(make_broker: Any, clients: Clients) -> None:
+    """A reader that does not read (SIGSTOP) makes publish fail after the topic's bound
+    with nothing written; once it reads again, everything published arrives."""
+    broker = make_broker(SMALL_RINGS)
+    (sleeper,) = clients.consumers(broker.socket, "quick", ["sleeper"])
+    os.kill(sleeper.pid, signal.SIGSTOP)
+    try:
+        with Producer(socket_path=broker.socket) as p:
+            sent = 0
+            while True:
+                started = time.monotonic()
+                try:
+                    p.publish("quick", make_payload(1, sent))
+                except BackpressureTimeout:
+                    waited = time.monotonic() - started
+                    break
+                sent += 1
+                assert sent < 1000, "an 8 KiB ring cannot take this much"
+            assert 0.3 <= waited < 1.5
+            assert topic_stats(broker.stats(), "quick")["published"] == sent
+            with pytest.raises(BackpressureTimeout):
+                p.publish_many("quick", [make_payload(1, sent)])
+            assert topic_stats(broker.stats(), "quick")["published"] == sent
+            os.kill(sleeper.pid, signal.SIGCONT)
+            for seq in range(sent, sent + 200):  # the refused one again, and more
+                p.publish("quick", make_payload(1, seq))
+    finally:
+        os.kill(sleeper.pid, signal.SIGCONT)
+    expect_everything(stop_consumers([sleeper])[0], {1: sent + 200})
