@@ -175,6 +175,99 @@ def cleanup(
     typer.echo(f"{verb} {len(names)} orphaned object(s)")
 
 
+# -- trading services: service, top, demo (mycelium/services, docs/services.md) ---------------
+@app.command()
+def service(
+    name: str = typer.Argument(
+        ..., help="kraken_collector, polygon_adapter, flash_arbitrage, portfolio or dashboard."
+    ),
+    socket: str | None = SocketOption,
+    input: Path | None = typer.Option(
+        None, "--input", "-i", help="Adapters: replay this recorded JSON-lines feed."
+    ),
+    live: bool = typer.Option(False, "--live", help="Adapters: read the live WebSocket feed."),
+    rate: float | None = typer.Option(
+        None, "--rate", help="Adapters: lines per second (default: generator 300, file unpaced)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Adapters: seed of the built-in generator."),
+    duration: float | None = typer.Option(None, "--duration", help="Stop after S seconds."),
+    stats_file: Path | None = typer.Option(
+        None, "--stats-file", help="Keep the service's counters in this JSON file."
+    ),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
+) -> None:
+    """Run one trading service in the foreground; prints its counters as JSON at the end."""
+    from mycelium.errors import MyceliumError
+    from mycelium.services import SERVICES
+    from mycelium.services.adapter import FeedAdapter
+    from mycelium.services.base import serve
+
+    cls = SERVICES.get(name)
+    if cls is None:
+        raise _fail(f"unknown service {name!r}; one of: {', '.join(SERVICES)}", 2)
+    options: dict[str, Any] = {"duration": duration, "stats_file": stats_file}
+    if issubclass(cls, FeedAdapter):
+        options |= {"input": input, "live": live, "rate": rate, "seed": seed}
+    elif input is not None or live or rate is not None:
+        raise _fail("--input, --live and --rate are for the adapters only", 2)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        svc = cls(socket, **options)
+        serve(svc)
+    except (MyceliumError, ValueError, OSError) as exc:
+        raise _fail(f"{name}: {exc}") from exc
+    typer.echo(json.dumps(svc.snapshot()))
+
+
+@app.command()
+def top(
+    socket: str | None = SocketOption,
+    refresh: float = typer.Option(1.0, "--refresh", help="Seconds between redraws."),
+    once: bool = typer.Option(False, "--once", help="Print one frame and exit."),
+) -> None:
+    """Live view: topics, rates, lag per consumer, latest trades, signals and positions."""
+    from mycelium.services.dashboard import broker_stats, run_top
+
+    if broker_stats(socket) is None:
+        raise _fail("no Mycelium broker answers (try --socket or `mycelium demo`)")
+    try:
+        run_top(socket, refresh, once=once)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def demo(
+    duration: float | None = typer.Option(
+        None, "--duration", "-d", help="Stop after S seconds (default: at Ctrl-C)."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="No live view; print per-service counts as JSON at the end."
+    ),
+) -> None:
+    """Run a private broker, every service on generated feeds, and the dashboard."""
+    from mycelium.services.demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = run_demo(duration, quiet=as_json)
+    except KeyboardInterrupt as exc:
+        raise typer.Exit(130) from exc
+    except RuntimeError as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for name, counts in result["services"].items():
+        typer.echo(
+            f"{name:17} received {counts.get('received', 0):>7}  "
+            f"published {counts.get('published', 0):>7}  "
+            f"malformed {counts.get('skipped_malformed', 0)}  errors {counts.get('errors', 0)}"
+        )
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
