@@ -6,7 +6,7 @@ import contextlib
 import os
 import socket
 
-from mycelium.client.control import READ_CHUNK_BYTES, raise_for_error
+from mycelium.client.control import exchange, raise_for_error
 from mycelium.control.wire import (
     PROTOCOL_VERSION,
     FrameDecoder,
@@ -35,22 +35,14 @@ def admin_request(request: Request, socket_path: str | os.PathLike[str] | None =
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(ADMIN_TIMEOUT_S)
     decoder = FrameDecoder(expect=Reply)
-
-    def exchange(msg: Request) -> Reply:
-        sock.sendall(encode_frame(msg))
-        while (reply := decoder.next_message()) is None:
-            data = sock.recv(READ_CHUNK_BYTES)
-            if not data:
-                raise BrokerUnavailable(f"the broker on {path} closed the connection")
-            decoder.receive_data(data)
-        return raise_for_error(reply)
-
     try:
         sock.connect(path)
-        welcome = exchange(Hello(version=PROTOCOL_VERSION, pid=os.getpid(), role="admin"))
+        welcome = raise_for_error(
+            exchange(sock, decoder, Hello(version=PROTOCOL_VERSION, pid=os.getpid(), role="admin"))
+        )
         if not isinstance(welcome, Welcome):
             raise ControlProtocolError(f"expected Welcome, got {type(welcome).__name__}")
-        reply = exchange(request)
+        reply = raise_for_error(exchange(sock, decoder, request))
         with contextlib.suppress(OSError):
             sock.sendall(encode_frame(Goodbye()))
         return reply

@@ -48,7 +48,7 @@ from mycelium.errors import (
     UnknownTopic,
 )
 
-__all__ = ["ControlChannel", "raise_for_error"]
+__all__ = ["ControlChannel", "exchange", "raise_for_error"]
 
 log = logging.getLogger("mycelium.client")
 
@@ -74,6 +74,26 @@ def raise_for_error(reply: Reply) -> Reply:
     if reply.code in (ErrorCode.TOO_MANY_CONNECTIONS, ErrorCode.TIMEOUT):
         raise BrokerUnavailable(f"the broker refused us: {reply.message}")
     raise ControlProtocolError(f"the broker answered {reply.code}: {reply.message}", reply.code)
+
+
+def exchange(sock: socket.socket, decoder: FrameDecoder, request: Request) -> Reply:
+    """Send ``request`` and read frames until its reply. Raises OSError (ConnectionError
+    when the broker closed the connection without a reply), ControlProtocolError.
+
+    A broker that refuses a connection (uid, max_connections) sends its Error and closes
+    without reading what we sent, so our send may fail with EPIPE: the Error is still
+    waiting in our receive buffer, and it says why far better than "broken pipe".
+    """
+    try:
+        sock.sendall(encode_frame(request))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # read what the broker said before it hung up (EOF if nothing)
+    while (reply := decoder.next_message()) is None:
+        data = sock.recv(READ_CHUNK_BYTES)
+        if not data:
+            raise ConnectionResetError("the broker closed the connection")
+        decoder.receive_data(data)
+    return reply
 
 
 class ControlChannel:
@@ -146,7 +166,7 @@ class ControlChannel:
         )  # fmt: skip
         decoder = FrameDecoder(expect=Reply)
         try:
-            reply = self._exchange(sock, decoder, hello)
+            reply = exchange(sock, decoder, hello)
             welcome = raise_for_error(reply)
         except (OSError, MyceliumError) as exc:
             sock.close()
@@ -163,16 +183,6 @@ class ControlChannel:
         self.welcome = welcome
         self.state = ClientState.CONNECTED
 
-    @staticmethod
-    def _exchange(sock: socket.socket, decoder: FrameDecoder, request: Request) -> Reply:
-        sock.sendall(encode_frame(request))
-        while (reply := decoder.next_message()) is None:
-            data = sock.recv(READ_CHUNK_BYTES)
-            if not data:
-                raise ConnectionResetError("the broker closed the connection")
-            decoder.receive_data(data)
-        return reply
-
     # -- requests -------------------------------------------------------------------
     def request(self, request: Request) -> Reply:
         """Send one request and return its reply (Error replies raised as MyceliumError).
@@ -185,7 +195,7 @@ class ControlChannel:
             if sock is None or self.state is not ClientState.CONNECTED:
                 raise BrokerUnavailable(f"not connected to the broker on {self.socket_path}")
             try:
-                reply = self._exchange(sock, self._decoder, request)
+                reply = exchange(sock, self._decoder, request)
             except (OSError, ControlProtocolError) as exc:
                 self._drop()
                 raise BrokerUnavailable(f"lost the broker on {self.socket_path}: {exc}") from exc

@@ -198,20 +198,25 @@ class Coordinator:
         self._stop.set()
 
     def _reload_from_signal(self) -> None:
-        try:
-            for line in self.reload():
-                log.info("reload: %s", line)
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running config: %s", exc)
+        with contextlib.suppress(ConfigError):  # reload() logged why
+            self.reload()
 
     def reload(self) -> list[str]:
-        """Re-read the config file (the embedded default if none); raises ConfigError."""
-        config = load_config(self.config_path)
+        """Re-read the config file (the embedded default if none) and log what changed,
+        whether SIGHUP or ``mycelium reload`` asked. Raises ConfigError (logged; the
+        running config stays)."""
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            raise
         assert self.state is not None
-        changes = self.state.apply_config(config)
+        changes = self.state.apply_config(config) or ["no changes"]
         self.config = config
         self.state.publish()
-        return changes or ["no changes"]
+        for line in changes:
+            log.info("reload: %s", line)
+        return changes
 
     async def _sweep_loop(self) -> None:
         assert self.state is not None

@@ -26,6 +26,23 @@ CLI_TIMEOUT_S = 30.0
 
 Seqs = dict[int, list[int]]
 
+#: Topics with small rings, so a reader that stops fills them at once.
+SMALL_RINGS = """
+[[topics]]
+name = "quick"
+routing = "fanout"
+max_message_size = 1024
+lane_bytes = 8192
+backpressure_timeout_ms = 300
+
+[[topics]]
+name = "patient"
+routing = "fanout"
+max_message_size = 1024
+lane_bytes = 16384
+backpressure_timeout_ms = 3000
+"""
+
 
 class Worker:
     """A spawned client process and the queue the test commands it through."""

@@ -59,14 +59,23 @@ def hello(version: int = PROTOCOL_VERSION) -> bytes:
 
 
 def replies_until_closed(sock: socket.socket) -> list[Reply]:
-    """Every reply the broker sends until it closes the connection (fails on a hang)."""
+    """Every reply the broker sends until it closes the connection (fails on a hang).
+
+    A broker that closes without reading all we sent makes the kernel reset the
+    connection once its replies are read: that is a close too.
+    """
     decoder = FrameDecoder(expect=Reply)
     out = []
-    while data := sock.recv(65536):
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            return out
         decoder.receive_data(data)
         while (reply := decoder.next_message()) is not None:
             out.append(reply)
-    return out
 
 
 def exchange(sock: socket.socket, frame: bytes) -> Reply:
@@ -195,7 +204,11 @@ def as_nobody(fn: Callable[[], tuple[str, str]]) -> tuple[str, str]:
             os.setgroups([])
             os.setgid(NOBODY)
             os.setuid(NOBODY)
-            os.write(write_end, "\0".join(fn()).encode())
+            result = fn()
+        except BaseException as exc:
+            result = ("child failed", repr(exc))
+        try:
+            os.write(write_end, "\0".join(result).encode())
         finally:
             os._exit(0)
     os.close(write_end)

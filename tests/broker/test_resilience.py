@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from broker_helpers import (
+    SMALL_RINGS,
     Clients,
     delivery_counts,
     expect_everything,
@@ -29,23 +30,6 @@ from conftest import BrokerProcess, Processes, wait_for
 from mycelium import Producer
 from mycelium.config import frame_bytes
 from mycelium.errors import BackpressureTimeout
-
-#: Topics with small rings, so a reader that stops fills them at once.
-SMALL_RINGS = """
-[[topics]]
-name = "quick"
-routing = "fanout"
-max_message_size = 1024
-lane_bytes = 8192
-backpressure_timeout_ms = 300
-
-[[topics]]
-name = "patient"
-routing = "fanout"
-max_message_size = 1024
-lane_bytes = 16384
-backpressure_timeout_ms = 3000
-"""
 
 RESTART_MESSAGES = 30_000
 
