@@ -106,7 +106,9 @@ def run_demo(
     broker = _Broker(workdir)
     children: dict[str, ServiceProcess] = {}
     dashboard: Dashboard | None = None
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {
+        "broker": {"id": broker_id_for(broker.socket), "socket": broker.socket}
+    }
     try:
         broker.start()
         for name in CONSUMERS:
