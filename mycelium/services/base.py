@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+import posix_ipc
+
 from mycelium.client import Consumer, Producer
 from mycelium.errors import BackpressureTimeout, BrokerUnavailable, CorruptFrame
 from mycelium.protocol import Message, ProtocolError, parse_message
@@ -117,6 +119,7 @@ class Service:
         """Run in the calling thread until stopped or ``duration`` passed."""
         deadline = None if self.duration is None else time.monotonic() + self.duration
         self.state = "connecting"
+        failed = True
         try:
             self.connect()
             self.state = "running"
@@ -136,6 +139,7 @@ class Service:
                     self.counters.errors += 1
                     log.warning("%s: %s: %s", self.name, type(exc).__name__, exc)
                     self.stopping.wait(RETRY_MIN_S)
+            failed = False
         finally:
             self.state = "stopping"
             try:
@@ -143,7 +147,7 @@ class Service:
                 if self._producer is not None:
                     self._producer.close()
             finally:
-                self.state = "stopped"
+                self.state = "failed" if failed else "stopped"
                 self.write_stats()
                 log.info("%s stopped: %s", self.name, asdict(self.counters))
 
@@ -231,7 +235,10 @@ class Inbox:
         if not batch:
             consumer = self.consumers[self._turn % len(self.consumers)]
             self._turn += 1
-            batch = consumer.recv_many(BATCH, timeout=IDLE_WAIT_S)
+            try:
+                batch = consumer.recv_many(BATCH, timeout=IDLE_WAIT_S)
+            except posix_ipc.SignalError:
+                return  # a signal (SIGTERM: stop) woke the doorbell wait; the loop decides
         counters = self.service.counters
         for payload in batch:
             counters.received += 1

@@ -118,10 +118,10 @@ class Book:
             "signals": self.signals,
             "positions": positions,
             "net_positions": {t: q / Q8 for t, q in sorted(self.net_positions().items())},
-            "cash_usd": round(self.cash_q16 / Q16, 6),
-            "gas_usd": round(self.gas_q8 / Q8, 6),
-            "pnl_usd": round(self.pnl_usd(), 6),
-            "expected_pnl_usd": round(self.expected_q8 / Q8, 6),
+            "cash_usd": round(self.cash_q16 / Q16, 8),
+            "gas_usd": self.gas_q8 / Q8,
+            "pnl_usd": round(self.pnl_usd(), 8),
+            "expected_pnl_usd": self.expected_q8 / Q8,
         }
 
 
