@@ -27,6 +27,7 @@ from integration_workers import (
 )
 
 __all__ = [
+    "ORIGINAL_TOPICS",
     "BrokerProcess",
     "Client",
     "Clients",
@@ -75,6 +76,11 @@ class Client:
     def events(self) -> int:
         """BackpressureTimeouts met (producer) or CorruptFrames met (consumer)."""
         return self.link.events.value
+
+    @property
+    def started(self) -> bool:
+        """Running and about to connect (or connecting)."""
+        return self.link.started.is_set()
 
     @property
     def ready(self) -> bool:

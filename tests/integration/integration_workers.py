@@ -11,8 +11,8 @@ consumer is done when it has one END per producer it expects. A queue consumer c
 rely on END (one member of the group gets it), so the test stops it with ``Link.stop``
 once the group's counters add up.
 
-A worker and the test talk through a ``Link``: ``ready`` (connected to the broker),
-``go`` (start), ``stop``, two counters each written by the worker only (``count``:
+A worker and the test talk through a ``Link``: ``started`` (about to connect),
+``ready`` (connected to the broker), ``go`` (start), ``stop``, two counters each written by the worker only (``count``:
 messages published or received so far; ``events``: BackpressureTimeouts a producer met,
 CorruptFrames a consumer met) and ``report``, which gets one final dict, or
 ``{"error": traceback}``. Every wait has a deadline, so a failing test never leaves a
@@ -59,6 +59,7 @@ def frame(tag: int, seq: int, size: int) -> bytes:
 class Link:
     """The channels between the test and one worker (see the module docstring)."""
 
+    started: Any
     ready: Any
     go: Any
     stop: Any
@@ -70,6 +71,7 @@ class Link:
     def create(cls, ctx: Any) -> Link:
         """New channels from a multiprocessing context (the test's spawn context)."""
         return cls(
+            ctx.Event(),
             ctx.Event(),
             ctx.Event(),
             ctx.Event(),
@@ -129,6 +131,7 @@ class ConsumerSpec:
 
 def _run(link: Link, body: Callable[[], dict[str, Any]]) -> None:
     """Run a worker body; its result, or the traceback of its failure, goes to the test."""
+    link.started.set()
     try:
         link.report.put(body() | {"pid": os.getpid()})
     except BaseException:
