@@ -59,6 +59,10 @@ RECONNECT_WAIT_MAX_S = 2.0
 #: Each wait is the capped backoff times a random factor in [1 - JITTER, 1].
 RECONNECT_JITTER = 0.5
 READ_CHUNK_BYTES = 64 * 1024
+#: How long close() waits for the Goodbye's Ok.
+GOODBYE_TIMEOUT_S = 0.5
+#: How long a closed handle keeps reconnecting in the background to say an owed Goodbye.
+GOODBYE_RETRY_S = 60.0
 
 
 def raise_for_error(reply: Reply) -> Reply:
@@ -121,6 +125,8 @@ class ControlChannel:
         self.state = ClientState.CONNECTING
         self.welcome: Welcome | None = None
         self.reconnects = 0
+        #: Set by close() when the Goodbye could not be said: keep trying until then.
+        self._goodbye_by: float | None = None
         self._sock: socket.socket | None = None
         self._decoder = FrameDecoder(expect=Reply)
         self._lock = threading.Lock()
@@ -216,6 +222,10 @@ class ControlChannel:
         attempt = 0
         while self.state is not ClientState.CLOSED:
             if self.state is ClientState.RECONNECTING:
+                if self._goodbye_by is not None and time.monotonic() >= self._goodbye_by:
+                    with self._lock:
+                        self._finish()  # gave up; the sweep notices when the process exits
+                    return
                 attempt += 1
                 self._wake.wait(_backoff(attempt))
                 self._wake.clear()
@@ -223,6 +233,10 @@ class ControlChannel:
                     return
                 if self._reconnect():
                     attempt = 0
+                    if self._goodbye_by is not None:
+                        with self._lock:
+                            if not self._say_goodbye():
+                                self._drop()
                 continue
             self._wake.wait(self.heartbeat_interval_s)
             self._wake.clear()
@@ -264,24 +278,46 @@ class ControlChannel:
 
     # -- closing --------------------------------------------------------------------
     def close(self) -> None:
-        """Say Goodbye (best effort), close the socket and stop the keeper thread."""
+        """Say Goodbye, close the socket and stop the keeper thread.
+
+        If the broker cannot hear the Goodbye now (it is down or restarting), the
+        Goodbye is still owed: the keeper thread goes on reconnecting in the background
+        for up to ``GOODBYE_RETRY_S``, resumes (so the coordinator knows whose Goodbye
+        it is) and says it. Without it a restarted coordinator would keep this closed
+        handle of a live process as a live client for as long as the process runs (a
+        consumer that never reads again holds fanout producers back).
+        """
         with self._lock:
-            if self.state is ClientState.CLOSED:
+            if self.state is ClientState.CLOSED or self._goodbye_by is not None:
                 return
-            sock = self._sock
-            if sock is not None and self.state is ClientState.CONNECTED:
-                with contextlib.suppress(OSError):
-                    sock.sendall(encode_frame(Goodbye()))
-                    sock.settimeout(0.5)
-                    sock.recv(READ_CHUNK_BYTES)  # the Ok, so the broker has processed it
-            self.state = ClientState.CLOSED
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.close()
-            self._sock = None
-        self._wake.set()
+            if not (self.state is ClientState.CONNECTED and self._say_goodbye()):
+                self._goodbye_by = time.monotonic() + GOODBYE_RETRY_S
+                self._drop()
+                return  # the keeper says it; do not wait for that
         if self._keeper.is_alive() and self._keeper is not threading.current_thread():
             self._keeper.join(timeout=2.0)
+
+    def _say_goodbye(self) -> bool:
+        """Goodbye and its Ok (lock held), then CLOSED; False if the broker did not answer."""
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            sock.settimeout(GOODBYE_TIMEOUT_S)
+            exchange(sock, self._decoder, Goodbye())  # the Ok: the broker has released us
+        except (OSError, ControlProtocolError):
+            return False
+        self._finish()
+        return True
+
+    def _finish(self) -> None:
+        """CLOSED for good (lock held): the keeper thread ends."""
+        self.state = ClientState.CLOSED
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        self._sock = None
+        self._wake.set()
 
 
 def _backoff(attempt: int) -> float:

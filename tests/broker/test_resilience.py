@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from broker_helpers import (
 from broker_workers import HEAD, SIZE_SPREAD, ConsumerPlan, ProducerPlan, make_payload, payload_size
 from conftest import BrokerProcess, Processes, wait_for
 
-from mycelium import Producer
+from mycelium import Consumer, Producer
 from mycelium.config import frame_bytes
 from mycelium.errors import BackpressureTimeout
 
@@ -235,3 +236,32 @@ def test_backpressure_times_out_writing_nothing(make_broker: Any, clients: Clien
     finally:
         os.kill(sleeper.pid, signal.SIGCONT)
     expect_everything(stop_consumers([sleeper])[0], {1: sent + 200})
+
+
+def test_handles_closed_while_the_coordinator_is_down_are_released(
+    make_broker: Callable[..., BrokerProcess], clients: Clients
+) -> None:
+    """A producer and a consumer closed (not exited) while no coordinator runs still say
+    Goodbye to the next one; else a live process's closed consumer would hold every new
+    fanout lane back and its segments would stay for as long as the process runs."""
+    broker = make_broker(SMALL_RINGS)
+    ghost_consumer = Consumer("patient", socket_path=broker.socket)
+    ghost_producer = Producer(socket_path=broker.socket)
+    ghost_producer.publish("patient", make_payload(9, 0))
+    broker.kill()
+    ghost_consumer.close()
+    ghost_producer.close()
+    broker.start()
+
+    def released() -> bool:
+        stats = broker.stats()
+        return os.getpid() not in {c["pid"] for c in stats["consumers"]} | {
+            p["pid"] for p in stats["producers"]
+        }
+
+    wait_for(released, what="the closed handles' Goodbye")
+    (reader,) = clients.consumers(broker.socket, "patient", ["reader"])
+    producer = clients.producer(ProducerPlan(broker.socket, "patient", 1, 5_000))
+    producer.go()
+    producer.report("done")
+    expect_everything(stop_consumers([reader])[0], {1: 5_000})
