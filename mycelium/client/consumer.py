@@ -103,14 +103,22 @@ class ConsumerCore:
         return None
 
     def poll_many(self, max_n: int) -> list[bytes] | None:
-        """Up to ``max_n`` waiting messages (one cursor store per lane), or None if none."""
+        """Up to ``max_n`` waiting messages (one cursor store per lane), or None if none.
+
+        Each call starts at the next lane, so a lane that always has ``max_n`` waiting
+        cannot starve the others (and hold their producers back).
+        """
         if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
             self._refresh()
+        order = self._order
+        n = len(order)
         out: list[bytes] = []
-        for reader in self._order:
+        start = self._rr
+        for k in range(n):
             if len(out) >= max_n:
                 break
-            out += reader.poll_many(max_n - len(out))
+            out += order[(start + k) % n].poll_many(max_n - len(out))
+        self._rr = (start + 1) % n if n else 0
         return out or None
 
     def has_data(self) -> bool:

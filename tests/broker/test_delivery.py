@@ -13,8 +13,9 @@ from broker_helpers import (
     expect_exactly_once,
     run_stream,
     seqs_of,
+    stop_consumers,
 )
-from broker_workers import ProducerPlan, make_message, make_payload
+from broker_workers import ProducerPlan, check_payload, make_message, make_payload
 from conftest import BrokerProcess, Processes, wait_for
 
 from mycelium import Consumer, Producer
@@ -64,6 +65,66 @@ def test_two_groups_on_one_queue_topic_each_get_everything(
     reports = run_stream(clients, alpha + beta, [producer])
     expect_exactly_once(reports[:2], {1: QUEUE_MESSAGES})
     expect_exactly_once(reports[2:], {1: QUEUE_MESSAGES})
+
+
+@pytest.mark.parametrize("topic", ["market_data", "execution"])
+def test_late_subscriber_gets_what_is_published_after_it_joined(
+    broker: BrokerProcess, clients: Clients, topic: str
+) -> None:
+    """Fanout: the late consumer gets exactly the rest of the stream. Queue: it joins the
+    group, shares the rest, and the group still gets every message once."""
+    n, joined_at = 20_000, 8_000
+    (early,) = clients.consumers(broker.socket, topic, ["early"])
+    producer = clients.producer(ProducerPlan(broker.socket, topic, 1, n, pauses=(joined_at,)))
+    producer.go()
+    assert producer.report("paused") == joined_at
+    (late,) = clients.consumers(broker.socket, topic, ["late"])
+    producer.go()
+    producer.report("done")
+    reports = stop_consumers([early, late])
+    late_seqs = seqs_of(reports[1]["seqs"])[1]
+    if topic == "market_data":
+        expect_everything(reports[0], {1: n})
+        assert late_seqs == list(range(joined_at, n))
+    else:
+        expect_exactly_once(reports, {1: n})
+        assert late_seqs and min(late_seqs) >= joined_at
+
+
+def test_recv_many_does_not_starve_a_lane(broker: BrokerProcess) -> None:
+    """A lane that always has a full batch waiting must not keep the reader from the
+    others (their producers would be held back)."""
+    with (
+        Consumer("signals", socket_path=broker.socket) as c,
+        Producer(socket_path=broker.socket) as busy,
+        Producer(socket_path=broker.socket) as quiet,
+    ):
+        busy.publish_many("signals", [make_payload(1, s) for s in range(100)])
+        quiet.publish_many("signals", [make_payload(2, s) for s in range(100)])
+        got: list[tuple[int, int]] = []
+        for round_ in range(4):
+            got += [check_payload(d) for d in c.recv_many(50, timeout=5.0)]
+            more = range(100 + 50 * round_, 150 + 50 * round_)  # busy stays a batch ahead
+            busy.publish_many("signals", [make_payload(1, s) for s in more])
+        quiet_seqs = [seq for tag, seq in got if tag == 2]
+        assert len(quiet_seqs) >= 50
+        assert quiet_seqs == list(range(len(quiet_seqs)))
+
+
+def test_consumer_iterates_blocking_between_messages(
+    broker: BrokerProcess, clients: Clients
+) -> None:
+    producer = clients.producer(ProducerPlan(broker.socket, "signals", 2, 5_000))
+    producer.report("ready")
+    got = []
+    with Consumer("signals", socket_path=broker.socket) as c:
+        producer.go()
+        for payload in c:
+            got.append(check_payload(payload))
+            if len(got) == 5_000:
+                break
+    assert got == [(2, seq) for seq in range(5_000)]
+    producer.report("done")
 
 
 def test_topics_are_isolated(broker: BrokerProcess, clients: Clients) -> None:

@@ -106,11 +106,12 @@ def test_coordinator_restart_mid_stream_loses_nothing(
 
 
 @pytest.mark.parametrize("then", ["publishing", "closing"])
-def test_killed_queue_consumer_messages_go_to_the_group(
-    broker: BrokerProcess, clients: Clients, then: str, record_property: Any
+@pytest.mark.parametrize("leaves", ["sigkill", "close"])
+def test_departed_queue_consumer_messages_go_to_the_group(
+    broker: BrokerProcess, clients: Clients, leaves: str, then: str, record_property: Any
 ) -> None:
-    """At-least-once: what a SIGKILLed member had not read is delivered to the others,
-    whether its producer goes on publishing or just closes."""
+    """At-least-once: what a member had not read when it was SIGKILLed (or closed) is
+    delivered to the others, whether its producer goes on publishing or just closes."""
     n = 20_000
     victim = clients.consumer(ConsumerPlan(broker.socket, "execution", "victim", pause_after=500))
     others = clients.consumers(broker.socket, "execution", ["q1", "q2"])
@@ -125,7 +126,10 @@ def test_killed_queue_consumer_messages_go_to_the_group(
     lag = consumer_stats(broker, victim.pid)
     assert lag is not None and lag["lag"] > 0, "the victim must die with unread messages"
 
-    os.kill(victim.pid, signal.SIGKILL)
+    if leaves == "sigkill":
+        os.kill(victim.pid, signal.SIGKILL)
+    else:
+        victim.go()  # it closes its Consumer and exits
     victim.proc.join(10)
     wait_for(lambda: noticed_dead(broker, victim.pid), what="the coordinator to notice")
     producer.go()  # publishing: the rest of the stream; closing: close
@@ -141,7 +145,7 @@ def test_killed_queue_consumer_messages_go_to_the_group(
     assert set(counts) == {(1, s) for s in range(n)}
     duplicates = sum(c - 1 for c in counts.values())
     record_property("duplicates", duplicates)
-    print(f"redelivery after a killed queue consumer: {duplicates} duplicates")
+    print(f"redelivery after a queue consumer's {leaves}: {duplicates} duplicates")
     wait_for(lambda: consumer_stats(broker, victim.pid) is None, what="the victim forgotten")
 
 
