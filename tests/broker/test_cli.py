@@ -151,3 +151,11 @@ def test_cleanup_removes_a_dead_brokers_segments_only(
     assert out.returncode == 0 and "removed 0 orphaned" in out.stdout
     assert live.leftovers() == live_before
     assert live.answers()
+
+
+def test_shutdown_command_stops_the_broker_cleanly(broker: BrokerProcess) -> None:
+    out = mycelium("shutdown", "--socket", broker.socket)
+    assert out.returncode == 0 and "shutting down" in out.stdout
+    assert broker.proc is not None and broker.proc.wait(10) == 0
+    assert not os.path.exists(broker.socket)
+    assert broker.leftovers() == []

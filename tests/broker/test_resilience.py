@@ -149,6 +149,59 @@ def test_departed_queue_consumer_messages_go_to_the_group(
     wait_for(lambda: consumer_stats(broker, victim.pid) is None, what="the victim forgotten")
 
 
+def test_unread_messages_of_a_groups_last_member_wait_for_the_next(
+    broker: BrokerProcess, clients: Clients
+) -> None:
+    """The group's only member dies with 4 700 unread: they wait in the producer until a
+    new member joins, and reach it before anything newer. Messages published while the
+    group had no member at all belong to no group and go nowhere (as on any topic)."""
+    victim = clients.consumer(
+        ConsumerPlan(broker.socket, "execution", "victim", group="solo", pause_after=300)
+    )
+    victim.report("ready")
+    producer = clients.producer(
+        ProducerPlan(broker.socket, "execution", 1, 7_000, pauses=(5_000, 6_000))
+    )
+    producer.go()
+    assert seqs_of(victim.report("paused")) == {1: list(range(300))}
+    producer.report("paused")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.proc.join(10)
+    wait_for(lambda: noticed_dead(broker, victim.pid), what="the coordinator to notice")
+    producer.go()
+    producer.report("paused")  # 5 000..5 999 published to an empty group
+    (heir,) = clients.consumers(broker.socket, "execution", ["heir"], group="solo")
+    producer.go()
+    producer.report("done")
+    (report,) = stop_consumers([heir])
+    assert seqs_of(report["seqs"]) == {1: [*range(300, 5_000), *range(6_000, 7_000)]}
+
+
+def test_queue_consumer_dying_while_the_coordinator_is_down(
+    broker: BrokerProcess, clients: Clients
+) -> None:
+    """The next coordinator finds the member dead and its producer hands its unread
+    messages to the rest of the group."""
+    n = 20_000
+    victim = clients.consumer(ConsumerPlan(broker.socket, "execution", "victim", pause_after=300))
+    others = clients.consumers(broker.socket, "execution", ["q1", "q2"])
+    victim.report("ready")
+    producer = clients.producer(ProducerPlan(broker.socket, "execution", 1, n, pauses=(n // 2,)))
+    producer.go()
+    victim_seqs = seqs_of(victim.report("paused"))
+    producer.report("paused")
+    broker.kill()
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.proc.join(10)
+    broker.start()
+    wait_for(lambda: noticed_dead(broker, victim.pid), what="the new coordinator to notice")
+    producer.go()
+    producer.report("done")
+    reports = stop_consumers(others)
+    counts = delivery_counts([victim_seqs, *(seqs_of(r["seqs"]) for r in reports)])
+    assert set(counts) == {(1, s) for s in range(n)}
+
+
 def test_killed_producer_lane_drains_and_retires(broker: BrokerProcess, clients: Clients) -> None:
     """Consumers get every message a SIGKILLed producer published, in order; the other
     producer goes on; the coordinator then forgets the dead one and retires its lane."""
