@@ -87,7 +87,8 @@ class ProducerSpec:
 
     ``count`` None publishes until ``Link.stop``; ``rate`` 0 publishes as fast as the
     ring allows; ``batch`` 1 uses ``publish``, more uses ``publish_many``. A publish that
-    meets ``BackpressureTimeout`` is timed, counted and retried with what was not written.
+    meets ``BackpressureTimeout`` (after the topic's bound) is timed, counted and retried
+    with what was not written.
     """
 
     socket: str
@@ -98,7 +99,6 @@ class ProducerSpec:
     rate: float = 0.0
     batch: int = 100
     wait_for_broker: float = 0.0
-    backpressure_timeout: float | None = None
     deadline_s: float = 60.0
 
 
@@ -155,7 +155,6 @@ def _producer(spec: ProducerSpec) -> Producer:
         socket_path=spec.socket,
         name=f"producer{spec.tag}",
         wait_for_broker=spec.wait_for_broker,
-        backpressure_timeout=spec.backpressure_timeout,
     )
 
 

@@ -27,6 +27,8 @@ from integration_workers import ConsumerSpec, ProducerSpec
 MESSAGES = 3000
 TAGS = {"market_data": (1, 2), "signals": (11, 12), "execution": (21, 22)}
 SIZES = {"market_data": 200, "signals": 96, "execution": 64}
+#: signals is published one message at a time, the others with publish_many.
+BATCHES = {"market_data": 100, "signals": 1, "execution": 100}
 
 
 def test_each_topic_reaches_its_consumers_and_no_other(
@@ -50,7 +52,9 @@ def test_each_topic_reaches_its_consumers_and_no_other(
     Clients.wait_ready(*fanout, *group, audit)
 
     producers = [
-        clients.producer(ProducerSpec(sock, topic, tag, count=MESSAGES, size=SIZES[topic]))
+        clients.producer(
+            ProducerSpec(sock, topic, tag, count=MESSAGES, size=SIZES[topic], batch=BATCHES[topic])
+        )
         for topic, tags in TAGS.items()
         for tag in tags
     ]
