@@ -61,12 +61,17 @@ RELAY_DOMAIN_OFFSET = 4
 class _QueueRoute:
     """Producer-side dispatch of a queue topic: one copy per group, one consumer each."""
 
-    def __init__(self, topic: str) -> None:
+    def __init__(self, topic: str, max_message_size: int) -> None:
         self.topic = topic
+        self.max_message_size = max_message_size
         self.groups: dict[str, list[LaneWriter]] = {}
         self._next: dict[str, int] = {}
 
     def publish(self, data: Payload) -> None:
+        # Checked here, not left to the lanes: with no group to deliver to there is no
+        # lane, and an oversize publish must be refused all the same.
+        if len(data) > self.max_message_size:
+            raise MessageTooLarge(len(data), self.max_message_size, self.topic)
         for group, writers in self.groups.items():
             if writers:
                 self._pick(group, writers, len(data)).publish(data)
@@ -260,7 +265,7 @@ class ProducerCore:
     def _route_queue(
         self, entry: TopicEntry, lanes: list[LaneEntry], consumers: dict[int, ConsumerEntry]
     ) -> None:
-        route = _QueueRoute(entry.name)
+        route = _QueueRoute(entry.name, entry.max_message_size)
         leftovers: list[tuple[str, list[bytes]]] = []
         for lane in sorted(lanes, key=lambda x: x.uid):
             writer = self._writer(lane, entry)

@@ -14,6 +14,7 @@ from broker_helpers import (
     run_stream,
     seqs_of,
     stop_consumers,
+    topic_stats,
 )
 from broker_workers import ProducerPlan, check_payload, make_message, make_payload
 from conftest import BrokerProcess, Processes, wait_for
@@ -139,24 +140,26 @@ def test_topics_are_isolated(broker: BrokerProcess, clients: Clients) -> None:
         expect_everything(report, {tag: 5_000 * tag})
 
 
+@pytest.mark.parametrize("topic", ["signals", "execution"])
 def test_oversize_publish_is_refused_and_writes_nothing(
-    broker: BrokerProcess, clients: Clients
+    broker: BrokerProcess, clients: Clients, topic: str
 ) -> None:
-    (consumer,) = clients.consumers(broker.socket, "signals", ["c"])
-    limit = next(t for t in broker.stats()["topics"] if t["name"] == "signals")["max_message_size"]
+    limit = topic_stats(broker.stats(), topic)["max_message_size"]
     with Producer(socket_path=broker.socket) as p:
-        p.publish("signals", make_payload(7, 0))
+        with pytest.raises(MessageTooLarge):  # refused even with nobody to deliver to
+            p.publish(topic, make_payload(7, 0, limit + 1))
+        (consumer,) = clients.consumers(broker.socket, topic, ["c"])
+        p.publish(topic, make_payload(7, 0))
         with pytest.raises(MessageTooLarge) as exc:
-            p.publish("signals", make_payload(7, 1, limit + 1))
+            p.publish(topic, make_payload(7, 1, limit + 1))
         assert (exc.value.size, exc.value.max_size) == (limit + 1, limit)
         with pytest.raises(MessageTooLarge):
-            p.publish_many("signals", [make_payload(7, 1), make_payload(7, 1, limit + 1)])
-        p.publish("signals", make_payload(7, 1, limit))  # exactly the limit is fine
-        p.publish("signals", make_payload(7, 2))
+            p.publish_many(topic, [make_payload(7, 1), make_payload(7, 1, limit + 1)])
+        p.publish(topic, make_payload(7, 1, limit))  # exactly the limit is fine
+        p.publish(topic, make_payload(7, 2))
     consumer.go()
     expect_everything(consumer.report("done"), {7: 3})
-    topic = next(t for t in broker.stats()["topics"] if t["name"] == "signals")
-    assert topic["published"] == 3
+    assert topic_stats(broker.stats(), topic)["published"] == 3
 
 
 def test_unknown_topic_is_refused(broker: BrokerProcess) -> None:
