@@ -9,14 +9,16 @@ when the test failed, before the broker stops). ``Clients`` starts this suite's 
 
 from __future__ import annotations
 
+import importlib.util
 import queue
 import subprocess
 import sys
 import time
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import BrokerProcess, Processes, wait_for
 from integration_workers import (
     ConsumerSpec,
     Link,
@@ -40,6 +42,28 @@ __all__ = [
     "topic_stats",
     "wait_for",
 ]
+
+
+def _root_conftest() -> ModuleType:
+    """``tests/conftest.py``, loaded by path under a name of its own.
+
+    ``from conftest import ...`` gets whichever ``conftest.py`` pytest imported last (it
+    imports each directory's as ``conftest``), so it breaks as soon as a directory that
+    sorts earlier has one. The fixtures stay pytest's; from this copy the suite takes
+    only the plain helpers (``wait_for``) and the classes for annotations.
+    """
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("mycelium_tests_root_conftest", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_ROOT = _root_conftest()
+BrokerProcess = _ROOT.BrokerProcess
+Processes = _ROOT.Processes
+wait_for = _ROOT.wait_for
 
 #: How long a test waits for a worker's final report.
 REPORT_WAIT_S = 90.0
