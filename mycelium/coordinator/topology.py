@@ -113,7 +113,8 @@ class BrokerState:
         """Merge a (re)loaded config: new topics appear, changed limits apply to new lanes.
 
         Topics missing from the new config stay while they have clients (their lanes carry
-        messages nobody may lose). Returns a line per change, for the log and the reply.
+        messages nobody may lose); ``sweep`` removes them once the clients are gone.
+        Returns a line per change, for the log and the reply.
         """
         self.config = config
         self.mode = config.server.segment_mode
@@ -132,7 +133,28 @@ class BrokerState:
                     entry = msgspec.structs.replace(entry, routing=old.routing)
                 self.topo.topics[by_name[cfg.name]] = entry
                 changes.append(f"updated topic {cfg.name} (applies to new lanes)")
+        changes += [f"removed topic {name}" for name in self._drop_unconfigured_topics()]
+        changes += [
+            f"kept topic {t.name} until its clients leave"
+            for t in self.topo.topics
+            if self._unconfigured(t.name)
+        ]
         return changes
+
+    def _unconfigured(self, topic: str) -> bool:
+        return all(t.name != topic for t in self.config.topics)
+
+    def _drop_unconfigured_topics(self) -> list[str]:
+        """Remove topics the config no longer names once nothing uses them; their names."""
+        gone = [
+            t.name
+            for t in self.topo.topics
+            if self._unconfigured(t.name)
+            and not self._has_clients(t.name)
+            and not any(lane.topic == t.name for lane in self.topo.lanes)
+        ]
+        self.topo.topics = [t for t in self.topo.topics if t.name not in gone]
+        return gone
 
     def _has_clients(self, topic: str) -> bool:
         return any(c.topic == topic for c in self.topo.consumers) or any(
@@ -296,6 +318,9 @@ class BrokerState:
                 self._retire_lane(lane)
                 changed = True
         changed |= self._forget_finished_clients()
+        for name in self._drop_unconfigured_topics():
+            log.info("removed topic %s: no longer configured and its clients left", name)
+            changed = True
         return changed
 
     def _lane_finished(self, lane: LaneEntry) -> bool:

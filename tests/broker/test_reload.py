@@ -32,18 +32,21 @@ def topic_names(broker: BrokerProcess) -> set[str]:
     return {t["name"] for t in broker.stats()["topics"]}
 
 
-def reload(broker: BrokerProcess, how: str) -> None:
+def reload(broker: BrokerProcess, how: str) -> str:
     """Make the broker re-read its config file: ``mycelium reload``, the Reload request it
-    sends (without the CLI's start-up time), or SIGHUP (asynchronous)."""
+    sends (without the CLI's start-up time), or SIGHUP (asynchronous). Returns what the
+    broker answered ("" for SIGHUP)."""
     if how == "request":
-        assert isinstance(admin_request(Reload(), broker.socket), Ok)
-    elif how == "cli":
+        reply = admin_request(Reload(), broker.socket)
+        assert isinstance(reply, Ok)
+        return reply.detail
+    if how == "cli":
         out = mycelium("reload", "--socket", broker.socket)
         assert out.returncode == 0, out.stderr
-        assert "topic" in out.stdout or "no changes" in out.stdout, out.stdout
-    else:
-        assert broker.proc is not None
-        os.kill(broker.proc.pid, signal.SIGHUP)
+        return out.stdout
+    assert broker.proc is not None
+    os.kill(broker.proc.pid, signal.SIGHUP)
+    return ""
 
 
 def edit_config(broker: BrokerProcess, text: str) -> None:
@@ -57,7 +60,8 @@ def test_reload_adds_a_topic(make_broker: Callable[..., BrokerProcess], how: str
     with pytest.raises(UnknownTopic):
         Consumer("fresh", socket_path=broker.socket)
     edit_config(broker, BASE + FRESH)
-    reload(broker, how)
+    answer = reload(broker, how)
+    assert how == "sighup" or "added topic fresh (queue)" in answer
     wait_for(lambda: topic_names(broker) == {"stream", "fresh"}, what="the new topic")
     assert "reload: added topic fresh (queue)" in broker.log()
     with (
@@ -66,6 +70,25 @@ def test_reload_adds_a_topic(make_broker: Callable[..., BrokerProcess], how: str
     ):
         p.publish("fresh", b"hello fresh")
         assert c.recv(timeout=5.0) == b"hello fresh"
+
+
+def test_reload_removes_a_topic_once_its_clients_leave(
+    make_broker: Callable[..., BrokerProcess],
+) -> None:
+    idle = '\n[[topics]]\nname = "idle"\n'
+    broker = make_broker(BASE + FRESH + idle)
+    with Consumer("fresh", socket_path=broker.socket) as c:
+        edit_config(broker, BASE)
+        answer = reload(broker, "request")
+        assert "removed topic idle" in answer
+        assert "kept topic fresh until its clients leave" in answer
+        assert topic_names(broker) == {"stream", "fresh"}
+        with Producer(socket_path=broker.socket) as p:
+            p.publish("fresh", b"still served")
+        assert c.recv(timeout=5.0) == b"still served"
+    wait_for(lambda: topic_names(broker) == {"stream"}, what="the topic removed")
+    with pytest.raises(UnknownTopic):
+        Consumer("fresh", socket_path=broker.socket)
 
 
 def test_reload_under_traffic_loses_nothing(
