@@ -65,11 +65,6 @@ class Worker:
         """The worker's next report of ``kind`` (``ready``, ``paused`` or ``done``)."""
         return self.clients.wait(kind, self.name, timeout)
 
-    def join(self, timeout: float = REPORT_WAIT_S) -> None:
-        self.proc.join(timeout)
-        if self.proc.is_alive():
-            pytest.fail(f"{self.name} still running after {timeout}s")
-
 
 class Clients:
     """Producer and consumer workers of one test, sharing one results queue."""
@@ -79,9 +74,9 @@ class Clients:
         self.results = procs.queue()
         self._inbox: dict[tuple[str, str], list[Any]] = {}
 
-    def _start(self, name: str, target: Any, *args: Any) -> Worker:
+    def _start(self, name: str, target: Any, plan: Any, progress: Any) -> Worker:
         commands = self.procs.queue()
-        proc = self.procs.start(target, *args[:1], self.results, commands, *args[1:])
+        proc = self.procs.start(target, plan, self.results, commands, progress)
         return Worker(self, name, proc, commands)
 
     def producer(self, plan: ProducerPlan, progress: Any = None) -> Worker:
@@ -118,9 +113,7 @@ class Clients:
         return self._inbox[(kind, name)].pop(0)
 
 
-def run_stream(
-    clients: Clients, consumers: list[Worker], producers: list[Worker]
-) -> list[dict[str, Any]]:
+def run_stream(consumers: list[Worker], producers: list[Worker]) -> list[dict[str, Any]]:
     """Let producers run to the end, then stop the consumers; their ``done`` reports."""
     for p in producers:
         p.go()

@@ -27,53 +27,52 @@ FANOUT_MESSAGES = 20_000
 QUEUE_MESSAGES = 15_000
 
 
-@pytest.fixture
-def clients(procs: Processes) -> Clients:
-    return Clients(procs)
-
-
-def test_fanout_every_consumer_gets_every_message(broker: BrokerProcess, clients: Clients) -> None:
+def test_fanout_every_consumer_gets_every_message(broker: BrokerProcess, procs: Processes) -> None:
+    clients = Clients(procs)
     consumers = clients.consumers(broker.socket, "market_data", ["c1", "c2", "c3"])
     producers = [
         clients.producer(ProducerPlan(broker.socket, "market_data", tag, FANOUT_MESSAGES))
         for tag in (1, 2)
     ]
-    for report in run_stream(clients, consumers, producers):
+    for report in run_stream(consumers, producers):
         expect_everything(report, {1: FANOUT_MESSAGES, 2: FANOUT_MESSAGES})
     topic = next(t for t in broker.stats()["topics"] if t["name"] == "market_data")
     assert topic["published"] == 2 * FANOUT_MESSAGES
     assert topic["delivered"] == 3 * 2 * FANOUT_MESSAGES
 
 
-def test_queue_group_delivers_each_message_once(broker: BrokerProcess, clients: Clients) -> None:
+def test_queue_group_delivers_each_message_once(broker: BrokerProcess, procs: Processes) -> None:
+    clients = Clients(procs)
     consumers = clients.consumers(broker.socket, "execution", ["q1", "q2", "q3"])
     producers = [
         clients.producer(ProducerPlan(broker.socket, "execution", tag, QUEUE_MESSAGES))
         for tag in (1, 2)
     ]
-    reports = run_stream(clients, consumers, producers)
+    reports = run_stream(consumers, producers)
     expect_exactly_once(reports, {1: QUEUE_MESSAGES, 2: QUEUE_MESSAGES})
     for r in reports:  # the work is shared, not all sent to one member
         assert sum(len(s) for s in seqs_of(r["seqs"]).values()) > QUEUE_MESSAGES // 10
 
 
 def test_two_groups_on_one_queue_topic_each_get_everything(
-    broker: BrokerProcess, clients: Clients
+    broker: BrokerProcess, procs: Processes
 ) -> None:
+    clients = Clients(procs)
     alpha = clients.consumers(broker.socket, "execution", ["a1", "a2"], group="alpha")
     beta = clients.consumers(broker.socket, "execution", ["b1", "b2"], group="beta")
     producer = clients.producer(ProducerPlan(broker.socket, "execution", 1, QUEUE_MESSAGES))
-    reports = run_stream(clients, alpha + beta, [producer])
+    reports = run_stream(alpha + beta, [producer])
     expect_exactly_once(reports[:2], {1: QUEUE_MESSAGES})
     expect_exactly_once(reports[2:], {1: QUEUE_MESSAGES})
 
 
 @pytest.mark.parametrize("topic", ["market_data", "execution"])
 def test_late_subscriber_gets_what_is_published_after_it_joined(
-    broker: BrokerProcess, clients: Clients, topic: str
+    broker: BrokerProcess, procs: Processes, topic: str
 ) -> None:
     """Fanout: the late consumer gets exactly the rest of the stream. Queue: it joins the
     group, shares the rest, and the group still gets every message once."""
+    clients = Clients(procs)
     n, joined_at = 20_000, 8_000
     (early,) = clients.consumers(broker.socket, topic, ["early"])
     producer = clients.producer(ProducerPlan(broker.socket, topic, 1, n, pauses=(joined_at,)))
@@ -113,8 +112,9 @@ def test_recv_many_does_not_starve_a_lane(broker: BrokerProcess) -> None:
 
 
 def test_consumer_iterates_blocking_between_messages(
-    broker: BrokerProcess, clients: Clients
+    broker: BrokerProcess, procs: Processes
 ) -> None:
+    clients = Clients(procs)
     producer = clients.producer(ProducerPlan(broker.socket, "signals", 2, 5_000))
     producer.report("ready")
     got = []
@@ -128,22 +128,24 @@ def test_consumer_iterates_blocking_between_messages(
     producer.report("done")
 
 
-def test_topics_are_isolated(broker: BrokerProcess, clients: Clients) -> None:
+def test_topics_are_isolated(broker: BrokerProcess, procs: Processes) -> None:
+    clients = Clients(procs)
     topics = {"market_data": 1, "signals": 2, "execution": 3}
     consumers = [clients.consumers(broker.socket, topic, [f"on_{topic}"])[0] for topic in topics]
     producers = [
         clients.producer(ProducerPlan(broker.socket, topic, tag, 5_000 * tag))
         for topic, tag in topics.items()
     ]
-    reports = run_stream(clients, consumers, producers)
+    reports = run_stream(consumers, producers)
     for report, tag in zip(reports, topics.values(), strict=True):
         expect_everything(report, {tag: 5_000 * tag})
 
 
 @pytest.mark.parametrize("topic", ["signals", "execution"])
 def test_oversize_publish_is_refused_and_writes_nothing(
-    broker: BrokerProcess, clients: Clients, topic: str
+    broker: BrokerProcess, procs: Processes, topic: str
 ) -> None:
+    clients = Clients(procs)
     limit = topic_stats(broker.stats(), topic)["max_message_size"]
     with Producer(socket_path=broker.socket) as p:
         with pytest.raises(MessageTooLarge):  # refused even with nobody to deliver to
@@ -178,22 +180,25 @@ def test_unknown_topic_is_refused(broker: BrokerProcess) -> None:
     assert stats["consumers"] == []
 
 
-def test_publish_many_and_recv_many(broker: BrokerProcess, clients: Clients) -> None:
+def test_publish_many_and_recv_many(broker: BrokerProcess, procs: Processes) -> None:
+    clients = Clients(procs)
     consumers = clients.consumers(broker.socket, "market_data", ["m1", "m2"], batch=333)
     producer = clients.producer(
         ProducerPlan(broker.socket, "market_data", 4, FANOUT_MESSAGES, batch=250)
     )
-    for report in run_stream(clients, consumers, [producer]):
+    for report in run_stream(consumers, [producer]):
         expect_everything(report, {4: FANOUT_MESSAGES})
 
 
-def test_recv_one_at_a_time(broker: BrokerProcess, clients: Clients) -> None:
+def test_recv_one_at_a_time(broker: BrokerProcess, procs: Processes) -> None:
+    clients = Clients(procs)
     consumers = clients.consumers(broker.socket, "execution", ["r1", "r2"], batch=1)
     producer = clients.producer(ProducerPlan(broker.socket, "execution", 5, 4_000, batch=100))
-    expect_exactly_once(run_stream(clients, consumers, [producer]), {5: 4_000})
+    expect_exactly_once(run_stream(consumers, [producer]), {5: 4_000})
 
 
-def test_publish_message_routes_by_relay_domain(broker: BrokerProcess, clients: Clients) -> None:
+def test_publish_message_routes_by_relay_domain(broker: BrokerProcess, procs: Processes) -> None:
+    clients = Clients(procs)
     domains = {
         "market_data": RelayDomain.MARKET_DATA,
         "signals": RelayDomain.SIGNAL,
@@ -210,7 +215,7 @@ def test_publish_message_routes_by_relay_domain(broker: BrokerProcess, clients: 
         clients.producer(ProducerPlan(broker.socket, "", tag, 3_000, domain=int(d)))
         for tag, d in zip((1, 2, 4), domains.values(), strict=True)
     ]
-    reports = run_stream(clients, consumers, producers)
+    reports = run_stream(consumers, producers)
     for report, tag in zip(reports, (1, 2, 4), strict=True):
         expect_everything(report, {tag: 3_000})
 

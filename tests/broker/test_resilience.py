@@ -35,11 +35,6 @@ from mycelium.errors import BackpressureTimeout
 RESTART_MESSAGES = 30_000
 
 
-@pytest.fixture
-def clients(procs: Processes) -> Clients:
-    return Clients(procs)
-
-
 def consumer_stats(broker: BrokerProcess, pid: int) -> dict[str, Any] | None:
     """The coordinator's view of the consumer in process ``pid`` (None once forgotten)."""
     return next((c for c in broker.stats()["consumers"] if c["pid"] == pid), None)
@@ -52,10 +47,11 @@ def noticed_dead(broker: BrokerProcess, pid: int) -> bool:
 
 @pytest.mark.parametrize("how", ["sigkill", "sigterm"])
 def test_coordinator_restart_mid_stream_loses_nothing(
-    broker: BrokerProcess, clients: Clients, how: str
+    broker: BrokerProcess, procs: Processes, how: str
 ) -> None:
     """Clients exchange messages while the coordinator is down (SIGKILL, or SIGTERM with
     clients alive), a new one adopts the segments, the control channels reconnect."""
+    clients = Clients(procs)
     n = RESTART_MESSAGES
     fanout_progress = clients.counter()
     fanout = [clients.consumer(ConsumerPlan(broker.socket, "market_data", "f1"), fanout_progress)]
@@ -108,10 +104,11 @@ def test_coordinator_restart_mid_stream_loses_nothing(
 @pytest.mark.parametrize("then", ["publishing", "closing"])
 @pytest.mark.parametrize("leaves", ["sigkill", "close"])
 def test_departed_queue_consumer_messages_go_to_the_group(
-    broker: BrokerProcess, clients: Clients, leaves: str, then: str, record_property: Any
+    broker: BrokerProcess, procs: Processes, leaves: str, then: str, record_property: Any
 ) -> None:
     """At-least-once: what a member had not read when it was SIGKILLed (or closed) is
     delivered to the others, whether its producer goes on publishing or just closes."""
+    clients = Clients(procs)
     n = 20_000
     victim = clients.consumer(ConsumerPlan(broker.socket, "execution", "victim", pause_after=500))
     others = clients.consumers(broker.socket, "execution", ["q1", "q2"])
@@ -150,11 +147,12 @@ def test_departed_queue_consumer_messages_go_to_the_group(
 
 
 def test_unread_messages_of_a_groups_last_member_wait_for_the_next(
-    broker: BrokerProcess, clients: Clients
+    broker: BrokerProcess, procs: Processes
 ) -> None:
     """The group's only member dies with 4 700 unread: they wait in the producer until a
     new member joins, and reach it before anything newer. Messages published while the
     group had no member at all belong to no group and go nowhere (as on any topic)."""
+    clients = Clients(procs)
     victim = clients.consumer(
         ConsumerPlan(broker.socket, "execution", "victim", group="solo", pause_after=300)
     )
@@ -178,10 +176,11 @@ def test_unread_messages_of_a_groups_last_member_wait_for_the_next(
 
 
 def test_queue_consumer_dying_while_the_coordinator_is_down(
-    broker: BrokerProcess, clients: Clients
+    broker: BrokerProcess, procs: Processes
 ) -> None:
     """The next coordinator finds the member dead and its producer hands its unread
     messages to the rest of the group."""
+    clients = Clients(procs)
     n = 20_000
     victim = clients.consumer(ConsumerPlan(broker.socket, "execution", "victim", pause_after=300))
     others = clients.consumers(broker.socket, "execution", ["q1", "q2"])
@@ -202,9 +201,10 @@ def test_queue_consumer_dying_while_the_coordinator_is_down(
     assert set(counts) == {(1, s) for s in range(n)}
 
 
-def test_killed_producer_lane_drains_and_retires(broker: BrokerProcess, clients: Clients) -> None:
+def test_killed_producer_lane_drains_and_retires(broker: BrokerProcess, procs: Processes) -> None:
     """Consumers get every message a SIGKILLed producer published, in order; the other
     producer goes on; the coordinator then forgets the dead one and retires its lane."""
+    clients = Clients(procs)
     consumers = clients.consumers(broker.socket, "market_data", ["c1", "c2"])
     progress = clients.counter()
     victim = clients.producer(ProducerPlan(broker.socket, "market_data", 1, 500_000), progress)
@@ -237,8 +237,9 @@ def test_killed_producer_lane_drains_and_retires(broker: BrokerProcess, clients:
 
 
 def test_dead_fanout_consumer_stops_holding_the_producer(
-    make_broker: Any, clients: Clients
+    make_broker: Callable[..., BrokerProcess], procs: Processes
 ) -> None:
+    clients = Clients(procs)
     broker = make_broker(SMALL_RINGS)
     n = 5_000
     (reader,) = clients.consumers(broker.socket, "patient", ["reader"])
@@ -264,9 +265,12 @@ def test_dead_fanout_consumer_stops_holding_the_producer(
     wait_for(lambda: consumer_stats(broker, stuck.pid) is None, what="the dead reader forgotten")
 
 
-def test_backpressure_times_out_writing_nothing(make_broker: Any, clients: Clients) -> None:
+def test_backpressure_times_out_writing_nothing(
+    make_broker: Callable[..., BrokerProcess], procs: Processes
+) -> None:
     """A reader that does not read (SIGSTOP) makes publish fail after the topic's bound
     with nothing written; once it reads again, everything published arrives."""
+    clients = Clients(procs)
     broker = make_broker(SMALL_RINGS)
     (sleeper,) = clients.consumers(broker.socket, "quick", ["sleeper"])
     os.kill(sleeper.pid, signal.SIGSTOP)
@@ -296,11 +300,12 @@ def test_backpressure_times_out_writing_nothing(make_broker: Any, clients: Clien
 
 
 def test_handles_closed_while_the_coordinator_is_down_are_released(
-    make_broker: Callable[..., BrokerProcess], clients: Clients
+    make_broker: Callable[..., BrokerProcess], procs: Processes
 ) -> None:
     """A producer and a consumer closed (not exited) while no coordinator runs still say
     Goodbye to the next one; else a live process's closed consumer would hold every new
     fanout lane back and its segments would stay for as long as the process runs."""
+    clients = Clients(procs)
     broker = make_broker(SMALL_RINGS)
     ghost_consumer = Consumer("patient", socket_path=broker.socket)
     ghost_producer = Producer(socket_path=broker.socket)
