@@ -88,6 +88,7 @@ def paced_producer(
     seq = 0
     with Producer(socket_path=sock, name=f"stress-producer-{index}") as p:
         time.sleep(max(0.0, t0 - time.monotonic()))
+        cpu0 = time.process_time()
         end = t0 + duration
         last = t0
         while not abort.is_set():
@@ -113,7 +114,8 @@ def paced_producer(
                 break
             except BackpressureTimeout:
                 stalls += 1
-    out.put({"index": index, "sent": seq, "elapsed": last - t0, "stalls": stalls})
+        cpu_s = time.process_time() - cpu0
+    out.put({"index": index, "sent": seq, "elapsed": last - t0, "stalls": stalls, "cpu_s": cpu_s})
 
 
 @dataclass
@@ -174,6 +176,7 @@ def checking_consumer(
     t_last = 0.0
     with Consumer(TOPIC, socket_path=sock) as c:
         ready.set()
+        cpu0 = time.process_time()
         while not check.complete and not abort.is_set() and time.monotonic() < deadline:
             batch = c.recv_many(RECV_BATCH, timeout=0.1)
             if batch:
@@ -181,6 +184,7 @@ def checking_consumer(
                 received.value = check.received
                 t_last = time.monotonic()
         lost, corrupt = c.lost, c.corrupt
+        cpu_s = time.process_time() - cpu0
     out.put(
         {
             "index": index,
@@ -191,6 +195,7 @@ def checking_consumer(
             "t_last": t_last,
             "lost": lost,
             "corrupt": corrupt,
+            "cpu_s": cpu_s,
         }
     )
 
@@ -202,6 +207,15 @@ def rss(pid: int) -> int:
         return psutil.Process(pid).memory_info().rss
     except psutil.Error:
         return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time ``pid`` has used (0 once it is gone)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
 
 
 def open_fds(pid: int) -> int:
@@ -305,6 +319,14 @@ class Progress:
     last: tuple[float, int, int] = (0.0, 0, 0)
     peak_broker_rss: int = 0
     peak_clients_rss: int = 0
+    broker_cpu0_s: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.broker_cpu0_s = cpu_seconds(self.broker_pid)
+
+    def broker_cpu_s(self) -> float:
+        """CPU time the broker used since the load started."""
+        return cpu_seconds(self.broker_pid) - self.broker_cpu0_s
 
     def line(self) -> str:
         now = time.monotonic()
@@ -423,6 +445,12 @@ def verdict(
     if deliver_rate < floor:
         problems.append(f"delivery rate {deliver_rate:,.0f} msg/s is below {floor:,.0f}")
     stalls = sum(p["stalls"] for p in producers)
+    span = max(elapsed, 1e-9)
+    cpu = (
+        f"broker {progress.broker_cpu_s() / span:.1%}, "
+        f"producers {sum(p['cpu_s'] for p in producers) / span:.1%}, "
+        f"consumers {sum(c['cpu_s'] for c in consumers) / span:.1%} of one core"
+    )
     print(
         f"sent      {sent:>15,} msgs in {elapsed:.1f} s: {send_rate:>11,.0f} msg/s "
         f"({send_rate / args.rate:.1%} of {args.rate:,.0f})\n"
@@ -431,7 +459,8 @@ def verdict(
         f"delivery  {ratio:.4%}; {errors} out of sequence; {lost} lost or corrupt; "
         f"{stalls} backpressure timeouts\n"
         f"memory    broker RSS peak {progress.peak_broker_rss / MIB:.1f} MiB, "
-        f"clients RSS peak {progress.peak_clients_rss / MIB:.1f} MiB (total)"
+        f"clients RSS peak {progress.peak_clients_rss / MIB:.1f} MiB (total)\n"
+        f"cpu       {cpu} (averaged over the run)"
     )
     for problem in problems:
         print(f"FAIL: {problem}")
