@@ -141,7 +141,7 @@ def test_stopped_consumer_holds_its_producer_back_only_up_to_the_bound(
     assert produced["sent"] == 20_000
     bound_s = BOUND_MS / 1000
     assert len(produced["stalls"]) >= 2
-    assert all(bound_s * 0.95 <= s <= bound_s + 0.5 for s in produced["stalls"]), produced["stalls"]
+    assert all(bound_s * 0.95 <= s <= bound_s + 1.0 for s in produced["stalls"]), produced["stalls"]
     expect_whole_stream(consumer.result(), 1, 20_000)
 
 
