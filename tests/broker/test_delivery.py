@@ -36,7 +36,7 @@ def test_fanout_every_consumer_gets_every_message(broker: BrokerProcess, procs: 
     ]
     for report in run_stream(consumers, producers):
         expect_everything(report, {1: FANOUT_MESSAGES, 2: FANOUT_MESSAGES})
-    topic = next(t for t in broker.stats()["topics"] if t["name"] == "market_data")
+    topic = topic_stats(broker.stats(), "market_data")
     assert topic["published"] == 2 * FANOUT_MESSAGES
     assert topic["delivered"] == 3 * 2 * FANOUT_MESSAGES
 
