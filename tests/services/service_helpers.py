@@ -6,12 +6,34 @@ returns for ``eth_getLogs`` / ``eth_subscribe`` (hex topics, ABI-encoded data).
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from mycelium.services.markets import POOLS
 from mycelium.services.polygon import SWAP_V3_TOPIC, SYNC_TOPIC
+
+ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
+
+
+def _root_conftest() -> ModuleType:
+    """tests/conftest.py as a module. ``from conftest import`` is not it here: pytest binds
+    ``conftest`` in sys.modules to the last conftest it imported, and tests/protocol has
+    one that sorts before this directory."""
+    module = sys.modules.get("conftest")
+    if module is not None and Path(module.__file__ or "") == ROOT_CONFTEST:
+        return module
+    spec = importlib.util.spec_from_file_location("mycelium_tests_conftest", ROOT_CONFTEST)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+wait_for = _root_conftest().wait_for
 
 QUICKSWAP, SUSHISWAP, UNISWAP_V3 = list(POOLS.values())
 USDC = QUICKSWAP.token0

@@ -12,10 +12,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import BrokerProcess, wait_for
 from service_helpers import (
     ETH_ASSET,
     HEARTBEAT,
@@ -34,6 +33,7 @@ from service_helpers import (
     ticker,
     trade,
     v3_state,
+    wait_for,
     write_lines,
 )
 
@@ -54,6 +54,9 @@ from mycelium.services.kraken import KrakenCollector
 from mycelium.services.orders import BUY, SELL, OrderRequest
 from mycelium.services.polygon import PolygonAdapter
 from mycelium.shm.segment import list_segments
+
+if TYPE_CHECKING:
+    from conftest import BrokerProcess
 
 Q8 = 100_000_000
 START_S = 30.0
