@@ -260,6 +260,7 @@ def demo(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
+    typer.echo()
     for name, counts in result["services"].items():
         typer.echo(
             f"{name:17} received {counts.get('received', 0):>7}  "

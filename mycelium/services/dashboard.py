@@ -22,6 +22,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
+from rich.columns import Columns
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -161,14 +162,18 @@ def render(view: dict[str, Any], stats: dict[str, Any] | None) -> Group:
         signals.add_row(str(s.signal_id), venue_name(s.source_venue), venue_name(s.target_venue),
                         str(s.spread_bps), f"{s.net_profit_usd_q8 / Q8:,.2f}")  # fmt: skip
     book = view["book"]
-    positions = _table(f"Positions  PnL ${book['pnl_usd']:,.2f} (signals ${book['expected_pnl_usd']:,.2f})",
-                       "asset", "venue", "Qty")  # fmt: skip
+    positions = _table("Positions", "asset", "venue", "Qty")
     for ticker, venues in book["positions"].items():
         for venue, qty in venues.items():
             positions.add_row(ticker, venue_name(int(venue)), f"{qty:+.4f}")
     counts = "  ".join(f"{k} {v}" for k, v in view["counts"].items())
-    parts += [Text(f"seen by the dashboard: {counts}", style="dim"), trades, prices, signals,
-              positions]  # fmt: skip
+    parts += [
+        Text(f"seen by the dashboard: {counts}", style="dim"),
+        Columns([trades, prices]),
+        Columns([signals, positions]),
+        Text(f"PnL ${book['pnl_usd']:,.2f} (sum of executed signals "
+             f"${book['expected_pnl_usd']:,.2f}), {book['orders']} orders", style="bold"),
+    ]  # fmt: skip
     return Group(*parts)
 
 
