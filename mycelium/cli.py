@@ -183,7 +183,12 @@ def service(
     ),
     socket: str | None = SocketOption,
     input: Path | None = typer.Option(
-        None, "--input", "-i", help="Adapters: replay this recorded JSON-lines feed."
+        None,
+        "--input",
+        "-i",
+        exists=True,
+        dir_okay=False,
+        help="Adapters: replay this recorded JSON-lines feed.",
     ),
     live: bool = typer.Option(False, "--live", help="Adapters: read the live WebSocket feed."),
     rate: float | None = typer.Option(
