@@ -152,7 +152,7 @@ class Service:
                 log.info("%s stopped: %s", self.name, asdict(self.counters))
 
     def start(self) -> Self:
-        """Run in a daemon thread; returns once connected (raises what ``connect`` raised)."""
+        """Run in a daemon thread; returns once connected (else RuntimeError from the cause)."""
         self._thread = threading.Thread(target=self._run_thread, name=self.name, daemon=True)
         self._thread.start()
         while not self.ready.wait(0.05):
