@@ -9,52 +9,75 @@ A frame never straddles the end of the ring: when it would, the writer stores
 ``WRAP_MARKER`` in the next header and starts the frame at offset 0.
 
 Writer (``LaneWriter``, the lane's only writer): write header and payload, then store the
-write cursor (``publish``); ``publish_many`` stores it once per batch. Before writing
-past its cached *limit* (the end of the current lap, or the slowest gate plus capacity)
-it takes the slow path: rescan the gating readers' cursors (in their consumer segments,
-mapped read-only), wait for space with a bounded spin/yield/sleep, and raise
-``BackpressureTimeout`` having written nothing if the space does not come. A *lossy*
-lane never waits: it moves its tail (a seqlock-published "oldest intact frame") past the
-frames it is about to overwrite, and readers that fall behind jump to the tail and count
-what they lost.
+message count and the write cursor (``publish``); ``publish_many`` stores them once per
+batch and copies a run of equal-size items with one numpy assignment. The writer runs
+freely up to a cached *limit*. Crossing it (at least ``CHECKPOINTS_PER_LAP`` times a lap)
+takes the slow path, in this order:
+
+1. rescan the gating readers' cursors (in their consumer segments, mapped read-only) and,
+   on a lossless lane, wait for space: a bounded spin/yield/sleep, then
+   ``BackpressureTimeout`` with nothing written;
+2. record a *checkpoint*: a frame boundary whose message count is known;
+3. publish the *tail* (the oldest checkpoint the new limit leaves intact) and the *head*
+   (the newest checkpoint) in a double-buffered record, then store the new limit as the
+   *reservation*: the writer writes no byte at or past it. Only then does it write on.
 
 Reader (``LaneReader``): load the write cursor only when it has consumed everything it
-saw last time, read frames below it, and store its own cursor (and message count) in its
-slot after each message, or once per batch in ``poll_many``. Every header is checked
-against the lane's ``max_message``, the published cursor and the ring's end before a byte
-of payload is touched: a corrupt frame raises ``CorruptFrame`` after the reader has
-skipped to the newest published position and counted it, so the next poll goes on.
+saw last time; check each header against ``max_message``, the published cursor and the
+ring's end before a byte of payload is touched; copy the frame; then load the
+reservation. A frame more than one ring below the reservation may have been overwritten
+during the copy: the copy is dropped, the reader jumps to the tail and adds the messages
+it skipped to its ``lost`` counter. A reader the writer gates on is never overrun, so on a
+lossless lane this only catches readers the writer did not know about yet; on a lossy lane
+(the writer never waits) it is how overruns are detected. A corrupt header raises
+``CorruptFrame`` after the reader skipped to the newest published position and counted it,
+so the next poll goes on. ``poll_many`` stores its cursor once per batch and reads a run of
+equal-size frames, headers included, with one ``struct`` unpack.
+
+Memory ordering (why plain loads and stores suffice) is argued once, in ``ordering.py``.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
 
 from mycelium.errors import BackpressureTimeout, CorruptFrame, MessageTooLarge, SegmentError
 from mycelium.shm.consumer_state import ConsumerState, ConsumerStateView
 from mycelium.shm.layout import (
     CONSUMER_SLEEPING_Q,
+    FRAME_HEADER_BYTES,
+    HEAD_COUNT_Q,
+    HEAD_POS_Q,
     KIND_LANE,
     LANE_CLOSED_Q,
     LANE_COUNT_Q,
     LANE_DATA_OFF,
     LANE_FLAG_LOSSY,
+    LANE_MIN_FRAMES,
+    LANE_RESERVED_Q,
     LANE_STATIC,
     LANE_STATIC_OFF,
-    LANE_TAIL_COUNT_Q,
-    LANE_TAIL_Q,
     LANE_TAIL_VERSION_Q,
     LANE_WRITE_Q,
     SLOT_COUNT_Q,
     SLOT_CURSOR_Q,
     SLOT_LANE_Q,
+    SLOT_START_Q,
+    TAIL_COUNT_Q,
+    TAIL_POS_Q,
     WRAP_MARKER,
     frame_bytes,
     lane_segment_bytes,
+    lane_tail_record_q,
 )
+from mycelium.shm.ordering import full_fence
 from mycelium.shm.segment import DEFAULT_SEGMENT_MODE, Segment
 
 __all__ = ["LaneInfo", "LaneReader", "LaneWriter", "create_lane_segment", "read_lane_info"]
@@ -66,18 +89,59 @@ WRITER_SLEEP_MIN_S = 20e-6
 WRITER_SLEEP_MAX_S = 1e-3
 #: How often a waiting writer re-checks that the readers holding it back are still alive.
 WRITER_LIVENESS_EVERY_S = 0.1
-#: A reader re-reads a seqlocked tail at most this many times before treating it as moving.
+#: The writer takes its slow path (rescan readers, checkpoint, move the tail) at least
+#: this many times per lap, so the tail trails the overwrite point by at most 1/this lap
+#: and a reader joining at the end walks at most that many bytes to learn its count.
+CHECKPOINTS_PER_LAP = 64
+#: publish_many copies a run of at least this many equal-size items with numpy.
+WRITER_RUN_MIN_ITEMS = 16
+#: poll_many unpacks a run of at least this many equal-size frames with one struct call.
+READER_RUN_MIN_FRAMES = 4
+#: Longest run one struct unpack covers (bounds the cached formats' size).
+READER_RUN_MAX_FRAMES = 1024
+#: Cached run formats kept before the cache is cleared.
+RUN_STRUCT_CACHE_SIZE = 256
+#: A reader re-reads a double-buffered tail record at most this many times.
 TAIL_READ_TRIES = 64
+#: A read that keeps being overrun gives up after this many skips and returns nothing.
+OVERRUN_RETRIES = 16
+#: Largest payload a frame header can describe (WRAP_MARKER is reserved).
+MAX_FRAME_PAYLOAD = (1 << 32) - 1
+#: Highest frame boundary a u64 position can hold (reached only by a corrupt cursor).
+MAX_POSITION = (1 << 64) - 8
+
+_RUN_STRUCTS: dict[tuple[int, int], struct.Struct] = {}
+
+
+def _run_struct(n: int, count: int) -> struct.Struct:
+    """The format of ``count`` consecutive frames of ``n`` payload bytes: (header, payload)*."""
+    key = (n, count)
+    fmt = _RUN_STRUCTS.get(key)
+    if fmt is None:
+        if len(_RUN_STRUCTS) >= RUN_STRUCT_CACHE_SIZE:
+            _RUN_STRUCTS.clear()
+        pad = frame_bytes(n) - FRAME_HEADER_BYTES - n
+        fmt = _RUN_STRUCTS[key] = struct.Struct("<" + f"Q{n}s{pad}x" * count)
+    return fmt
+
+
+class _Overrun(Exception):
+    """Internal: the writer overwrote (or may have) what this reader was reading."""
 
 
 class LaneInfo:
-    """The static facts of a lane, read from its segment."""
+    """The static facts of a lane, read from its segment and checked."""
 
     __slots__ = ("capacity", "lane_uid", "lossy", "max_message", "writer_pid")
 
     def __init__(self, seg: Segment) -> None:
         cap, max_msg, uid, pid, flags, data_off = LANE_STATIC.unpack_from(seg.mm, LANE_STATIC_OFF)
-        if cap & (cap - 1) or cap < 4 * frame_bytes(max_msg) or data_off != LANE_DATA_OFF:
+        if (
+            cap & (cap - 1)
+            or max_msg >= MAX_FRAME_PAYLOAD
+            or cap < LANE_MIN_FRAMES * frame_bytes(max_msg)
+            or data_off != LANE_DATA_OFF
+        ):
             raise SegmentError(f"{seg.name}: impossible lane geometry cap={cap} max={max_msg}")
         if seg.size < lane_segment_bytes(cap):
             raise SegmentError(f"{seg.name}: {seg.size} bytes cannot hold a {cap}-byte ring")
@@ -105,21 +169,68 @@ def create_lane_segment(
 ) -> Segment:
     """Create a lane segment (the coordinator's job); the producer then maps it writable.
 
-    ``capacity`` must be a power of two holding at least four frames of ``max_message``,
-    so a maximum-size frame always fits whatever the wrap position.
+    ``capacity`` must be a power of two holding at least ``LANE_MIN_FRAMES`` frames of
+    ``max_message``, so a maximum-size frame always fits whatever the wrap position.
+    Raises ValueError on a bad geometry, SegmentError if the segment cannot be created.
     """
-    if capacity & (capacity - 1) or capacity < 4 * frame_bytes(max_message):
+    if (
+        capacity <= 0
+        or capacity & (capacity - 1)
+        or not 0 <= max_message < MAX_FRAME_PAYLOAD
+        or capacity < LANE_MIN_FRAMES * frame_bytes(max_message)
+    ):
         raise ValueError(
-            f"lane capacity {capacity} must be a power of two >= 4 frames of {max_message} bytes"
+            f"lane capacity {capacity} must be a power of two >= {LANE_MIN_FRAMES} frames "
+            f"of {max_message} bytes"
         )
     if lane_uid <= 0:
         raise ValueError("lane_uid must be positive (0 marks a free consumer slot)")
-    seg = Segment.create(name, lane_segment_bytes(capacity), KIND_LANE, mode)
     flags = LANE_FLAG_LOSSY if lossy else 0
-    LANE_STATIC.pack_into(
-        seg.mm, LANE_STATIC_OFF, capacity, max_message, lane_uid, writer_pid, flags, LANE_DATA_OFF
-    )
-    return seg
+
+    def init(seg: Segment) -> None:
+        LANE_STATIC.pack_into(
+            seg.mm, LANE_STATIC_OFF, capacity, max_message, lane_uid, writer_pid, flags,
+            LANE_DATA_OFF,
+        )  # fmt: skip
+
+    return Segment.create(name, lane_segment_bytes(capacity), KIND_LANE, mode, init=init)
+
+
+def _read_tail_record(seg: Segment) -> tuple[int, int, int, int]:
+    """The live (tail, tail count, head, head count), read consistently and checked.
+
+    Raises CorruptFrame if the record never holds still or is impossible (positions are
+    8-byte aligned, tail <= head, and every frame takes at least 8 bytes, so a count never
+    exceeds its position / 8): only a broken writer does that.
+    """
+    hq = seg.q
+    for _ in range(TAIL_READ_TRIES):
+        version = hq[LANE_TAIL_VERSION_Q]
+        r = lane_tail_record_q(version)
+        tail, tail_count = hq[r + TAIL_POS_Q], hq[r + TAIL_COUNT_Q]
+        head, head_count = hq[r + HEAD_POS_Q], hq[r + HEAD_COUNT_Q]
+        # The writer fills the idle record, then stores the version: if the version is
+        # unchanged after our loads (Load/Load order), no store of a later update reached us.
+        if hq[LANE_TAIL_VERSION_Q] == version:
+            break
+        os.sched_yield()
+    else:
+        raise CorruptFrame(f"lane {seg.name}: the tail record never held still")
+    if (
+        (tail | head) & 7
+        or head < tail
+        or tail_count > tail >> 3
+        or not tail_count <= head_count <= head >> 3
+    ):
+        raise CorruptFrame(
+            f"lane {seg.name}: impossible tail record {tail}/{tail_count} {head}/{head_count}"
+        )
+    return tail, tail_count, head, head_count
+
+
+def _aligned_cursor(cursor: int) -> int:
+    """A published cursor rounded up to a frame boundary (it is one, unless corrupt)."""
+    return min((cursor + 7) & -8, MAX_POSITION)
 
 
 class _Gate:
@@ -131,7 +242,7 @@ class _Gate:
         self.view = view
         self.base: int | None = None
         #: Until the reader claims its slot we gate at the position where we first saw it.
-        self.floor = floor
+        self.floor: int | None = floor
 
 
 class LaneWriter:
@@ -151,28 +262,49 @@ class LaneWriter:
         self.info = info
         self.lane_uid = info.lane_uid
         self.max_message = info.max_message
+        #: How long a publish waits for a slow reader; <= 0 raises at once (async callers).
         self.backpressure_timeout_s = backpressure_timeout_s
         #: Called while waiting for space, e.g. to pick up topology changes.
         self.on_wait = on_wait
         self._owner = threading.get_ident()
         self._mm = seg.mm
         self._hq = seg.q
-        self._cap = info.capacity
-        self._mask = info.capacity - 1
-        self._dq = seg.buf[LANE_DATA_OFF : LANE_DATA_OFF + info.capacity].cast("Q")
+        cap = info.capacity
+        self._cap = cap
+        self._mask = cap - 1
+        self._step = max(cap // CHECKPOINTS_PER_LAP, FRAME_HEADER_BYTES)
+        self._dq = seg.buf[LANE_DATA_OFF : LANE_DATA_OFF + cap].cast("Q")
+        self._u8 = np.frombuffer(seg.mm, np.uint8, cap, LANE_DATA_OFF)
+        self._u64 = self._u8.view(np.uint64)
         self._lossy = info.lossy
-        # Resume where the lane stands (a fresh lane: 0).
-        self._pos = self._hq[LANE_WRITE_Q]
-        self._count = self._hq[LANE_COUNT_Q]
-        self._tail = self._hq[LANE_TAIL_Q]
-        self._tail_count = self._hq[LANE_TAIL_COUNT_Q]
+        # Resume where the lane stands (a fresh lane: all zero).
+        hq = seg.q
+        pos, count = hq[LANE_WRITE_Q], hq[LANE_COUNT_Q]
+        self._tail_version = hq[LANE_TAIL_VERSION_Q]
+        try:
+            tail, tail_count, _, _ = _read_tail_record(seg)
+        except CorruptFrame as exc:
+            raise SegmentError(f"{seg.name}: cannot resume: {exc}") from exc
+        if pos & 7 or not tail <= pos <= tail + cap or not tail_count <= count <= pos >> 3:
+            raise SegmentError(
+                f"{seg.name}: cannot resume: cursor {pos}/{count}, tail {tail}/{tail_count}"
+            )
+        self._pos = pos
+        self._count = count
+        #: Frame boundaries with their counts, oldest first; the tail is the first one.
+        self._checkpoints: deque[tuple[int, int]] = deque([(tail, tail_count)])
+        self._reserved = hq[LANE_RESERVED_Q]
         self._gates: list[_Gate] = []
         self._bells: tuple = ()
-        self._limit = self._pos  # forces the first publish through the slow path
+        self._limit = pos  # forces the first publish through the slow path
 
     # -- readers ------------------------------------------------------------------------
     def set_readers(self, views: Iterable[ConsumerStateView]) -> None:
-        """Gate on exactly these consumers (keeping what we know of ones seen before)."""
+        """Gate on exactly these consumers (keeping what we know of ones seen before).
+
+        A consumer that has not claimed its slot on this lane yet is gated at our current
+        position, so it loses nothing published from now on.
+        """
         old = {id(g.view): g for g in self._gates}
         self._gates = [old.get(id(v)) or _Gate(v, self._pos) for v in views]
         self._bells = tuple(
@@ -187,7 +319,7 @@ class LaneWriter:
         return [g.view for g in self._gates]
 
     def _floor(self) -> int:
-        """The lowest position some live gated reader still needs (our own if none)."""
+        """The lowest position some gated reader still needs (our own if none)."""
         lo = self._pos
         uid = self.lane_uid
         for g in self._gates:
@@ -215,8 +347,10 @@ class LaneWriter:
 
     # -- publishing -----------------------------------------------------------------------
     def publish(self, data: bytes | bytearray | memoryview) -> None:
-        """Write one frame and publish it. Raises MessageTooLarge or BackpressureTimeout
-        (in both cases nothing was written)."""
+        """Write one frame and publish it.
+
+        Raises MessageTooLarge or BackpressureTimeout; in both cases nothing was written.
+        """
         n = len(data)
         if n > self.max_message:
             raise MessageTooLarge(n, self.max_message)
@@ -230,11 +364,11 @@ class LaneWriter:
         start = LANE_DATA_OFF + off + 8
         self._mm[start : start + n] = data
         self._pos = end
-        self._count += 1
+        self._count = count = self._count + 1
         hq = self._hq
-        hq[LANE_COUNT_Q] = self._count
-        # Publish: payload stores above precede this cursor store (x86-64 Store/Store order);
-        # pairs with the reader's load of LANE_WRITE_Q in LaneReader.poll.
+        hq[LANE_COUNT_Q] = count
+        # Publish: the header and payload stores above precede this cursor store (x86-64
+        # Store/Store order); pairs with the reader's load of LANE_WRITE_Q in poll().
         hq[LANE_WRITE_Q] = end
         for q, i, bell in self._bells:
             if q[i]:
@@ -249,10 +383,38 @@ class LaneWriter:
         """
         if threading.get_ident() != self._owner:
             raise RuntimeError("a LaneWriter is single-writer: use it from one thread only")
-        max_message = self.max_message
-        for item in items:
-            if len(item) > max_message:
-                raise MessageTooLarge(len(item), max_message)
+        k = len(items)
+        if not k:
+            return 0
+        lens = list(map(len, items))
+        n = lens[0]
+        if lens.count(n) == k:
+            if n > self.max_message:
+                raise MessageTooLarge(n, self.max_message)
+            if k >= WRITER_RUN_MIN_ITEMS:
+                return self._write_run(np.frombuffer(b"".join(items), np.uint8).reshape(k, n))
+        else:
+            largest = max(lens)
+            if largest > self.max_message:
+                raise MessageTooLarge(largest, self.max_message)
+        return self._write_each(items)
+
+    def publish_array(self, records: np.ndarray) -> int:
+        """Publish each row of a C-contiguous 2-D uint8 array as one message (fixed-size
+        records, e.g. a numpy structured batch viewed as bytes); returns the rows written.
+
+        Raises MessageTooLarge (nothing written) or BackpressureTimeout (as publish_many).
+        """
+        if threading.get_ident() != self._owner:
+            raise RuntimeError("a LaneWriter is single-writer: use it from one thread only")
+        if records.ndim != 2 or records.dtype != np.uint8:
+            raise ValueError(f"need a 2-D uint8 array, not {records.ndim}-D {records.dtype}")
+        if records.shape[1] > self.max_message:
+            raise MessageTooLarge(records.shape[1], self.max_message)
+        return self._write_run(records)
+
+    def _write_each(self, items: Sequence[bytes | bytearray | memoryview]) -> int:
+        """publish_many for items of mixed sizes: one frame at a time, one cursor store."""
         dq = self._dq
         mm = self._mm
         mask = self._mask
@@ -273,11 +435,41 @@ class LaneWriter:
                 pos = end
                 count += 1
         except BackpressureTimeout as exc:
-            exc.published = count - first
+            exc.published = count - first  # type: ignore[attr-defined]
             raise
         finally:
             self._publish_upto(pos, count)
         return len(items)
+
+    def _write_run(self, src: np.ndarray) -> int:
+        """Write the rows of ``src`` (k x n bytes) as k frames: each stretch up to the limit
+        is one strided numpy copy of payloads and one of headers."""
+        k, n = src.shape
+        fb = frame_bytes(n)
+        words = fb >> 3
+        pos = self._pos
+        count = first = self._count
+        done = 0
+        try:
+            while done < k:
+                fit = (self._limit - pos) // fb
+                if fit <= 0:
+                    self._publish_upto(pos, count)
+                    pos = self._claim(pos, fb)
+                    continue
+                j = min(fit, k - done)
+                off = pos & self._mask
+                self._u8[off : off + j * fb].reshape(j, fb)[:, 8 : 8 + n] = src[done : done + j]
+                self._u64[off >> 3 : (off >> 3) + j * words : words] = n
+                pos += j * fb
+                count += j
+                done += j
+        except BackpressureTimeout as exc:
+            exc.published = count - first  # type: ignore[attr-defined]
+            raise
+        finally:
+            self._publish_upto(pos, count)
+        return k
 
     def _publish_upto(self, pos: int, count: int) -> None:
         """Store count and cursor for frames written up to ``pos`` (no-op if nothing new)."""
@@ -287,7 +479,7 @@ class LaneWriter:
         self._count = count
         hq = self._hq
         hq[LANE_COUNT_Q] = count
-        hq[LANE_WRITE_Q] = pos  # publish, as in publish(): payload stores came first
+        hq[LANE_WRITE_Q] = pos  # publish, as in publish(): the frame stores came first
         for q, i, bell in self._bells:
             if q[i]:
                 bell.release()
@@ -297,6 +489,7 @@ class LaneWriter:
         if final:
             self._hq[LANE_CLOSED_Q] = 1
         self._dq.release()
+        del self._u8, self._u64  # numpy views pin the mapping until dropped
         self.seg.close()
 
     @property
@@ -323,37 +516,69 @@ class LaneWriter:
 
     # -- slow path ----------------------------------------------------------------------
     def _claim(self, pos: int, fb: int) -> int:
-        """Make room for a frame of ``fb`` bytes at ``pos``; returns where it goes.
+        """Make room for a frame of ``fb`` bytes at the published position ``pos``; returns
+        where it goes and sets the new limit.
 
         Writes the wrap marker if the frame must start at the next lap. Raises
         BackpressureTimeout (nothing written) if gated readers do not free the space.
         """
+        if threading.get_ident() != self._owner:
+            raise RuntimeError("a LaneWriter is single-writer: use it from one thread only")
         cap = self._cap
-        off = pos & self._mask
+        mask = self._mask
+        off = pos & mask
         skip = cap - off if off + fb > cap else 0
         need_end = pos + skip + fb
-        if self._lossy:
-            self._advance_tail(need_end)
-            floor = need_end - cap
-        else:
-            floor = self._wait_for_space(need_end)
+        limit = ((pos + skip) | mask) + 1  # the end of the frame's lap
+        if not self._lossy:
+            limit = min(limit, self._wait_for_space(need_end) + cap)
+        limit = min(limit, max(need_end, pos + self._step))
+        if pos > self._checkpoints[-1][0]:
+            self._checkpoints.append((pos, self._count))
+        self._reserve(limit)
         if skip:
             self._dq[off >> 3] = WRAP_MARKER
-            pos += skip
-        lap_end = (pos | self._mask) + 1
-        if self._lossy:
-            self._limit = lap_end
-        elif any(g.base is None for g in self._gates):
-            # A reader has not claimed its slot yet: rescan on every publish until it
-            # does, so its starting cursor is honoured as soon as it appears.
-            self._limit = pos
-        else:
-            self._limit = min(floor + cap, lap_end)
-        return pos
+        self._limit = limit
+        return pos + skip
+
+    def _reserve(self, limit: int) -> None:
+        """Publish the tail record for ``limit``, then reserve everything below ``limit``.
+
+        The tail becomes the oldest checkpoint at or after ``limit - capacity``: the first
+        frame boundary the coming writes leave intact. There always is one, since
+        ``limit - capacity <= pos`` (the newest checkpoint).
+        """
+        cps = self._checkpoints
+        low = limit - self._cap
+        while cps[0][0] < low:
+            cps.popleft()
+        tail, tail_count = cps[0]
+        head, head_count = cps[-1]
+        version = self._tail_version + 1
+        hq = self._hq
+        r = lane_tail_record_q(version)
+        hq[r + TAIL_POS_Q] = tail
+        hq[r + TAIL_COUNT_Q] = tail_count
+        hq[r + HEAD_POS_Q] = head
+        hq[r + HEAD_COUNT_Q] = head_count
+        # Publish the record: its stores precede the version store (Store/Store); pairs
+        # with the version loads in _read_tail_record.
+        hq[LANE_TAIL_VERSION_Q] = version
+        self._tail_version = version
+        if limit > self._reserved:
+            # Reserve: stored after the tail it pairs with and before any byte below
+            # `limit` is written (Store/Store); pairs with the reservation load that
+            # follows each copy in LaneReader (Load/Load).
+            hq[LANE_RESERVED_Q] = limit
+            self._reserved = limit
 
     def _wait_for_space(self, need_end: int) -> int:
-        """Wait (bounded) until every gated reader is within a ring of ``need_end``."""
+        """Wait (bounded) until every gated reader is within a ring of ``need_end``;
+        returns the lowest reader position."""
         cap = self._cap
+        # Our cursor store is visible before we load the readers' slots: a reader that
+        # joins concurrently either is seen here or sees our cursor (ordering.py).
+        full_fence()
         floor = self._floor()
         if need_end <= floor + cap:
             return floor
@@ -362,8 +587,9 @@ class LaneWriter:
                 f"lane {self.seg.name}: ring full; nothing written",
                 needed=need_end - cap - floor,
             )
-        deadline = time.monotonic() + self.backpressure_timeout_s
-        next_liveness = time.monotonic() + WRITER_LIVENESS_EVERY_S
+        now = time.monotonic()
+        deadline = now + self.backpressure_timeout_s
+        next_liveness = now + WRITER_LIVENESS_EVERY_S
         sleep_s = WRITER_SLEEP_MIN_S
         attempt = 0
         while True:
@@ -392,39 +618,15 @@ class LaneWriter:
             if need_end <= floor + cap:
                 return floor
 
-    def _advance_tail(self, need_end: int) -> None:
-        """Lossy lanes: move the tail past every frame the coming write will overwrite."""
-        tail = self._tail
-        count = self._tail_count
-        cap = self._cap
-        mask = self._mask
-        dq = self._dq
-        while tail + cap < need_end and tail < self._pos:
-            n = dq[(tail & mask) >> 3]
-            if n == WRAP_MARKER:
-                tail = (tail | mask) + 1
-            else:
-                tail += (n + 15) & -8
-                count += 1
-        if tail + cap < need_end:  # nothing left to keep: everything written is older
-            tail = need_end - cap
-        if tail != self._tail:
-            hq = self._hq
-            # Seqlock: odd version while the pair changes; readers retry on odd or changed.
-            hq[LANE_TAIL_VERSION_Q] += 1
-            hq[LANE_TAIL_COUNT_Q] = count
-            hq[LANE_TAIL_Q] = tail
-            hq[LANE_TAIL_VERSION_Q] += 1
-            self._tail = tail
-            self._tail_count = count
-
 
 class LaneReader:
     """One consumer's reader of one lane; its cursor lives in the consumer's own segment.
 
-    ``poll`` returns a copy. ``poll_view`` returns a zero-copy memoryview that stays valid
-    until the next read on this reader (the slot keeps the writer from reusing those
-    bytes until then); on a lossy lane views are not offered, as the writer never waits.
+    ``start="end"`` reads what is published from now on, ``start="begin"`` everything the
+    lane still holds (from its tail); ``slot`` re-adopts a slot this consumer already holds.
+    ``poll`` returns a copy; ``poll_view`` a zero-copy view, valid until the next read on
+    this reader (see its docstring). Counts are exact: ``count`` is the lane's index of the
+    next message, so ``lost`` and ``backlog`` are exact too.
     """
 
     def __init__(
@@ -449,99 +651,114 @@ class LaneReader:
         self._lossy = info.lossy
         self._sq = state.q
         if slot is None:
-            pos, count = self._start_position(start)
-            slot = state.claim_slot(self.lane_uid, pos, count)
+            if start not in ("end", "begin"):
+                raise ValueError(f"start must be 'end' or 'begin', not {start!r}")
+            tail, tail_count, head, head_count = _read_tail_record(seg)
+            pos, count = (tail, tail_count) if start == "begin" else (head, head_count)
+            self.slot = state.claim_slot(self.lane_uid, pos, count)
+            # Our slot is visible before we load the write cursor: either the writer's next
+            # rescan sees us or we see its latest cursor (ordering.py).
+            full_fence()
+            if start == "end":
+                pos, count = self._find_end(pos, count)
         else:  # re-adopting our own slot (e.g. after the client re-read the topology)
+            self.slot = slot
             pos, count = state.q[slot + SLOT_CURSOR_Q], state.q[slot + SLOT_COUNT_Q]
-        self.slot = slot
-        self._cur_i = slot + SLOT_CURSOR_Q
-        self._cnt_i = slot + SLOT_COUNT_Q
+            if pos & 7:
+                raise SegmentError(f"{state.seg.name}: slot cursor {pos} is misaligned")
+        self._cur_i = self.slot + SLOT_CURSOR_Q
+        self._cnt_i = self.slot + SLOT_COUNT_Q
         self._pos = pos
         self._count = count
-        self._avail = pos
+        self._avail = pos  # the published cursor as last loaded
         self._held = False  # a zero-copy view is out: the slot still points before it
         self._pending_error: CorruptFrame | None = None
-        if self._lossy:
-            self.poll = self._poll_lossy  # type: ignore[method-assign]
 
-    def _start_position(self, start: str) -> tuple[int, int]:
-        """Where a new reader begins: the current end (live data only) or the oldest frame."""
+    def _find_end(self, head: int, head_count: int) -> tuple[int, int]:
+        """Store and return the write cursor and its exact message count, counting the
+        frames from the head checkpoint (at most a checkpoint step of them)."""
         hq = self._hq
-        if start == "end":
-            for _ in range(TAIL_READ_TRIES):
-                pos, count = hq[LANE_WRITE_Q], hq[LANE_COUNT_Q]
-                if hq[LANE_WRITE_Q] == pos:  # count is stored before the cursor
-                    return pos, count
-            raise SegmentError(f"{self.seg.name}: lane cursor never settled")
-        if start == "begin":
-            tail, tail_count = self._read_tail()
-            return tail, tail_count
-        raise ValueError(f"start must be 'end' or 'begin', not {start!r}")
-
-    def _read_tail(self) -> tuple[int, int]:
-        hq = self._hq
-        for _ in range(TAIL_READ_TRIES):
-            v1 = hq[LANE_TAIL_VERSION_Q]
-            tail, count = hq[LANE_TAIL_Q], hq[LANE_TAIL_COUNT_Q]
-            if not v1 & 1 and hq[LANE_TAIL_VERSION_Q] == v1:
-                return tail, count
-            os.sched_yield()
-        raise SegmentError(f"{self.seg.name}: lane tail never settled")
+        dq = self._dq
+        mask = self._mask
+        for _ in range(OVERRUN_RETRIES):
+            end = _aligned_cursor(hq[LANE_WRITE_Q])
+            pos, count = head, head_count
+            while pos < end and end - head <= self._cap:
+                n = dq[(pos & mask) >> 3]
+                if n == WRAP_MARKER:
+                    pos = (pos | mask) + 1
+                elif n <= self._max:
+                    pos += (n + 15) & -8
+                    count += 1
+                else:
+                    break
+            if head + self._cap >= hq[LANE_RESERVED_Q]:  # the frames held still as we walked
+                break
+            _, _, head, head_count = _read_tail_record(self.seg)
+        else:
+            pos = -1  # lapped every time: settle for the published count below
+        if pos != end:  # a corrupt header, or lapped: the lane's count is stored first
+            count = max(head_count, min(hq[LANE_COUNT_Q], end >> 3))
+        sq = self._sq
+        sq[self.slot + SLOT_START_Q] = count
+        sq[self.slot + SLOT_COUNT_Q] = count
+        sq[self.slot + SLOT_CURSOR_Q] = end
+        return end, count
 
     # -- reading ----------------------------------------------------------------------
     def poll(self) -> bytes | None:
         """The next message as bytes, or None if there is none yet. Raises CorruptFrame.
 
-        The hot path: its frame checks are those of ``_locate``, inlined.
+        The hot path: the checks of ``_locate`` inlined for an ordinary frame.
         """
         pos = self._pos
         if pos >= self._avail:
-            # Observe: this cursor load precedes the payload loads below (Load/Load order);
-            # pairs with the writer's store of LANE_WRITE_Q.
+            if self._pending_error is not None:
+                self._raise_pending()
+            # Observe: this cursor load precedes the header and payload loads below
+            # (Load/Load order); pairs with the writer's store of LANE_WRITE_Q.
             self._avail = self._hq[LANE_WRITE_Q]
             if pos >= self._avail:
-                self._raise_pending()
                 return None
         off = pos & self._mask
         n = self._dq[off >> 3]
         end = pos + ((n + 15) & -8)
         if n > self._max or end > self._avail or off + 8 + n > self._cap:
-            found = self._locate()
-            if found is None:
-                return None
-            pos, n, end = found
-            off = pos & self._mask
+            return self._poll_slow()
         start = LANE_DATA_OFF + off + 8
         data = self._mm[start : start + n]
+        # Validate: the reservation load follows the copy (Load/Load); if the writer may
+        # have written over the frame, take the slow path that skips and counts.
+        if pos + self._cap < self._hq[LANE_RESERVED_Q]:
+            return self._poll_slow()
         self._pos = end
-        self._count += 1
+        self._count = count = self._count + 1
         sq = self._sq
-        sq[self._cnt_i] = self._count
+        sq[self._cnt_i] = count
         sq[self._cur_i] = end  # release the bytes to the writer only after copying them
         return data
 
-    def _locate(self) -> tuple[int, int, int] | None:
-        """The next frame as (position, length, end), following a wrap marker; None if
-        nothing is published. Raises CorruptFrame (after skipping) on a bad header."""
-        pos = self._pos
-        if pos >= self._avail:
-            self._avail = self._hq[LANE_WRITE_Q]  # observe, as in poll()
-            if pos >= self._avail:
-                return None
-        n = self._dq[(pos & self._mask) >> 3]
-        if n == WRAP_MARKER:
-            pos = self._pos = (pos | self._mask) + 1
-            if pos > self._avail:
-                self._corrupt("wrap marker past the published cursor")
-            if pos == self._avail:
-                return None
-            n = self._dq[0]
-        if n > self._max:
-            self._corrupt(f"frame length {n} exceeds max_message {self._max}")
-        end = pos + ((n + 15) & -8)
-        if end > self._avail or (pos & self._mask) + 8 + n > self._cap:
-            self._corrupt(f"frame of {n} bytes at {pos} runs past the published cursor")
-        return pos, n, end
+    def _poll_slow(self) -> bytes | None:
+        """poll() for everything but an ordinary intact frame: wrap markers, overruns
+        (skip to the tail, count the loss, retry) and corrupt headers (raise)."""
+        for _ in range(OVERRUN_RETRIES):
+            try:
+                found = self._locate()
+                if found is None:
+                    return None
+                pos, n, end = found
+                start = LANE_DATA_OFF + (pos & self._mask) + 8
+                data = self._mm[start : start + n]
+                self._check_intact(pos)
+            except _Overrun:
+                self._skip_to_tail()
+                continue
+            self._pos = end
+            self._count = count = self._count + 1
+            self._sq[self._cnt_i] = count
+            self._sq[self._cur_i] = end
+            return data
+        return None
 
     def poll_many(self, max_n: int) -> list[bytes]:
         """Up to ``max_n`` messages as bytes, with one cursor store for the batch.
@@ -549,61 +766,100 @@ class LaneReader:
         A corrupt frame after some good ones returns the good ones first; the next call
         raises CorruptFrame.
         """
-        if self._lossy:
-            out = []
-            for _ in range(max_n):
-                data = self.poll()
-                if data is None:
-                    break
-                out.append(data)
-            return out
         self._raise_pending()
-        out = []
+        out: list[bytes] = []
         mm = self._mm
         mask = self._mask
-        locate = self._locate
-        try:
-            while len(out) < max_n:
-                found = locate()
+        cap = self._cap
+        retries = OVERRUN_RETRIES
+        while len(out) < max_n:
+            try:
+                found = self._locate()
                 if found is None:
                     break
                 pos, n, end = found
-                start = LANE_DATA_OFF + (pos & mask) + 8
-                out.append(mm[start : start + n])
-                self._pos = end
-        except CorruptFrame as exc:
-            if not out:
-                raise
-            # Deliver the good frames now; the skipped, counted corrupt one is raised next.
-            self._pending_error = exc
+                fb = end - pos
+                at = LANE_DATA_OFF + (pos & mask)
+                k = min(
+                    max_n - len(out),
+                    (self._avail - pos) // fb,
+                    (cap - (pos & mask)) // fb,
+                    READER_RUN_MAX_FRAMES,
+                )
+                got = self._unpack_run(at, n, k) if k >= READER_RUN_MIN_FRAMES else [
+                    mm[at + 8 : at + 8 + n]
+                ]  # fmt: skip
+                self._check_intact(pos)
+            except _Overrun:
+                if not retries:
+                    break
+                retries -= 1
+                self._skip_to_tail()
+                continue
+            except CorruptFrame as exc:
+                if not out:
+                    raise
+                # Deliver the good frames now; the skipped, counted corrupt one is raised next.
+                self._pending_error = exc
+                break
+            out += got
+            self._pos = pos + len(got) * fb
+            self._count += len(got)
         if out:
-            self._count += len(out)
             sq = self._sq
             sq[self._cnt_i] = self._count
             sq[self._cur_i] = self._pos
         return out
 
-    def _raise_pending(self) -> None:
-        if self._pending_error is not None:
-            exc, self._pending_error = self._pending_error, None
-            raise exc
+    def _unpack_run(self, at: int, n: int, k: int) -> list[bytes]:
+        """Payloads of the leading frames among ``k`` equal-size ones at ring byte ``at``
+        whose header says ``n`` (at least the first, which _locate checked)."""
+        mm = self._mm
+        fb = frame_bytes(n)
+        out: list[bytes] = []
+        while k:
+            p = 1 << (k.bit_length() - 1)
+            fields = _run_struct(n, p).unpack_from(mm, at)
+            headers = fields[0::2]
+            if headers.count(n) != p:
+                good = next(i for i, h in enumerate(headers) if h != n)
+                out += fields[1 : 2 * good : 2]
+                return out
+            out += fields[1::2]
+            at += p * fb
+            k -= p
+        return out
 
     def poll_view(self) -> memoryview | None:
-        """The next message as a zero-copy view, valid until the next read on this reader."""
+        """The next message as a zero-copy, read-only view, or None.
+
+        The view stays valid until the next read on this reader (poll, poll_many,
+        poll_view) or ``release()``: until then our slot points before the frame, so a
+        writer that gates on us cannot reuse its bytes. Keep it longer and the bytes may
+        change under you; copy what you keep. Not offered on lossy lanes, where the writer
+        never waits (ValueError). Raises CorruptFrame.
+        """
         if self._lossy:
             raise ValueError("zero-copy views are not offered on lossy lanes")
+        self._raise_pending()
         self.release()
-        found = self._locate()
-        if found is None:
-            return None
-        pos, n, end = found
-        # The slot keeps pointing at this frame's start until release(): the writer
-        # cannot reuse these bytes while the view is out.
-        self._pos = end
-        self._count += 1
-        self._held = True
-        start = LANE_DATA_OFF + (pos & self._mask) + 8
-        return self.seg.buf[start : start + n]
+        for _ in range(OVERRUN_RETRIES):
+            try:
+                found = self._locate()
+                if found is None:
+                    return None
+                pos, n, end = found
+                self._check_intact(pos)
+            except _Overrun:
+                self._skip_to_tail()
+                continue
+            # The slot keeps pointing at this frame's start until release().
+            self._pos = end
+            self._count += 1
+            self._held = True
+            start = LANE_DATA_OFF + (pos & self._mask) + 8
+            return self.seg.buf[start : start + n]
+        return None
 
     def release(self) -> None:
         """Give a held zero-copy view's bytes back to the writer (any later read does too)."""
@@ -612,45 +868,77 @@ class LaneReader:
             self._sq[self._cnt_i] = self._count
             self._sq[self._cur_i] = self._pos
 
-    def _poll_lossy(self) -> bytes | None:
-        """poll() for lossy lanes: validate the copy against the tail, count overruns."""
-        tail, tail_count = self._read_tail()
-        if self._pos < tail:
-            self._skip_to(tail, tail_count)
-        data = LaneReader.poll(self)
-        if data is None:
-            return None
-        tail, tail_count = self._read_tail()
-        start = self._pos - ((len(data) + 15) & -8)
-        if start < tail or (start & self._mask) + 8 + len(data) > self._cap:
-            # The writer overwrote the frame while we copied it: drop the copy.
-            self._count -= 1
-            self._skip_to(tail, tail_count)
-            return LaneReader.poll(self)
-        return data
+    # -- slow-path helpers ----------------------------------------------------------------
+    def _locate(self) -> tuple[int, int, int] | None:
+        """The next frame as (position, length, end), following a wrap marker; None if
+        nothing is published. Raises _Overrun, or CorruptFrame (after skipping)."""
+        pos = self._pos
+        avail = self._avail
+        if pos >= avail:
+            avail = self._avail = self._hq[LANE_WRITE_Q]  # observe, as in poll()
+            if pos >= avail:
+                return None
+        mask = self._mask
+        n = self._dq[(pos & mask) >> 3]
+        if n == WRAP_MARKER:
+            pos = (pos | mask) + 1
+            if pos + FRAME_HEADER_BYTES > avail:
+                self._bad(f"wrap marker at {self._pos} with no frame published after it")
+            n = self._dq[0]
+        if n > self._max:
+            self._bad(f"frame length {n} at {pos} exceeds max_message {self._max}")
+        end = pos + ((n + 15) & -8)
+        if end > avail or (pos & mask) + 8 + n > self._cap:
+            self._bad(f"frame of {n} bytes at {pos} runs past the published cursor {avail}")
+        return pos, n, end
 
-    def _skip_to(self, tail: int, tail_count: int) -> None:
-        lost = tail_count - self._count
-        if lost > 0:
-            self.state.add_lost(lost)
-        self._pos = tail
-        self._count = tail_count
-        self._sq[self._cnt_i] = tail_count
-        self._sq[self._cur_i] = tail
+    def _check_intact(self, pos: int) -> None:
+        """Raise _Overrun if the writer may have written over bytes at or after ``pos``.
+
+        Called after the copy: the reservation load follows the payload loads (Load/Load)
+        and the writer stores the reservation before writing below it (Store/Store).
+        """
+        if pos + self._cap < self._hq[LANE_RESERVED_Q]:
+            raise _Overrun
+
+    def _bad(self, why: str) -> None:
+        """A header failed its checks: an overrun if the writer lapped us, else corrupt."""
+        self._check_intact(self._pos)
+        self._corrupt(why)
+
+    def _skip_to_tail(self) -> None:
+        """After an overrun: jump to the oldest intact frame and count what we skipped."""
+        tail, tail_count, _, _ = _read_tail_record(self.seg)
+        if tail <= self._pos or tail > self._hq[LANE_WRITE_Q]:
+            self._corrupt(f"impossible tail {tail} for a reader at {self._pos}")
+        lost = max(0, tail_count - self._count)
+        self.state.add_lost(lost)
+        self._pos = self._avail = tail
+        self._count = tail_count = self._count + lost
+        sq = self._sq
+        sq[self.slot + SLOT_START_Q] += lost  # received() counts delivered messages only
+        sq[self._cnt_i] = tail_count
+        sq[self._cur_i] = tail
 
     def _corrupt(self, why: str) -> None:
         """Skip everything published so far, count it, and raise CorruptFrame."""
-        avail = self._hq[LANE_WRITE_Q]
-        count = self._hq[LANE_COUNT_Q]
-        self.state.add_corrupt()
         skipped = self._pos
+        avail = max(skipped, _aligned_cursor(self._hq[LANE_WRITE_Q]))  # never go back
+        self.state.add_corrupt()
         self._pos = self._avail = avail
-        self._count = max(self._count, count)
+        # Best effort: the lane's count is at least the count at `avail` (stored first),
+        # and at most avail / 8 (a frame takes at least 8 bytes).
+        self._count = max(self._count, min(self._hq[LANE_COUNT_Q], avail >> 3))
         self._sq[self._cnt_i] = self._count
         self._sq[self._cur_i] = avail
         raise CorruptFrame(
             f"lane {self.seg.name}: {why}; skipped {avail - skipped} bytes to position {avail}"
         )
+
+    def _raise_pending(self) -> None:
+        if self._pending_error is not None:
+            exc, self._pending_error = self._pending_error, None
+            raise exc
 
     # -- state --------------------------------------------------------------------------
     @property
@@ -666,7 +954,7 @@ class LaneReader:
         return max(0, self._hq[LANE_COUNT_Q] - self._count)
 
     def drained(self) -> bool:
-        """True when the writer closed the lane (or died) and we have read all of it."""
+        """True when we have read everything published so far (with ``closed``: for good)."""
         return self._pos >= self._hq[LANE_WRITE_Q]
 
     @property

@@ -15,9 +15,14 @@ Lane (one per topic x producer [x consumer, for queue topics]), written only by 
     64    static: capacity, max_message, lane_uid, writer_pid, flags, data_offset
     128   write cursor          (byte position, only grows)
     192   published count       (messages)
-    256   tail version, tail cursor, tail count (lossy lanes: oldest intact frame; seqlock)
-    320   closed flag           (the producer will write no more)
+    256   tail version, reservation (the writer writes no byte at or past the reservation)
+    320   two tail records (tail, tail count, head, head count); the version's parity
+          picks the live one
+    384   closed flag           (the producer will write no more)
     4096  ring data, ``capacity`` bytes (a power of two)
+
+A frame is an 8-byte little-endian header holding the payload length, then the payload
+padded to 8 bytes; ``WRAP_MARKER`` as a header sends readers to the start of the ring.
 
 Consumer state (one per consumer), written only by its consumer::
 
@@ -46,7 +51,8 @@ CACHE_LINE = 64
 PAGE = 4096
 
 MAGIC = int.from_bytes(b"MYCELIUM", "little")
-LAYOUT_VERSION = 1
+#: Bumped whenever any offset or the frame format changes: attach refuses other versions.
+LAYOUT_VERSION = 2
 
 # Segment kinds, stored in the identity line.
 KIND_LANE = 1
@@ -63,18 +69,31 @@ LANE_STATIC_OFF = 64
 LANE_WRITE_OFF = 128
 LANE_COUNT_OFF = 192
 LANE_TAIL_VERSION_OFF = 256
-LANE_TAIL_OFF = 264
-LANE_TAIL_COUNT_OFF = 272
-LANE_CLOSED_OFF = 320
+LANE_RESERVED_OFF = 264
+LANE_TAIL_RECORDS_OFF = 320
+LANE_TAIL_RECORD_BYTES = 32  # tail, tail count, head, head count
+LANE_CLOSED_OFF = 384
 LANE_DATA_OFF = PAGE
 LANE_FLAG_LOSSY = 1
+#: A ring holds at least this many maximum-size frames, so one always fits after a wrap.
+LANE_MIN_FRAMES = 4
 
 LANE_WRITE_Q = LANE_WRITE_OFF // 8
 LANE_COUNT_Q = LANE_COUNT_OFF // 8
 LANE_TAIL_VERSION_Q = LANE_TAIL_VERSION_OFF // 8
-LANE_TAIL_Q = LANE_TAIL_OFF // 8
-LANE_TAIL_COUNT_Q = LANE_TAIL_COUNT_OFF // 8
+LANE_RESERVED_Q = LANE_RESERVED_OFF // 8
 LANE_CLOSED_Q = LANE_CLOSED_OFF // 8
+# Within a tail record, as Q indices relative to the record's first word.
+TAIL_POS_Q = 0
+TAIL_COUNT_Q = 1
+HEAD_POS_Q = 2
+HEAD_COUNT_Q = 3
+
+
+def lane_tail_record_q(version: int) -> int:
+    """Q index of the tail record that tail version ``version`` makes live."""
+    return (LANE_TAIL_RECORDS_OFF + (version & 1) * LANE_TAIL_RECORD_BYTES) // 8
+
 
 #: A frame is an 8-byte header (the payload length) then the payload, padded to 8 bytes.
 FRAME_HEADER_BYTES = 8
@@ -136,6 +155,7 @@ HOT_WORD_OFFSETS = {
     "lane.write": LANE_WRITE_OFF,
     "lane.count": LANE_COUNT_OFF,
     "lane.tail": LANE_TAIL_VERSION_OFF,
+    "lane.tail_records": LANE_TAIL_RECORDS_OFF,
     "lane.closed": LANE_CLOSED_OFF,
     "consumer.heartbeat": CONSUMER_HEARTBEAT_OFF,
     "consumer.sleeping": CONSUMER_SLEEPING_OFF,

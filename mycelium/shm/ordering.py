@@ -16,11 +16,28 @@ assignment as a ``memcpy`` of the payload. On x86-64 (TSO, Intel SDM vol. 3 §8.
   then reads bytes below ``c`` sees the bytes the writer wrote before storing ``c``;
 * aligned 8-byte loads and stores are single-copy atomic: a cursor is never torn.
 
+The same two rules carry the lane's *reservation* (the writer stores it before writing
+any byte below it; a reader loads it after copying a frame, so a frame the writer touched
+during the copy is caught) and every double-buffered record (registry topology, lane
+tail): write the idle buffer, then store the version that selects it; a reader loads the
+version, the buffer, and the version again.
+
 The one reordering TSO allows is a later load passing an earlier store (Store/Load).
-It matters only for the sleep/wake handshake (reader: store "sleeping", load cursor;
-writer: store cursor, load "sleeping"), where both sides may miss each other. We do not
-fence there (pure Python cannot); instead a sleeping reader never blocks longer than
-``BLOCK_SAFETY_S``, so a missed doorbell costs bounded latency, never a lost message.
+Two handshakes are exposed to it, and both close it with ``full_fence()``, a locked
+read-modify-write (CPython's ``Lock.acquire``/``release`` are a compare-and-swap and an
+atomic add in glibc's ``sem_trywait``/``sem_post``; any ``lock``-prefixed instruction is
+a full barrier on x86-64):
+
+* a reader joining a lane stores its slot, fences, then loads the write cursor; the
+  writer stores its cursor, fences, then scans the slots (``LaneWriter`` slow path).
+  So either the writer sees the slot or the reader sees the writer's latest cursor:
+  a new reader is never overrun unseen.
+* the sleep/wake handshake (reader: store "sleeping", load cursor; writer: store cursor,
+  load "sleeping"). The reader fences; the writer does not, since a fence per publish
+  would cost more than the whole rest of it. A wake-up can therefore be missed when the
+  writer's cursor store is still in its store buffer at the instant the reader checks;
+  a sleeping reader never blocks longer than ``BLOCK_SAFETY_S``, so a missed doorbell
+  costs bounded latency, never a lost message.
 
 AArch64 and other weakly ordered platforms reorder Store/Store and Load/Load, so the
 argument above fails there and we refuse to run (``check_platform``) rather than risk
@@ -30,16 +47,19 @@ readers seeing a cursor before its payload.
 from __future__ import annotations
 
 import platform
+import threading
 
 from mycelium.errors import MyceliumError
 
-__all__ = ["BLOCK_SAFETY_S", "TSO_MACHINES", "UnsupportedPlatform", "check_platform"]
+__all__ = ["BLOCK_SAFETY_S", "TSO_MACHINES", "UnsupportedPlatform", "check_platform", "full_fence"]
 
 #: Machines whose memory model is total store order (or stronger) for plain stores.
 TSO_MACHINES = frozenset({"x86_64", "amd64", "AMD64", "i686", "i386", "x86"})
 
 #: Longest a blocked reader sleeps before re-checking its lanes: bounds a missed wake-up.
 BLOCK_SAFETY_S = 0.02
+
+_FENCE_LOCK = threading.Lock()
 
 
 class UnsupportedPlatform(MyceliumError):
@@ -55,6 +75,15 @@ def check_platform(machine: str | None = None) -> None:
             f"{machine!r} reorders plain stores, so readers could see a cursor before "
             f"its payload. Refusing to run (see mycelium/shm/ordering.py)."
         )
+
+
+def full_fence() -> None:
+    """A Store/Load barrier: stores before it are visible before loads after it (~60 ns).
+
+    Only on slow paths (joining a lane, rescanning readers, going to sleep).
+    """
+    _FENCE_LOCK.acquire()
+    _FENCE_LOCK.release()
 
 
 check_platform()

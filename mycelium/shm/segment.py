@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import posix_ipc
@@ -97,10 +98,20 @@ class Segment:
         self.q = self.buf.cast("Q")
 
     @classmethod
-    def create(cls, name: str, size: int, kind: int, mode: int = DEFAULT_SEGMENT_MODE) -> Segment:
-        """Create a new segment exclusively and write its identity line.
+    def create(
+        cls,
+        name: str,
+        size: int,
+        kind: int,
+        mode: int = DEFAULT_SEGMENT_MODE,
+        *,
+        init: Callable[[Segment], None] | None = None,
+    ) -> Segment:
+        """Create a new segment exclusively, let ``init`` fill it, then write its identity.
 
-        Raises SegmentError if the name exists or the object cannot be created.
+        The magic is stored last, so a process attaching meanwhile is refused ("bad
+        magic") rather than reading a half-initialised header. Raises SegmentError if the
+        name exists or the object cannot be created.
         """
         try:
             shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode, size=size)
@@ -112,12 +123,23 @@ class Segment:
             os.fchmod(shm.fd, mode)  # shm_open applies the umask; the configured mode wins
             mm = mmap.mmap(shm.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except OSError as exc:
-            shm.close_fd()
             unlink_quietly(name)
             raise SegmentError(f"cannot map segment {name}: {exc}") from exc
-        shm.close_fd()
-        IDENTITY.pack_into(mm, 0, MAGIC, LAYOUT_VERSION, kind, size)
-        return cls(name, mm, size, kind, writable=True)
+        finally:
+            shm.close_fd()
+        seg = cls(name, mm, size, kind, writable=True)
+        try:
+            if init is not None:
+                init(seg)
+        except BaseException:
+            seg.close()
+            unlink_quietly(name)
+            raise
+        IDENTITY.pack_into(mm, 0, 0, LAYOUT_VERSION, kind, size)
+        # Publish the segment: the body and identity stores above precede the magic
+        # (Store/Store, ordering.py); pairs with the magic check in attach().
+        seg.q[0] = MAGIC
+        return seg
 
     @classmethod
     def attach(cls, name: str, kind: int, writable: bool = False) -> Segment:

@@ -5,11 +5,14 @@ How this works
 ``wait_until(poll, ...)`` calls ``poll()`` until it returns something other than None or
 the deadline passes. It spins first (lowest latency, one core busy), then yields the CPU
 with ``sched_yield`` (still no sleep), then, for the ``block`` strategy, announces
-"sleeping" in the consumer's state, polls once more (a producer that published before
-seeing the flag is caught here), and sleeps on the doorbell semaphore that producers ring
-only when they see the flag. Each sleep is capped at ``BLOCK_SAFETY_S`` (ordering.py says
-why), so a missed ring costs at most that much latency, and an idle consumer wakes a few
-dozen times a second: ~0% CPU. A consumer that finds data never makes a syscall.
+"sleeping" in the consumer's state, fences (the flag is visible before we look again),
+polls once more (a producer that published before seeing the flag is caught here), and
+sleeps on the doorbell semaphore that producers ring after a publish only when they see
+the flag. Each sleep is capped at ``BLOCK_SAFETY_S`` (ordering.py says why), so a missed
+ring costs at most that much latency, and an idle consumer wakes a few dozen times a
+second: ~0% CPU. After waking it takes back the extra rings a busy producer posted while
+the flag was still up, so they do not turn into empty wake-ups later. A consumer that
+finds data never makes a syscall.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import TypeVar
 import posix_ipc
 
 from mycelium.shm.consumer_state import ConsumerState
-from mycelium.shm.ordering import BLOCK_SAFETY_S
+from mycelium.shm.ordering import BLOCK_SAFETY_S, full_fence
 
 __all__ = ["DEFAULT_SPINS", "DEFAULT_YIELDS", "WaitStrategy", "wait_until"]
 
@@ -58,6 +61,7 @@ def wait_until(
 
     ``on_wake`` runs after each doorbell sleep (heartbeats, topology refresh).
     """
+    strategy = WaitStrategy(strategy)  # accept the plain strings of a config file too
     for _ in range(spins):
         result = poll()
         if result is not None:
@@ -76,6 +80,7 @@ def wait_until(
     bell = state.doorbell
     while True:
         state.set_sleeping(True)
+        full_fence()  # Store/Load: the flag is visible before poll() loads the cursors
         try:
             result = poll()  # re-check after announcing sleep: catches a publish in between
             if result is not None:
@@ -91,11 +96,21 @@ def wait_until(
                 pass
         finally:
             state.set_sleeping(False)
+        _drain(bell)
         if on_wake is not None:
             on_wake()
         result = poll()
         if result is not None:
             return result
+
+
+def _drain(bell: posix_ipc.Semaphore) -> None:
+    """Take back rings posted while our flag was up: each would be an empty wake-up."""
+    for _ in range(bell.value):
+        try:
+            bell.acquire(0)
+        except posix_ipc.BusyError:
+            return
 
 
 def _spin(poll: Callable[[], T | None], deadline: float | None) -> T | None:

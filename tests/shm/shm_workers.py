@@ -1,0 +1,192 @@
+"""Process bodies for the data-plane tests, and the self-checking payload they exchange.
+
+Each function runs in a spawned child: it attaches segments by name (never inherits a
+mapping), does one job with a deadline on every loop, and reports through a queue. A
+payload carries its sequence number and length and is followed by a slice of a fixed
+pseudo-random pattern chosen by the sequence number, so a reader can check that a frame
+is whole, intact and in order without knowing what the writer did.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import random
+import struct
+import time
+from typing import Any
+
+import numpy as np
+
+from mycelium.errors import CorruptFrame
+from mycelium.shm import ConsumerState, ConsumerStateView, LaneReader, LaneWriter, Segment
+from mycelium.shm import wait as wait_module
+from mycelium.shm.layout import KIND_LANE
+
+#: seq u64, total length u32, then pattern bytes.
+HEAD = struct.Struct("<QI")
+PATTERN = random.Random(20240611).randbytes(1 << 18)
+PATTERN_OFFSETS = 4093
+CHILD_DEADLINE_S = 60.0
+STAMP = struct.Struct("<q")
+
+
+def size_for(seq: int, lo: int, hi: int) -> int:
+    """A deterministic payload length in [lo, hi] for message ``seq``."""
+    return lo + (seq * 7919) % (hi - lo + 1)
+
+
+def payload(seq: int, size: int) -> bytes:
+    """Message ``seq`` of ``size`` bytes (size >= HEAD.size)."""
+    o = seq % PATTERN_OFFSETS
+    return HEAD.pack(seq, size) + PATTERN[o : o + size - HEAD.size]
+
+
+def check(data: bytes | memoryview) -> int:
+    """The sequence number of an intact payload; AssertionError names what is wrong."""
+    seq, size = HEAD.unpack_from(data)
+    assert len(data) == size, f"message {seq}: {len(data)} bytes, header says {size}"
+    o = seq % PATTERN_OFFSETS
+    assert bytes(data[HEAD.size :]) == PATTERN[o : o + size - HEAD.size], f"message {seq} torn"
+    return seq
+
+
+def _writer(lane: str, readers: list[tuple[str, str]], **kw: Any) -> tuple[LaneWriter, list]:
+    w = LaneWriter(Segment.attach(lane, KIND_LANE, writable=True), **kw)
+    views = [ConsumerStateView.attach(*r) for r in readers]
+    w.set_readers(views)
+    return w, views
+
+
+def write_seq(lane: str, readers: list[tuple[str, str]], n: int, lo: int, hi: int,
+              batch: int, out: Any, timeout_s: float = 10.0) -> None:  # fmt: skip
+    """Publish messages 0..n-1 (sizes in [lo, hi]) in batches of ``batch``."""
+    w, _ = _writer(lane, readers, backpressure_timeout_s=timeout_s)
+    deadline = time.monotonic() + CHILD_DEADLINE_S
+    seq = 0
+    while seq < n and time.monotonic() < deadline:
+        k = min(batch, n - seq)
+        if k == 1:
+            w.publish(payload(seq, size_for(seq, lo, hi)))
+        else:
+            w.publish_many([payload(s, size_for(s, lo, hi)) for s in range(seq, seq + k)])
+        seq += k
+    out.put(("writer", w.count))
+    w.close()
+
+
+def write_until_told(lane: str, readers: list[tuple[str, str]], lo: int, hi: int,
+                     joins: Any, gated: Any, out: Any, n: int) -> None:  # fmt: skip
+    """Publish n messages at full speed; whenever a consumer arrives on ``joins``, gate on
+    it too (as a producer does after a topology change) and set ``gated``."""
+    w, views = _writer(lane, readers, backpressure_timeout_s=10.0)
+    deadline = time.monotonic() + CHILD_DEADLINE_S
+    seq = 0
+    while seq < n and time.monotonic() < deadline:
+        if not joins.empty():
+            views.append(ConsumerStateView.attach(*joins.get()))
+            w.set_readers(views)
+            gated.set()
+        k = min(64, n - seq)
+        w.publish_many([payload(s, size_for(s, lo, hi)) for s in range(seq, seq + k)])
+        seq += k
+    out.put(("writer", w.count))
+    w.close()
+
+
+def write_forever(lane: str, readers: list[tuple[str, str]], lo: int, hi: int, going: Any,
+                  batch: int) -> None:  # fmt: skip
+    """Publish until killed (SIGKILL tests); ``going`` is set after the first thousand."""
+    w, _ = _writer(lane, readers, backpressure_timeout_s=CHILD_DEADLINE_S)
+    deadline = time.monotonic() + CHILD_DEADLINE_S
+    seq = 0
+    while time.monotonic() < deadline:
+        items = [payload(s, size_for(s, lo, hi)) for s in range(seq, seq + batch)]
+        if batch == 1:
+            w.publish(items[0])
+        else:
+            w.publish_many(items)
+        seq += batch
+        if seq >= 1000:
+            going.set()
+
+
+def read_seq(lane: str, consumer: tuple[str, str], start: str, n: int, out: Any,
+             name: str = "reader", many: int = 256) -> None:  # fmt: skip
+    """Read until the lane's writer count reaches n and we drained it; check every frame."""
+    state = ConsumerState.attach(*consumer)
+    r = LaneReader(Segment.attach(lane, KIND_LANE), state, start=start)
+    first_count = r.count
+    deadline = time.monotonic() + CHILD_DEADLINE_S
+    expect = None
+    got = 0
+    problems: list[str] = []
+    while time.monotonic() < deadline:
+        batch = r.poll_many(many) if many > 1 else [d for d in (r.poll(),) if d is not None]
+        if not batch:
+            if r.count >= n:
+                break
+            continue
+        for data in batch:
+            seq = check(data)
+            if expect is not None and seq != expect and len(problems) < 10:
+                problems.append(f"expected {expect}, got {seq}")
+            expect = seq + 1
+        got += len(batch)
+    out.put((name, {"got": got, "first_count": first_count, "last": expect, "lost": state.lost,
+                    "corrupt": state.corrupt, "problems": problems,
+                    "received": state.received()}))  # fmt: skip
+    r.close()
+    state.close()
+
+
+def block_idle(lane: str, consumer: tuple[str, str], seconds: float, go: Any, ready: Any) -> None:
+    """Once ``go`` is set, wait with the block strategy for ``seconds`` for messages that
+    never come (the test creates our consumer segment with our pid in between)."""
+    go.wait(CHILD_DEADLINE_S)
+    state = ConsumerState.attach(*consumer)
+    r = LaneReader(Segment.attach(lane, KIND_LANE), state)
+    ready.set()
+    wait_module.wait_until(
+        r.poll, state, time.monotonic() + seconds, wait_module.WaitStrategy.BLOCK
+    )
+
+
+def wake_latency(lane: str, consumer: tuple[str, str], n: int, out: Any) -> None:
+    """Block straight on the doorbell ``n`` times; report the wake-up latencies (ns).
+
+    The safety timeout is raised to the deadline, so only the doorbell can wake us early.
+    """
+    wait_module.BLOCK_SAFETY_S = CHILD_DEADLINE_S
+    state = ConsumerState.attach(*consumer)
+    r = LaneReader(Segment.attach(lane, KIND_LANE), state)
+    lat = []
+    deadline = time.monotonic() + CHILD_DEADLINE_S
+    for _ in range(n):
+        data = wait_module.wait_until(
+            r.poll, state, deadline, wait_module.WaitStrategy.BLOCK, spins=0, yields=0
+        )
+        if data is None:
+            break
+        lat.append(time.perf_counter_ns() - STAMP.unpack_from(data)[0])
+    out.put(("latency", lat))
+
+
+def write_through_readonly(lane: str) -> None:
+    """Store a byte through a read-only mapping at the C level: the kernel must kill us."""
+    seg = Segment.attach(lane, KIND_LANE)
+    address = np.frombuffer(seg.mm, np.uint8).ctypes.data
+    ctypes.memset(address + 4096, 0x55, 1)
+
+
+def poll_corrupt(lane: str, consumer: tuple[str, str], out: Any) -> None:
+    """Poll a lane a test scribbled on; report what each poll did."""
+    state = ConsumerState.attach(*consumer)
+    r = LaneReader(Segment.attach(lane, KIND_LANE), state, start="begin")
+    seen = []
+    for _ in range(8):
+        try:
+            data = r.poll()
+            seen.append("none" if data is None else "data")
+        except CorruptFrame:
+            seen.append("corrupt")
+    out.put(("polls", seen))
