@@ -10,11 +10,15 @@ routes. A route is what a topic does with a message:
 * fanout: the producer's one lane of that topic; every consumer of the topic gates it;
 * queue: one lane per consumer; per consumer group, the message goes to the next lane in
   round-robin order that has room, else to the one with the most room (waiting there,
-  bounded). Another group gets its own copy.
+  bounded). Another group gets its own copy: with several groups a message is written
+  only when every group's lane has room, so a refused publish writes nothing anywhere.
 
 When a queue consumer leaves or dies, its lane's unread frames (from its last stored
 cursor) are handed to the rest of its group, then the lane is closed; if the group is
-empty they wait in this process for the next consumer of the group. Nothing is lost.
+empty they wait in this process for the next consumer of the group. Nothing is lost:
+a queue lane's writer keeps gating on its reader even after the reader's process died
+(the frames must stay until they are handed back), and a publish waiting on a lane that
+is handed back meanwhile is abandoned, nothing written, and routed again.
 
 Topics are registered lazily on first publish; the route table maps a topic to a bound
 ``publish`` callable, so the hot path is a dict lookup and a ring write.
@@ -22,15 +26,17 @@ Topics are registered lazily on first publish; the route table maps a topic to a
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from mycelium.client.control import ControlChannel
 from mycelium.control.wire import RegisterProducer
-from mycelium.errors import MessageTooLarge, MyceliumError, UnknownTopic
+from mycelium.errors import BackpressureTimeout, MessageTooLarge, MyceliumError, UnknownTopic
 from mycelium.paths import resolve_socket_path
 from mycelium.protocol import (
     HEADER_SIZE,
@@ -42,7 +48,7 @@ from mycelium.protocol import (
 )
 from mycelium.shm.consumer_state import ConsumerStateView
 from mycelium.shm.lane import LaneWriter
-from mycelium.shm.layout import KIND_LANE, REGISTRY_GENERATION_Q, SLOT_CURSOR_Q
+from mycelium.shm.layout import KIND_LANE, REGISTRY_GENERATION_Q, SLOT_CURSOR_Q, frame_bytes
 from mycelium.shm.recovery import unread_frames
 from mycelium.shm.registry import ConsumerEntry, LaneEntry, RegistryView, TopicEntry, Topology
 from mycelium.shm.segment import Segment
@@ -56,6 +62,33 @@ Payload = bytes | bytearray | memoryview
 #: Relay domain byte of a Protocol V2 header -> topic (API.md).
 DOMAIN_TOPICS = {1: "market_data", 2: "signals", 3: "execution"}
 RELAY_DOMAIN_OFFSET = 4
+#: Backoff of a publish waiting for room in every group's lane of a queue topic.
+REROUTE_WAIT_MIN_S = 20e-6
+REROUTE_WAIT_MAX_S = 1e-3
+
+
+class _Reroute(Exception):
+    """Nothing of this message was written where its route sent it: publish it again
+    through the current routes. ``published`` counts the items of a batch that did go."""
+
+    def __init__(self, published: int = 0) -> None:
+        super().__init__()
+        self.published = published
+
+
+class _QueueReader(ConsumerStateView):
+    """A queue consumer as its lanes' writer sees it: never dropped as dead. The frames it
+    left unread must stay in the ring until the producer hands them to the rest of the
+    group; a writer that stopped gating on the dead reader would overwrite them."""
+
+    def alive(self) -> bool:
+        return True
+
+
+def _has_room(writer: LaneWriter, size: int) -> bool:
+    """Whether a ``size``-byte message fits without waiting (a frame plus the most a wrap
+    can skip before it)."""
+    return writer.free_bytes() >= 2 * frame_bytes(size)
 
 
 class _QueueRoute:
@@ -68,19 +101,38 @@ class _QueueRoute:
         self._next: dict[str, int] = {}
 
     def publish(self, data: Payload) -> None:
+        """Raises MessageTooLarge, BackpressureTimeout, _Reroute (nothing written)."""
+        n = len(data)
         # Checked here, not left to the lanes: with no group to deliver to there is no
         # lane, and an oversize publish must be refused all the same.
-        if len(data) > self.max_message_size:
-            raise MessageTooLarge(len(data), self.max_message_size, self.topic)
-        for group, writers in self.groups.items():
-            if writers:
-                self._pick(group, writers, len(data)).publish(data)
+        if n > self.max_message_size:
+            raise MessageTooLarge(n, self.max_message_size, self.topic)
+        targets = [self._pick(group, ws, n) for group, ws in self.groups.items() if ws]
+        if len(targets) > 1 and not all(_has_room(w, n) for w in targets):
+            raise _Reroute  # one copy per group, all or none: wait outside the lanes
+        for w in targets:
+            w.publish(data)
 
     def publish_many(self, items: Sequence[Payload]) -> int:
-        for group, writers in self.groups.items():
-            if writers:
-                size = max((len(x) for x in items), default=0) * len(items)
-                self._pick(group, writers, size).publish_many(items)
+        """Raises BackpressureTimeout or _Reroute, with ``published`` set."""
+        groups = [(group, ws) for group, ws in self.groups.items() if ws]
+        if len(groups) > 1:
+            for i, item in enumerate(items):
+                try:
+                    self.publish(item)
+                except _Reroute as exc:
+                    exc.published = i
+                    raise
+            return len(items)
+        for group, writers in groups:
+            size = max((len(x) for x in items), default=0) * len(items)
+            w = self._pick(group, writers, size)
+            before = w.count
+            try:
+                w.publish_many(items)
+            except _Reroute as exc:
+                exc.published = w.count - before  # those were handed back with the lane
+                raise
         return len(items)
 
     def _pick(self, group: str, writers: list[LaneWriter], size: int) -> LaneWriter:
@@ -116,6 +168,7 @@ class ProducerCore:
         self._writers: dict[int, LaneWriter] = {}
         self._views: dict[int, ConsumerStateView] = {}
         self._orphans: dict[tuple[str, str], list[bytes]] = {}
+        self._queue_routes: dict[str, _QueueRoute] = {}
         self._closed = False
         self._topo = Topology()
         self.channel = ControlChannel(
@@ -140,10 +193,15 @@ class ProducerCore:
         """
         if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
             self._refresh()
+        if self._orphans:
+            self._deliver_all_orphans()
         route = self._routes.get(topic)
         if route is None:
             route = self._open(topic)
-        route(data)  # the lane checks max_message_size before writing anything
+        try:
+            route(data)  # the lane checks max_message_size before writing anything
+        except _Reroute:
+            self._publish_rerouted(topic, data)
 
     def publish_many(self, topic: str, items: Sequence[Payload]) -> int:
         """Publish a batch with one cursor store per lane; returns the count published."""
@@ -154,7 +212,48 @@ class ProducerCore:
         limit = self._limits[topic]
         if items and (largest := max(map(len, items))) > limit:
             raise MessageTooLarge(largest, limit, topic)
-        return self._many[topic](items)
+        if self._orphans:
+            self._deliver_all_orphans()
+        try:
+            return self._many[topic](items)
+        except _Reroute as exc:
+            done = exc.published
+        for i in range(done, len(items)):
+            try:
+                self._publish_rerouted(topic, items[i])
+            except BackpressureTimeout as exc:
+                exc.published = i  # type: ignore[attr-defined]
+                raise
+        return len(items)
+
+    def _publish_rerouted(self, topic: str, data: Payload) -> None:
+        """The slow path of a queue topic: the lane a publish waited on went back to its
+        group, or not every group's lane had room. Retry through the current routes
+        until it goes; BackpressureTimeout (nothing written) after the topic's bound."""
+        timeout = self.backpressure_timeout
+        if timeout is None:
+            entry = self._topo.topic(topic)
+            timeout = entry.backpressure_timeout_ms / 1000 if entry else 0.0
+        deadline = time.monotonic() + timeout
+        delay = REROUTE_WAIT_MIN_S
+        while True:
+            if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
+                self._refresh()
+            if self._orphans:
+                self._deliver_all_orphans()
+            try:
+                self._routes[topic](data)
+                return
+            except _Reroute:
+                pass
+            if time.monotonic() >= deadline:
+                raise BackpressureTimeout(
+                    f"topic {topic!r}: no room in every group's lane for {timeout}s;"
+                    " nothing written",
+                    waited_s=timeout,
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, REROUTE_WAIT_MAX_S)
 
     def publish_message(self, message: Payload) -> None:
         """Publish a Protocol V2 message on the topic of its relay domain.
@@ -228,16 +327,17 @@ class ProducerCore:
                 backpressure_timeout_s=(
                     timeout if timeout is not None else entry.backpressure_timeout_ms / 1000
                 ),
-                on_wait=self._on_wait,
             )
+            writer.on_wait = functools.partial(self._on_wait, writer)
             self._writers[lane.uid] = writer
         return writer
 
-    def _view(self, c: ConsumerEntry) -> ConsumerStateView | None:
+    def _view(self, c: ConsumerEntry, queue: bool = False) -> ConsumerStateView | None:
         view = self._views.get(c.id)
         if view is None:
+            kind = _QueueReader if queue else ConsumerStateView
             try:
-                view = self._views[c.id] = ConsumerStateView.attach(c.segment, c.doorbell)
+                view = self._views[c.id] = kind.attach(c.segment, c.doorbell)
             except MyceliumError:
                 return None  # already gone: nothing to gate on
         return view
@@ -270,7 +370,7 @@ class ProducerCore:
         for lane in sorted(lanes, key=lambda x: x.uid):
             writer = self._writer(lane, entry)
             c = consumers.get(lane.consumer)
-            view = self._view(c) if c is not None else self._views.get(lane.consumer)
+            view = self._view(c, queue=True) if c is not None else self._views.get(lane.consumer)
             if c is not None and c.alive and view is not None:
                 writer.set_readers([view])
                 route.groups.setdefault(lane.group, []).append(writer)
@@ -281,9 +381,9 @@ class ProducerCore:
                 route.groups.setdefault(c.group, [])
         self._routes[entry.name] = route.publish
         self._many[entry.name] = route.publish_many
+        self._queue_routes[entry.name] = route
         for group, frames in leftovers:
             self._orphans.setdefault((entry.name, group), []).extend(frames)
-        self._deliver_orphans(entry.name, route)
 
     def _take_back(
         self, writer: LaneWriter, lane: LaneEntry, view: ConsumerStateView | None
@@ -309,12 +409,30 @@ class ProducerCore:
         writer.mark_closed()
         return frames
 
-    def _deliver_orphans(self, topic: str, route: _QueueRoute) -> None:
-        for (t, group), frames in list(self._orphans.items()):
-            if t == topic and route.groups.get(group):
-                del self._orphans[(t, group)]
-                for frame in frames:
-                    route._pick(group, route.groups[group], len(frame)).publish(frame)
+    def _deliver_all_orphans(self, *, wait: bool = False) -> None:
+        """Hand departed queue consumers' messages to their groups' members.
+
+        Without ``wait`` (every publish while some are pending) only what fits now goes;
+        the rest stays for the next try. With ``wait`` (closing), each waits its bound.
+        """
+        for (topic, group), frames in list(self._orphans.items()):
+            route = self._queue_routes.get(topic)
+            writers = route.groups.get(group) if route else None
+            sent = 0
+            try:
+                while writers and sent < len(frames):
+                    frame = frames[sent]
+                    w = route._pick(group, writers, len(frame))  # type: ignore[union-attr]
+                    if not wait and not _has_room(w, len(frame)):
+                        break
+                    w.publish(frame)
+                    sent += 1
+            except (_Reroute, BackpressureTimeout):
+                pass  # the rest waits for another member, or is reported at close
+            finally:
+                del frames[:sent]
+                if not frames:
+                    del self._orphans[(topic, group)]
 
     def _forget_views(self, consumers: dict[int, ConsumerEntry]) -> None:
         in_use = {id(v) for w in self._writers.values() for v in w.readers}
@@ -322,10 +440,14 @@ class ProducerCore:
             if cid not in consumers and id(self._views[cid]) not in in_use:
                 self._views.pop(cid).close()
 
-    def _on_wait(self) -> None:
-        """While a ring is full: pick up topology changes (e.g. a dead consumer removed)."""
+    def _on_wait(self, writer: LaneWriter) -> None:
+        """While ``writer``'s ring is full: pick up topology changes (a dead consumer
+        removed). If that handed the lane back to its group, abandon the wait (nothing of
+        the message is written yet): raises _Reroute."""
         if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
             self._refresh()
+        if self._writers.get(writer.lane_uid) is not writer or writer.closed_by_us:
+            raise _Reroute
 
     # -- state ----------------------------------------------------------------------
     @property
@@ -346,6 +468,8 @@ class ProducerCore:
                 self._refresh()  # hand departed queue consumers' messages on first
             except MyceliumError as exc:
                 log.warning("final topology refresh failed: %s", exc)
+        if self._orphans:
+            self._deliver_all_orphans(wait=True)
         self._closed = True
         if self._orphans:
             log.warning(

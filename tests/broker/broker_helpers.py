@@ -20,8 +20,9 @@ import pytest
 from broker_workers import ConsumerPlan, ProducerPlan, consumer_main, producer_main
 from conftest import BrokerProcess, Processes
 
-#: How long a test waits for one worker report.
+#: How long a test waits for one worker report, and how often it looks at the others'.
 REPORT_WAIT_S = 60.0
+REPORT_POLL_S = 0.05
 CLI_TIMEOUT_S = 30.0
 
 Seqs = dict[int, list[int]]
@@ -41,16 +42,35 @@ routing = "fanout"
 max_message_size = 1024
 lane_bytes = 16384
 backpressure_timeout_ms = 3000
+
+[[topics]]
+name = "brief"
+routing = "queue"
+max_message_size = 1024
+lane_bytes = 8192
+backpressure_timeout_ms = 300
+
+[[topics]]
+name = "narrow"
+routing = "queue"
+max_message_size = 1024
+lane_bytes = 8192
+backpressure_timeout_ms = 3000
 """
 
 
 class Worker:
-    """A spawned client process and the queue the test commands it through."""
+    """A spawned client process with its own report and command queues.
 
-    def __init__(self, clients: Clients, name: str, proc: Any, commands: Any) -> None:
+    Each worker has queues of its own: a multiprocessing queue's writers share a lock,
+    and a worker SIGSTOPped while holding it would silence every other one.
+    """
+
+    def __init__(self, clients: Clients, name: str, proc: Any, results: Any, commands: Any):
         self.clients = clients
         self.name = name
         self.proc = proc
+        self.results = results
         self.commands = commands
 
     @property
@@ -63,21 +83,23 @@ class Worker:
 
     def report(self, kind: str, timeout: float = REPORT_WAIT_S) -> Any:
         """The worker's next report of ``kind`` (``ready``, ``paused`` or ``done``)."""
-        return self.clients.wait(kind, self.name, timeout)
+        return self.clients.wait(kind, self, timeout)
 
 
 class Clients:
-    """Producer and consumer workers of one test, sharing one results queue."""
+    """The producer and consumer workers of one test."""
 
     def __init__(self, procs: Processes) -> None:
         self.procs = procs
-        self.results = procs.queue()
+        self.workers: list[Worker] = []
         self._inbox: dict[tuple[str, str], list[Any]] = {}
 
     def _start(self, name: str, target: Any, plan: Any, progress: Any) -> Worker:
-        commands = self.procs.queue()
-        proc = self.procs.start(target, plan, self.results, commands, progress)
-        return Worker(self, name, proc, commands)
+        results, commands = self.procs.queue(), self.procs.queue()
+        proc = self.procs.start(target, plan, results, commands, progress)
+        worker = Worker(self, name, proc, results, commands)
+        self.workers.append(worker)
+        return worker
 
     def producer(self, plan: ProducerPlan, progress: Any = None) -> Worker:
         return self._start(f"producer{plan.tag}", producer_main, plan, progress)
@@ -96,21 +118,31 @@ class Clients:
             w.report("ready")
         return workers
 
-    def wait(self, kind: str, name: str, timeout: float = REPORT_WAIT_S) -> Any:
-        """The next ``kind`` report of worker ``name``; fails on any worker's error."""
+    def wait(self, kind: str, worker: Worker, timeout: float = REPORT_WAIT_S) -> Any:
+        """The next ``kind`` report of ``worker``; fails at once on any worker's error."""
         deadline = time.monotonic() + timeout
-        while not self._inbox.get((kind, name)):
+        while not self._inbox.get((kind, worker.name)):
             left = deadline - time.monotonic()
             if left <= 0:
-                pytest.fail(f"no {kind!r} report from {name} within {timeout}s")
-            try:
-                got_kind, got_name, data = self.results.get(timeout=min(left, 1.0))
-            except queue.Empty:
-                continue
-            if got_kind == "error":
-                pytest.fail(f"{got_name} failed:\n{data}")
-            self._inbox.setdefault((got_kind, got_name), []).append(data)
-        return self._inbox[(kind, name)].pop(0)
+                pytest.fail(f"no {kind!r} report from {worker.name} within {timeout}s")
+            self._collect(worker, min(left, REPORT_POLL_S))
+            for other in self.workers:
+                if other is not worker:
+                    self._collect(other, 0.0)
+        return self._inbox[(kind, worker.name)].pop(0)
+
+    def _collect(self, worker: Worker, timeout: float) -> None:
+        """Move ``worker``'s waiting reports to the inbox (blocking up to ``timeout``)."""
+        try:
+            item = worker.results.get(timeout=timeout) if timeout else worker.results.get_nowait()
+            while True:
+                kind, name, data = item
+                if kind == "error":
+                    pytest.fail(f"{name} failed:\n{data}")
+                self._inbox.setdefault((kind, name), []).append(data)
+                item = worker.results.get_nowait()
+        except queue.Empty:
+            return
 
 
 def run_stream(consumers: list[Worker], producers: list[Worker]) -> list[dict[str, Any]]:

@@ -273,14 +273,56 @@ def test_dead_fanout_consumer_stops_holding_the_producer(
     wait_for(lambda: consumer_stats(broker, stuck.pid) is None, what="the dead reader forgotten")
 
 
-def test_backpressure_times_out_writing_nothing(
+def test_queue_consumer_dying_on_a_full_lane_loses_nothing(
     make_broker: Callable[..., BrokerProcess], procs: Processes
 ) -> None:
-    """A reader that does not read (SIGSTOP) makes publish fail after the topic's bound
-    with nothing written; once it reads again, everything published arrives."""
+    """Both members of a group stop reading and the producer blocks on their full lanes;
+    one member is SIGKILLed. Its unread frames must stay until they are handed to the
+    other (the writer must not stop gating on the dead reader and overwrite them), and
+    the blocked publish must go to the other member instead."""
     clients = Clients(procs)
     broker = make_broker(SMALL_RINGS)
-    (sleeper,) = clients.consumers(broker.socket, "quick", ["sleeper"])
+    n = 2_000
+    victim = clients.consumer(ConsumerPlan(broker.socket, "narrow", "victim", pause_after=20))
+    victim.report("ready")
+    (other,) = clients.consumers(broker.socket, "narrow", ["other"])
+    cap = topic_stats(broker.stats(), "narrow")["lane_bytes"]
+    max_frame = frame_bytes(HEAD.size + SIZE_SPREAD)
+
+    def lanes_full() -> bool:
+        published = topic_stats(broker.stats(), "narrow")["published"]
+        unread = sum(frame_bytes(payload_size(1, s)) for s in range(20, published))
+        return unread > 2 * (cap - 2 * max_frame)
+
+    os.kill(other.pid, signal.SIGSTOP)
+    try:
+        producer = clients.producer(ProducerPlan(broker.socket, "narrow", 1, n))
+        producer.go()
+        victim_seqs = seqs_of(victim.report("paused"))
+        wait_for(lanes_full, what="both lanes to fill")
+        os.kill(victim.pid, signal.SIGKILL)
+        wait_for(lambda: noticed_dead(broker, victim.pid), what="the coordinator to notice")
+    finally:
+        os.kill(other.pid, signal.SIGCONT)
+    producer.report("done")
+    (report,) = stop_consumers([other])
+    counts = delivery_counts([victim_seqs, seqs_of(report["seqs"])])
+    missing = [s for s in range(n) if (1, s) not in counts]
+    assert not missing, f"{len(missing)} messages lost, first {missing[:10]}"
+
+
+@pytest.mark.parametrize("topic", ["quick", "brief"])
+def test_backpressure_times_out_writing_nothing(
+    make_broker: Callable[..., BrokerProcess], procs: Processes, topic: str
+) -> None:
+    """A reader that does not read (SIGSTOP) makes publish fail after the topic's bound
+    with nothing written: on the queue topic, with two groups, not even to the group
+    that reads. Once it reads again, everything published arrives."""
+    clients = Clients(procs)
+    broker = make_broker(SMALL_RINGS)
+    groups = ["reads", "sleeps"] if topic == "brief" else [None]
+    consumers = [clients.consumers(broker.socket, topic, [f"c-{g}"], group=g)[0] for g in groups]
+    sleeper = consumers[-1]
     os.kill(sleeper.pid, signal.SIGSTOP)
     try:
         with Producer(socket_path=broker.socket) as p:
@@ -288,23 +330,25 @@ def test_backpressure_times_out_writing_nothing(
             while True:
                 started = time.monotonic()
                 try:
-                    p.publish("quick", make_payload(1, sent))
+                    p.publish(topic, make_payload(1, sent))
                 except BackpressureTimeout:
                     waited = time.monotonic() - started
                     break
                 sent += 1
                 assert sent < 1000, "an 8 KiB ring cannot take this much"
             assert 0.3 <= waited < 1.5
-            assert topic_stats(broker.stats(), "quick")["published"] == sent
-            with pytest.raises(BackpressureTimeout):
-                p.publish_many("quick", [make_payload(1, sent)])
-            assert topic_stats(broker.stats(), "quick")["published"] == sent
+            assert topic_stats(broker.stats(), topic)["published"] == len(groups) * sent
+            with pytest.raises(BackpressureTimeout) as exc:
+                p.publish_many(topic, [make_payload(1, sent)])
+            assert exc.value.published == 0  # type: ignore[attr-defined]
+            assert topic_stats(broker.stats(), topic)["published"] == len(groups) * sent
             os.kill(sleeper.pid, signal.SIGCONT)
             for seq in range(sent, sent + 200):  # the refused one again, and more
-                p.publish("quick", make_payload(1, seq))
+                p.publish(topic, make_payload(1, seq))
     finally:
         os.kill(sleeper.pid, signal.SIGCONT)
-    expect_everything(stop_consumers([sleeper])[0], {1: sent + 200})
+    for report in stop_consumers(consumers):
+        expect_everything(report, {1: sent + 200})
 
 
 def test_handles_closed_while_the_coordinator_is_down_are_released(
