@@ -107,7 +107,7 @@ class _QueueRoute:
         # lane, and an oversize publish must be refused all the same.
         if n > self.max_message_size:
             raise MessageTooLarge(n, self.max_message_size, self.topic)
-        targets = [self._pick(group, ws, n) for group, ws in self.groups.items() if ws]
+        targets = [self.pick(group, n) for group, ws in self.groups.items() if ws]
         if len(targets) > 1 and not all(_has_room(w, n) for w in targets):
             raise _Reroute  # one copy per group, all or none: wait outside the lanes
         for w in targets:
@@ -115,7 +115,7 @@ class _QueueRoute:
 
     def publish_many(self, items: Sequence[Payload]) -> int:
         """Raises BackpressureTimeout or _Reroute, with ``published`` set."""
-        groups = [(group, ws) for group, ws in self.groups.items() if ws]
+        groups = [group for group, ws in self.groups.items() if ws]
         if len(groups) > 1:
             for i, item in enumerate(items):
                 try:
@@ -124,9 +124,9 @@ class _QueueRoute:
                     exc.published = i
                     raise
             return len(items)
-        for group, writers in groups:
+        for group in groups:  # at most one
             size = max((len(x) for x in items), default=0) * len(items)
-            w = self._pick(group, writers, size)
+            w = self.pick(group, size)
             before = w.count
             try:
                 w.publish_many(items)
@@ -135,8 +135,10 @@ class _QueueRoute:
                 raise
         return len(items)
 
-    def _pick(self, group: str, writers: list[LaneWriter], size: int) -> LaneWriter:
-        """Round-robin among lanes with room; else the lane with the most room."""
+    def pick(self, group: str, size: int) -> LaneWriter:
+        """The lane of ``group`` (which has members) that gets the next ``size`` bytes:
+        round-robin among lanes with room; else the lane with the most room."""
+        writers = self.groups[group]
         start = self._next.get(group, 0)
         n = len(writers)
         for k in range(n):
@@ -417,12 +419,12 @@ class ProducerCore:
         """
         for (topic, group), frames in list(self._orphans.items()):
             route = self._queue_routes.get(topic)
-            writers = route.groups.get(group) if route else None
+            if route is None or not route.groups.get(group):
+                continue  # the group has no member yet
             sent = 0
             try:
-                while writers and sent < len(frames):
-                    frame = frames[sent]
-                    w = route._pick(group, writers, len(frame))  # type: ignore[union-attr]
+                for frame in frames:
+                    w = route.pick(group, len(frame))
                     if not wait and not _has_room(w, len(frame)):
                         break
                     w.publish(frame)
