@@ -95,9 +95,9 @@ WRITER_LIVENESS_EVERY_S = 0.1
 CHECKPOINTS_PER_LAP = 64
 #: publish_many copies a run of at least this many equal-size items with numpy.
 WRITER_RUN_MIN_ITEMS = 16
-#: poll_many unpacks a run of at least this many equal-size frames with one struct call.
+#: poll_many reads a run of equal-size frames vectorised when at least this many could be.
 READER_RUN_MIN_FRAMES = 4
-#: Longest run one struct unpack covers (bounds the cached formats' size).
+#: Longest run read in one go (bounds the cached formats' size).
 READER_RUN_MAX_FRAMES = 1024
 #: Cached run formats kept before the cache is cleared.
 RUN_STRUCT_CACHE_SIZE = 256
@@ -114,14 +114,14 @@ _RUN_STRUCTS: dict[tuple[int, int], struct.Struct] = {}
 
 
 def _run_struct(n: int, count: int) -> struct.Struct:
-    """The format of ``count`` consecutive frames of ``n`` payload bytes: (header, payload)*."""
+    """The format of the payloads of ``count`` consecutive frames of ``n`` bytes."""
     key = (n, count)
     fmt = _RUN_STRUCTS.get(key)
     if fmt is None:
         if len(_RUN_STRUCTS) >= RUN_STRUCT_CACHE_SIZE:
             _RUN_STRUCTS.clear()
         pad = frame_bytes(n) - FRAME_HEADER_BYTES - n
-        fmt = _RUN_STRUCTS[key] = struct.Struct("<" + f"Q{n}s{pad}x" * count)
+        fmt = _RUN_STRUCTS[key] = struct.Struct(f"{FRAME_HEADER_BYTES}x{n}s{pad}x" * count)
     return fmt
 
 
@@ -648,6 +648,7 @@ class LaneReader:
         self._mask = info.capacity - 1
         self._max = info.max_message
         self._dq = seg.buf[LANE_DATA_OFF : LANE_DATA_OFF + info.capacity].cast("Q")
+        self._ring64 = np.frombuffer(seg.mm, np.uint64, info.capacity >> 3, LANE_DATA_OFF)
         self._lossy = info.lossy
         self._sq = state.q
         if slot is None:
@@ -779,16 +780,13 @@ class LaneReader:
                     break
                 pos, n, end = found
                 fb = end - pos
-                at = LANE_DATA_OFF + (pos & mask)
-                k = min(
-                    max_n - len(out),
-                    (self._avail - pos) // fb,
-                    (cap - (pos & mask)) // fb,
-                    READER_RUN_MAX_FRAMES,
-                )
-                got = self._unpack_run(at, n, k) if k >= READER_RUN_MIN_FRAMES else [
-                    mm[at + 8 : at + 8 + n]
-                ]  # fmt: skip
+                off = pos & mask
+                k = min(max_n - len(out), (self._avail - pos) // fb, (cap - off) // fb)
+                # A run of equal frames? Look at the second header before paying for more.
+                if k >= READER_RUN_MIN_FRAMES and self._dq[(off + fb) >> 3] == n:
+                    got = self._read_run(off, n, fb, k)
+                else:
+                    got = [mm[LANE_DATA_OFF + off + 8 : LANE_DATA_OFF + off + 8 + n]]
                 self._check_intact(pos)
             except _Overrun:
                 if not retries:
@@ -811,21 +809,21 @@ class LaneReader:
             sq[self._cur_i] = self._pos
         return out
 
-    def _unpack_run(self, at: int, n: int, k: int) -> list[bytes]:
-        """Payloads of the leading frames among ``k`` equal-size ones at ring byte ``at``
-        whose header says ``n`` (at least the first, which _locate checked)."""
-        mm = self._mm
-        fb = frame_bytes(n)
+    def _read_run(self, off: int, n: int, fb: int, k: int) -> list[bytes]:
+        """Payloads of the run of frames of ``n`` bytes at ring offset ``off``: up to
+        ``k`` of them (all published, none past the ring's end), as long as each header
+        says ``n``. The headers are compared in one strided numpy view, the payloads
+        copied out with one struct unpack per power of two."""
+        k = min(k, READER_RUN_MAX_FRAMES)
+        words = fb >> 3
+        same = self._ring64[off >> 3 : (off >> 3) + k * words : words] == n
+        if not same.all():
+            k = int(same.argmin())  # the first frame that differs
         out: list[bytes] = []
+        at = LANE_DATA_OFF + off
         while k:
             p = 1 << (k.bit_length() - 1)
-            fields = _run_struct(n, p).unpack_from(mm, at)
-            headers = fields[0::2]
-            if headers.count(n) != p:
-                good = next(i for i, h in enumerate(headers) if h != n)
-                out += fields[1 : 2 * good : 2]
-                return out
-            out += fields[1::2]
+            out += _run_struct(n, p).unpack_from(self._mm, at)
             at += p * fb
             k -= p
         return out
@@ -966,4 +964,5 @@ class LaneReader:
         if release_slot:
             self.state.release_slot(self.slot)
         self._dq.release()
+        del self._ring64  # a numpy view pins the mapping until dropped
         self.seg.close()

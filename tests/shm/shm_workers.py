@@ -17,8 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from mycelium.errors import CorruptFrame
-from mycelium.shm import ConsumerState, ConsumerStateView, LaneReader, LaneWriter, Segment
+from mycelium.shm import (
+    ConsumerState,
+    ConsumerStateView,
+    LaneReader,
+    LaneWriter,
+    Segment,
+    wait_until,
+)
 from mycelium.shm import wait as wait_module
 from mycelium.shm.layout import KIND_LANE
 
@@ -28,11 +34,12 @@ PATTERN = random.Random(20240611).randbytes(1 << 18)
 PATTERN_OFFSETS = 4093
 CHILD_DEADLINE_S = 60.0
 STAMP = struct.Struct("<q")
+MASK64 = (1 << 64) - 1
 
 
 def size_for(seq: int, lo: int, hi: int) -> int:
-    """A deterministic payload length in [lo, hi] for message ``seq``."""
-    return lo + (seq * 7919) % (hi - lo + 1)
+    """A deterministic, well-mixed payload length in [lo, hi] for message ``seq``."""
+    return lo + (((seq * 0x9E3779B97F4A7C15) & MASK64) >> 40) % (hi - lo + 1)
 
 
 def payload(seq: int, size: int) -> bytes:
@@ -48,6 +55,18 @@ def check(data: bytes | memoryview) -> int:
     o = seq % PATTERN_OFFSETS
     assert bytes(data[HEAD.size :]) == PATTERN[o : o + size - HEAD.size], f"message {seq} torn"
     return seq
+
+
+def next_batch(r: LaneReader, many: int, deadline: float) -> list[bytes]:
+    """Up to ``many`` messages, waiting (block strategy) until some come or ``deadline``.
+
+    Tests never spin on an empty lane: on a busy two-core machine a spinning reader
+    would take the CPU its writer needs.
+    """
+    if many == 1:
+        one = wait_until(r.poll, r.state, deadline)
+        return [] if one is None else [one]
+    return wait_until(lambda: r.poll_many(many) or None, r.state, deadline) or []
 
 
 def _writer(lane: str, readers: list[tuple[str, str]], **kw: Any) -> tuple[LaneWriter, list]:
@@ -93,9 +112,9 @@ def write_until_told(lane: str, readers: list[tuple[str, str]], lo: int, hi: int
     w.close()
 
 
-def write_forever(lane: str, readers: list[tuple[str, str]], lo: int, hi: int, going: Any,
+def write_forever(lane: str, readers: list[tuple[str, str]], lo: int, hi: int,
                   batch: int) -> None:  # fmt: skip
-    """Publish until killed (SIGKILL tests); ``going`` is set after the first thousand."""
+    """Publish until killed (SIGKILL tests), or until the deadline."""
     w, _ = _writer(lane, readers, backpressure_timeout_s=CHILD_DEADLINE_S)
     deadline = time.monotonic() + CHILD_DEADLINE_S
     seq = 0
@@ -106,8 +125,6 @@ def write_forever(lane: str, readers: list[tuple[str, str]], lo: int, hi: int, g
         else:
             w.publish_many(items)
         seq += batch
-        if seq >= 1000:
-            going.set()
 
 
 def read_seq(lane: str, consumer: tuple[str, str], start: str, n: int, out: Any,
@@ -120,12 +137,8 @@ def read_seq(lane: str, consumer: tuple[str, str], start: str, n: int, out: Any,
     expect = None
     got = 0
     problems: list[str] = []
-    while time.monotonic() < deadline:
-        batch = r.poll_many(many) if many > 1 else [d for d in (r.poll(),) if d is not None]
-        if not batch:
-            if r.count >= n:
-                break
-            continue
+    while r.count < n and time.monotonic() < deadline:
+        batch = next_batch(r, many, deadline)
         for data in batch:
             seq = check(data)
             if expect is not None and seq != expect and len(problems) < 10:
@@ -176,17 +189,3 @@ def write_through_readonly(lane: str) -> None:
     seg = Segment.attach(lane, KIND_LANE)
     address = np.frombuffer(seg.mm, np.uint8).ctypes.data
     ctypes.memset(address + 4096, 0x55, 1)
-
-
-def poll_corrupt(lane: str, consumer: tuple[str, str], out: Any) -> None:
-    """Poll a lane a test scribbled on; report what each poll did."""
-    state = ConsumerState.attach(*consumer)
-    r = LaneReader(Segment.attach(lane, KIND_LANE), state, start="begin")
-    seen = []
-    for _ in range(8):
-        try:
-            data = r.poll()
-            seen.append("none" if data is None else "data")
-        except CorruptFrame:
-            seen.append("corrupt")
-    out.put(("polls", seen))

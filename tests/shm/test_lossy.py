@@ -4,10 +4,11 @@ exactly what it skipped. Never silent, never torn."""
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 import shm_workers
-from shm_workers import check, payload, size_for
+from shm_workers import check, next_batch, payload, size_for
 
 from mycelium.errors import CorruptFrame
 
@@ -81,11 +82,10 @@ def test_overruns_while_reading_across_processes(shm, children) -> None:
     out = children.queue()
     proc = children.start(shm_workers.write_seq, lane, [c], n, 12, 200, 32, out)
     got: list[int] = []
+    deadline = time.monotonic() + 60
     try:
-        while r.count < n:
-            data = r.poll()
-            if data is not None:
-                got.append(check(data))
+        while r.count < n and time.monotonic() < deadline:
+            got.extend(check(d) for d in next_batch(r, 1, deadline))
     except CorruptFrame as exc:  # pragma: no cover - a forbidden outcome
         pytest.fail(f"overrun reported as corruption: {exc}")
     assert out.get(timeout=60) == ("writer", n)
