@@ -6,6 +6,7 @@ reads their reports; the ``expect_*`` helpers turn reports into exact assertions
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import queue
@@ -14,11 +15,35 @@ import sys
 import time
 from array import array
 from collections import Counter
-from typing import Any
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from broker_workers import ConsumerPlan, ProducerPlan, consumer_main, producer_main
-from conftest import BrokerProcess, Processes
+
+ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
+
+
+def _root_conftest() -> ModuleType:
+    """tests/conftest.py as a module. ``from conftest import`` is not reliable: pytest
+    binds ``conftest`` in sys.modules to the last conftest it imported, and other test
+    directories have their own."""
+    for module in list(sys.modules.values()):
+        if Path(getattr(module, "__file__", None) or "/").resolve() == ROOT_CONFTEST:
+            return module
+    spec = importlib.util.spec_from_file_location("mycelium_root_conftest", ROOT_CONFTEST)
+    assert spec is not None and spec.loader is not None
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    from conftest import BrokerProcess, Processes, wait_for
+else:
+    _root = _root_conftest()
+    BrokerProcess, Processes, wait_for = _root.BrokerProcess, _root.Processes, _root.wait_for
 
 #: How long a test waits for one worker report, and how often it looks at the others'.
 REPORT_WAIT_S = 60.0

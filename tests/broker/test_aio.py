@@ -9,9 +9,15 @@ import signal
 from collections.abc import Callable
 
 import pytest
-from broker_helpers import SMALL_RINGS, Clients, expect_everything, stop_consumers
+from broker_helpers import (
+    SMALL_RINGS,
+    BrokerProcess,
+    Clients,
+    Processes,
+    expect_everything,
+    stop_consumers,
+)
 from broker_workers import ProducerPlan, check_payload, make_message, make_payload
-from conftest import BrokerProcess, Processes
 
 from mycelium.aio import AsyncConsumer, AsyncProducer
 from mycelium.errors import BackpressureTimeout

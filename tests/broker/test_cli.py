@@ -8,9 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from broker_helpers import Clients, mycelium, status_json, topic_stats
+from broker_helpers import (
+    BrokerProcess,
+    Clients,
+    Processes,
+    mycelium,
+    status_json,
+    topic_stats,
+    wait_for,
+)
 from broker_workers import ProducerPlan, make_payload
-from conftest import BrokerProcess, Processes, wait_for
 
 from mycelium import Consumer, Producer
 from mycelium.shm.segment import broker_id_for, list_segments

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import BrokerProcess, wait_for
+from broker_helpers import BrokerProcess, wait_for
 
 from mycelium import Consumer, Producer
 from mycelium.client.admin import admin_request

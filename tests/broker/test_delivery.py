@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import pytest
 from broker_helpers import (
+    BrokerProcess,
     Clients,
+    Processes,
     expect_everything,
     expect_exactly_once,
     run_stream,
     seqs_of,
     stop_consumers,
     topic_stats,
+    wait_for,
 )
 from broker_workers import ProducerPlan, check_payload, make_message, make_payload
-from conftest import BrokerProcess, Processes, wait_for
 
 from mycelium import Consumer, Producer
 from mycelium.errors import MessageTooLarge, UnknownTopic

@@ -7,9 +7,16 @@ import signal
 from collections.abc import Callable
 
 import pytest
-from broker_helpers import Clients, expect_everything, mycelium, stop_consumers
+from broker_helpers import (
+    BrokerProcess,
+    Clients,
+    Processes,
+    expect_everything,
+    mycelium,
+    stop_consumers,
+    wait_for,
+)
 from broker_workers import ProducerPlan
-from conftest import BrokerProcess, Processes, wait_for
 
 from mycelium import Consumer, Producer
 from mycelium.client.admin import admin_request

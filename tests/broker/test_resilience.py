@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from broker_helpers import (
     SMALL_RINGS,
+    BrokerProcess,
     Clients,
+    Processes,
     delivery_counts,
     expect_everything,
     expect_exactly_once,
@@ -25,9 +27,9 @@ from broker_helpers import (
     status_json,
     stop_consumers,
     topic_stats,
+    wait_for,
 )
 from broker_workers import HEAD, SIZE_SPREAD, ConsumerPlan, ProducerPlan, make_payload, payload_size
-from conftest import BrokerProcess, Processes, wait_for
 
 from mycelium import Consumer, Producer
 from mycelium.config import frame_bytes
