@@ -6,6 +6,7 @@ clients already connected carry on untouched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -13,7 +14,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -222,8 +222,8 @@ def as_nobody(fn: Callable[[], tuple[str, str]]) -> tuple[str, str]:
 
 def test_max_connections(make_broker: Callable[..., BrokerProcess]) -> None:
     broker = make_broker(config("max_connections = 3"))
-    held = [connect(broker.socket) for _ in range(3)]
-    try:
+    with contextlib.ExitStack() as stack:
+        held = [stack.enter_context(connect(broker.socket)) for _ in range(3)]
         for sock in held:
             assert isinstance(exchange(sock, hello()), Welcome)
         with connect(broker.socket) as extra:
@@ -232,11 +232,8 @@ def test_max_connections(make_broker: Callable[..., BrokerProcess]) -> None:
         with pytest.raises(BrokerUnavailable, match="max_connections"):
             Producer(socket_path=broker.socket)
         assert all(isinstance(exchange(s, encode_frame(StatsRequest())), StatsReply) for s in held)
-    finally:
-        held.pop().close()
-    wait_for(lambda: answers(broker.socket), what="a freed connection slot")
-    for sock in held:
-        sock.close()
+        held[0].close()
+        wait_for(lambda: answers(broker.socket), what="a freed connection slot")
 
 
 def answers(path: str) -> bool:
@@ -251,12 +248,12 @@ def test_connection_timeout_closes_silent_connections(
     make_broker: Callable[..., BrokerProcess],
 ) -> None:
     broker = make_broker(config("connection_timeout_ms = 300"))
+    started = time.monotonic()  # before the broker's clocks start
     with (
         connect(broker.socket) as silent,
         connect(broker.socket) as partial,
         connect(broker.socket) as greeted,
     ):
-        started = time.monotonic()
         partial.sendall(hello()[:3])
         assert isinstance(exchange(greeted, hello()), Welcome)
         for sock in (silent, partial):
@@ -264,5 +261,4 @@ def test_connection_timeout_closes_silent_connections(
             assert [(type(r), r.code) for r in replies] == [(Error, "timeout")]
         assert 0.3 <= time.monotonic() - started < 3.0
         # A connection that said Hello has no deadline: it still answers afterwards.
-        reply: Any = exchange(greeted, encode_frame(Heartbeat(pid=os.getpid())))
-        assert isinstance(reply, Ok)
+        assert isinstance(exchange(greeted, encode_frame(Heartbeat(pid=os.getpid()))), Ok)
