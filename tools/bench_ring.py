@@ -276,6 +276,7 @@ def _rate(r: dict[str, Any]) -> float:
 
 def _report(rows: list[tuple[dict[str, Any], dict[str, Any]]], cpus, quick: bool) -> dict:
     report: dict[str, Any] = {
+        "load_average": os.getloadavg(),
         "ring_bytes": RING_BYTES,
         "batch": BATCH,
         "pinned_cpus": list(cpus) if cpus[0] is not None else None,
@@ -316,7 +317,8 @@ def _print(report: dict[str, Any]) -> None:
     cpus = report["pinned_cpus"]
     print(f"mycelium ring bench: ring {report['ring_bytes'] >> 20} MiB, writer and reader "
           f"{'pinned to CPUs ' + str(cpus) if cpus else 'not pinned'}"
-          f"{', quick' if report['quick'] else ''}")  # fmt: skip
+          f"{', quick' if report['quick'] else ''}; load average after the run "
+          f"{report['load_average'][0]:.2f}")  # fmt: skip
     print(f"{'throughput':<16}{'size':>7}{'writer msg/s':>15}{'reader msg/s':>15}")
     for t in report["throughput"]:
         print(f"{t['mode']:<16}{t['size']:>5} B{t['writer_msg_s'] / 1e6:>13.2f} M"

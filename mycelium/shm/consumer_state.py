@@ -4,10 +4,14 @@ How this works
 --------------
 Only the consumer writes its state segment (``ConsumerState``); producers and the
 coordinator map it read-only (``ConsumerStateView``). Each lane the consumer reads gets a
-slot on its own cache line: ``lane_uid, cursor, count, start``. The consumer claims a slot
-by writing cursor, count and start first and the lane uid last, so a producer that finds
-its lane uid in a slot always sees a valid cursor next to it (Store/Store order, see
-ordering.py). Clearing the lane uid releases the slot: producers stop gating on it at once.
+slot on its own cache line: ``lane_uid, cursor, count, start``. ``cursor`` is the lane
+position below which the consumer needs nothing (the writer may reuse those bytes),
+``count`` the lane's index of the next message, and ``count - start`` the messages
+delivered through the slot (a reader that skips messages it lost moves ``start`` up too).
+The consumer claims a slot by writing cursor, count and start first and the lane uid
+last, so a producer that finds its lane uid in a slot always sees a valid cursor next to
+it (Store/Store order, see ordering.py). Clearing the lane uid releases the slot:
+producers stop gating on it at once.
 
 The doorbell is a named POSIX semaphore created with the segment. A consumer about to
 block sets ``sleeping``; a producer rings the doorbell after publishing only when it sees
@@ -123,7 +127,7 @@ class _StateFields:
         ]
 
     def received(self) -> int:
-        """Messages received in total: released lanes plus those still claimed."""
+        """Messages delivered in total: released lanes plus those still claimed."""
         return self.seg.q[CONSUMER_RETIRED_Q] + sum(c - s for _, _, c, s in self.slots())
 
 
@@ -166,6 +170,7 @@ class ConsumerState(_StateFields):
         self.q[CONSUMER_HEARTBEAT_Q] = time.monotonic_ns()
 
     def set_sleeping(self, flag: bool) -> None:
+        """Raise or lower the flag that asks producers to ring our doorbell."""
         self.q[CONSUMER_SLEEPING_Q] = 1 if flag else 0
 
     def add_lost(self, n: int) -> None:

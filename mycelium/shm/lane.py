@@ -31,8 +31,9 @@ it skipped to its ``lost`` counter. A reader the writer gates on is never overru
 lossless lane this only catches readers the writer did not know about yet; on a lossy lane
 (the writer never waits) it is how overruns are detected. A corrupt header raises
 ``CorruptFrame`` after the reader skipped to the newest published position and counted it,
-so the next poll goes on. ``poll_many`` stores its cursor once per batch and reads a run of
-equal-size frames, headers included, with one ``struct`` unpack.
+so the next poll goes on. ``poll_many`` stores its cursor once per batch; a run of
+equal-size frames is checked with one strided numpy comparison of its headers and copied
+out with one ``struct`` unpack per power of two.
 
 Memory ordering (why plain loads and stores suffice) is argued once, in ``ordering.py``.
 """
@@ -533,7 +534,7 @@ class LaneWriter:
         if not self._lossy:
             limit = min(limit, self._wait_for_space(need_end) + cap)
         limit = min(limit, max(need_end, pos + self._step))
-        if pos > self._checkpoints[-1][0]:
+        if pos >= self._checkpoints[-1][0] + self._step:  # at most one per step: bounded
             self._checkpoints.append((pos, self._count))
         self._reserve(limit)
         if skip:
@@ -545,8 +546,9 @@ class LaneWriter:
         """Publish the tail record for ``limit``, then reserve everything below ``limit``.
 
         The tail becomes the oldest checkpoint at or after ``limit - capacity``: the first
-        frame boundary the coming writes leave intact. There always is one, since
-        ``limit - capacity <= pos`` (the newest checkpoint).
+        frame boundary the coming writes leave intact. There always is one: the newest
+        checkpoint is less than a step behind ``pos``, and ``limit`` at most a step (or one
+        frame and its wrap, under a quarter ring) past it.
         """
         cps = self._checkpoints
         low = limit - self._cap

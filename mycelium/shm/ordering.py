@@ -8,7 +8,9 @@ reader *observes* by loading the cursor first and reading the bytes below it aft
 
 CPython performs ``memoryview.cast("Q")[i] = v`` as one aligned 8-byte ``mov`` (a
 fixed-size ``memcpy`` the compiler emits as a single store), and ``mmap`` slice
-assignment as a ``memcpy`` of the payload. On x86-64 (TSO, Intel SDM vol. 3 §8.2.2):
+assignment (like numpy's copies) as a ``memcpy`` of the payload. glibc's ``memcpy`` ends
+its non-temporal path with ``sfence`` and fast-string stores are ordered with later
+stores, so a copy behaves as plain stores. On x86-64 (TSO, Intel SDM vol. 3 §8.2.2):
 
 * stores are not reordered with other stores (Store/Store): the payload ``memcpy`` is
   visible to every core before the cursor store that follows it in program order;

@@ -6,6 +6,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from shm_workers import check, payload, size_for
 
 from mycelium.errors import BackpressureTimeout, MessageTooLarge, SegmentError
@@ -298,3 +300,57 @@ def test_writer_needs_a_writable_mapping(shm) -> None:
     with pytest.raises(SegmentError):
         LaneWriter(seg)
     seg.close()
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("publish"), st.integers(12, 200)),
+        st.tuples(st.just("many"), st.integers(1, 40), st.booleans()),
+        st.tuples(st.just("read"), st.integers(1, 50)),
+        st.tuples(st.just("resume"), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(schedule=ops, capacity=st.sampled_from([1024, 4096]), lossy=st.booleans())
+def test_random_schedules_deliver_in_order_and_count_every_loss(shm, schedule, capacity, lossy):
+    """Any interleaving of publishes, batches, reads and writer restarts: a lossless reader
+    gets every message once and in order; a lossy one a subsequence, the rest in ``lost``."""
+    lane = shm.lane(capacity=capacity, max_message=200, lossy=lossy)
+    c = shm.consumer()
+    state = shm.state(c)
+    r = shm.reader(lane, state)
+    w = shm.writer(lane, (c,), backpressure_timeout_s=0)
+    seq = 0
+    got: list[int] = []
+
+    def send(items: list[bytes]) -> None:
+        nonlocal seq
+        try:
+            seq += w.publish_many(items)
+        except BackpressureTimeout as exc:
+            seq += exc.published
+
+    for op in schedule:
+        if op[0] == "publish":
+            send([payload(seq, op[1])])
+        elif op[0] == "many":
+            size = size_for(seq, 12, 200)
+            send([payload(seq + i, size if op[2] else size_for(seq + i, 12, 200))
+                  for i in range(op[1])])  # fmt: skip
+        elif op[0] == "read":
+            got += [check(d) for d in r.poll_many(op[1])]
+        else:
+            w.close(final=False)
+            w = shm.writer(lane, (c,), backpressure_timeout_s=0)
+    got += [check(d) for d in drain(r)]
+    assert w.count == seq
+    if lossy:
+        assert got == sorted(set(got))
+        assert state.lost + len(got) == seq
+    else:
+        assert got == list(range(seq)) and state.lost == 0
