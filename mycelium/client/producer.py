@@ -9,16 +9,16 @@ routes. A route is what a topic does with a message:
 
 * fanout: the producer's one lane of that topic; every consumer of the topic gates it;
 * queue: one lane per consumer; per consumer group, the message goes to the next lane in
-  round-robin order that has room, else to the one with the most room (waiting there,
-  bounded). Another group gets its own copy: with several groups a message is written
-  only when every group's lane has room, so a refused publish writes nothing anywhere.
+  round-robin order that has room. Another group gets its own copy. A message is written
+  only when every group has a lane with room; until then the publish waits (bounded)
+  for room in *any* lane of the group, re-reading the topology as it goes, so a group
+  with one stuck member still takes messages, and a refused publish writes nothing.
 
 When a queue consumer leaves or dies, its lane's unread frames (from its last stored
 cursor) are handed to the rest of its group, then the lane is closed; if the group is
 empty they wait in this process for the next consumer of the group. Nothing is lost:
-a queue lane's writer keeps gating on its reader even after the reader's process died
-(the frames must stay until they are handed back), and a publish waiting on a lane that
-is handed back meanwhile is abandoned, nothing written, and routed again.
+a queue lane's writer never waits on its reader, so it never stops gating on a dead
+one and overwrites the frames still to be handed back.
 
 Topics are registered lazily on first publish; the route table maps a topic to a bound
 ``publish`` callable, so the hot path is a dict lookup and a ring write.
@@ -26,7 +26,6 @@ Topics are registered lazily on first publish; the route table maps a topic to a
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
@@ -76,19 +75,10 @@ class _Reroute(Exception):
         self.published = published
 
 
-class _QueueReader(ConsumerStateView):
-    """A queue consumer as its lanes' writer sees it: never dropped as dead. The frames it
-    left unread must stay in the ring until the producer hands them to the rest of the
-    group; a writer that stopped gating on the dead reader would overwrite them."""
-
-    def alive(self) -> bool:
-        return True
-
-
-def _has_room(writer: LaneWriter, size: int) -> bool:
-    """Whether a ``size``-byte message fits without waiting (a frame plus the most a wrap
-    can skip before it)."""
-    return writer.free_bytes() >= 2 * frame_bytes(size)
+def _room_for(size: int) -> int:
+    """Ring bytes in which a ``size``-byte message surely fits without waiting: its frame
+    plus the most a wrap can skip before it."""
+    return 2 * frame_bytes(size)
 
 
 class _QueueRoute:
@@ -101,52 +91,56 @@ class _QueueRoute:
         self._next: dict[str, int] = {}
 
     def publish(self, data: Payload) -> None:
-        """Raises MessageTooLarge, BackpressureTimeout, _Reroute (nothing written)."""
+        """One copy per group, all or none. Raises MessageTooLarge, or _Reroute (nothing
+        written) when some group has no lane with room now."""
         n = len(data)
         # Checked here, not left to the lanes: with no group to deliver to there is no
         # lane, and an oversize publish must be refused all the same.
         if n > self.max_message_size:
             raise MessageTooLarge(n, self.max_message_size, self.topic)
-        targets = [self.pick(group, n) for group, ws in self.groups.items() if ws]
-        if len(targets) > 1 and not all(_has_room(w, n) for w in targets):
-            raise _Reroute  # one copy per group, all or none: wait outside the lanes
+        need = _room_for(n)
+        targets = [self.pick(group, need) for group, ws in self.groups.items() if ws]
+        if None in targets:
+            raise _Reroute
         for w in targets:
-            w.publish(data)
+            w.publish(data)  # type: ignore[union-attr]
+
+    def publish_to(self, group: str, data: Payload) -> None:
+        """One message for ``group`` only (a departed member's); raises _Reroute."""
+        w = self.pick(group, _room_for(len(data)))
+        if w is None:
+            raise _Reroute
+        w.publish(data)
 
     def publish_many(self, items: Sequence[Payload]) -> int:
-        """Raises BackpressureTimeout or _Reroute, with ``published`` set."""
+        """A batch with one cursor store, when one group has a lane with room for all of
+        it; else message by message. Raises _Reroute with ``published`` set."""
         groups = [group for group, ws in self.groups.items() if ws]
-        if len(groups) > 1:
-            for i, item in enumerate(items):
-                try:
-                    self.publish(item)
-                except _Reroute as exc:
-                    exc.published = i
-                    raise
-            return len(items)
-        for group in groups:  # at most one
-            size = max((len(x) for x in items), default=0) * len(items)
-            w = self.pick(group, size)
-            before = w.count
+        if len(groups) == 1 and items:
+            need = sum(frame_bytes(len(x)) for x in items) + _room_for(max(map(len, items)))
+            w = self.pick(groups[0], need)
+            if w is not None:
+                return w.publish_many(items)
+        for i, item in enumerate(items):
             try:
-                w.publish_many(items)
+                self.publish(item)
             except _Reroute as exc:
-                exc.published = w.count - before  # those were handed back with the lane
+                exc.published = i
                 raise
         return len(items)
 
-    def pick(self, group: str, size: int) -> LaneWriter:
-        """The lane of ``group`` (which has members) that gets the next ``size`` bytes:
-        round-robin among lanes with room; else the lane with the most room."""
-        writers = self.groups[group]
+    def pick(self, group: str, need: int) -> LaneWriter | None:
+        """The next lane of ``group``, round-robin, with ``need`` ring bytes free now;
+        None if it has none."""
+        writers = self.groups.get(group) or []
         start = self._next.get(group, 0)
         n = len(writers)
         for k in range(n):
             w = writers[(start + k) % n]
-            if w.free_bytes() >= size + 16:
+            if w.free_bytes() >= need:
                 self._next[group] = (start + k + 1) % n
                 return w
-        return max(writers, key=LaneWriter.free_bytes)
+        return None
 
 
 class ProducerCore:
@@ -228,9 +222,9 @@ class ProducerCore:
                 raise
         return len(items)
 
-    def _publish_rerouted(self, topic: str, data: Payload) -> None:
-        """The slow path of a queue topic: the lane a publish waited on went back to its
-        group, or not every group's lane had room. Retry through the current routes
+    def _publish_rerouted(self, topic: str, data: Payload, group: str | None = None) -> None:
+        """The slow path of a queue topic: some group had no lane with room. Retry
+        through the current routes (to ``group`` only, for a departed member's message)
         until it goes; BackpressureTimeout (nothing written) after the topic's bound."""
         timeout = self.backpressure_timeout
         if timeout is None:
@@ -241,16 +235,19 @@ class ProducerCore:
         while True:
             if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
                 self._refresh()
-            if self._orphans:
-                self._deliver_all_orphans()
+            if self._orphans and group is None:
+                self._deliver_all_orphans()  # older than this message: they go first
             try:
-                self._routes[topic](data)
+                if group is None:
+                    self._routes[topic](data)
+                else:
+                    self._queue_routes[topic].publish_to(group, data)
                 return
             except _Reroute:
                 pass
             if time.monotonic() >= deadline:
                 raise BackpressureTimeout(
-                    f"topic {topic!r}: no room in every group's lane for {timeout}s;"
+                    f"topic {topic!r}: a group had no lane with room for {timeout}s;"
                     " nothing written",
                     waited_s=timeout,
                 )
@@ -329,17 +326,16 @@ class ProducerCore:
                 backpressure_timeout_s=(
                     timeout if timeout is not None else entry.backpressure_timeout_ms / 1000
                 ),
+                on_wait=self._on_wait,
             )
-            writer.on_wait = functools.partial(self._on_wait, writer)
             self._writers[lane.uid] = writer
         return writer
 
-    def _view(self, c: ConsumerEntry, queue: bool = False) -> ConsumerStateView | None:
+    def _view(self, c: ConsumerEntry) -> ConsumerStateView | None:
         view = self._views.get(c.id)
         if view is None:
-            kind = _QueueReader if queue else ConsumerStateView
             try:
-                view = self._views[c.id] = kind.attach(c.segment, c.doorbell)
+                view = self._views[c.id] = ConsumerStateView.attach(c.segment, c.doorbell)
             except MyceliumError:
                 return None  # already gone: nothing to gate on
         return view
@@ -372,7 +368,7 @@ class ProducerCore:
         for lane in sorted(lanes, key=lambda x: x.uid):
             writer = self._writer(lane, entry)
             c = consumers.get(lane.consumer)
-            view = self._view(c, queue=True) if c is not None else self._views.get(lane.consumer)
+            view = self._view(c) if c is not None else self._views.get(lane.consumer)
             if c is not None and c.alive and view is not None:
                 writer.set_readers([view])
                 route.groups.setdefault(lane.group, []).append(writer)
@@ -424,13 +420,15 @@ class ProducerCore:
             sent = 0
             try:
                 for frame in frames:
-                    w = route.pick(group, len(frame))
-                    if not wait and not _has_room(w, len(frame)):
-                        break
-                    w.publish(frame)
+                    try:
+                        route.publish_to(group, frame)
+                    except _Reroute:
+                        if not wait:
+                            break
+                        self._publish_rerouted(topic, frame, group)
                     sent += 1
-            except (_Reroute, BackpressureTimeout):
-                pass  # the rest waits for another member, or is reported at close
+            except BackpressureTimeout:
+                pass  # the rest is reported at close
             finally:
                 del frames[:sent]
                 if not frames:
@@ -442,14 +440,10 @@ class ProducerCore:
             if cid not in consumers and id(self._views[cid]) not in in_use:
                 self._views.pop(cid).close()
 
-    def _on_wait(self, writer: LaneWriter) -> None:
-        """While ``writer``'s ring is full: pick up topology changes (a dead consumer
-        removed). If that handed the lane back to its group, abandon the wait (nothing of
-        the message is written yet): raises _Reroute."""
+    def _on_wait(self) -> None:
+        """While a ring is full: pick up topology changes (e.g. a dead consumer removed)."""
         if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
             self._refresh()
-        if self._writers.get(writer.lane_uid) is not writer or writer.closed_by_us:
-            raise _Reroute
 
     # -- state ----------------------------------------------------------------------
     @property

@@ -36,11 +36,21 @@ from mycelium.config import frame_bytes
 from mycelium.errors import BackpressureTimeout
 
 RESTART_MESSAGES = 30_000
+MAX_FRAME_BYTES = frame_bytes(HEAD.size + SIZE_SPREAD)
 
 
 def consumer_stats(broker: BrokerProcess, pid: int) -> dict[str, Any] | None:
     """The coordinator's view of the consumer in process ``pid`` (None once forgotten)."""
     return next((c for c in broker.stats()["consumers"] if c["pid"] == pid), None)
+
+
+def rings_full(broker: BrokerProcess, topic: str, lanes: int = 1, read: int = 0) -> bool:
+    """Whether ``lanes`` rings of ``topic``, fed by producer 1 and read ``read`` messages
+    far, are (about) too full for the next message: the unread frames fill each but for
+    three maximum frames (the next one, and what wraps may leave unused)."""
+    stats = topic_stats(broker.stats(), topic)
+    unread = sum(frame_bytes(payload_size(1, s)) for s in range(read, stats["published"]))
+    return unread > lanes * (stats["lane_bytes"] - 3 * MAX_FRAME_BYTES)
 
 
 def noticed_dead(broker: BrokerProcess, pid: int) -> bool:
@@ -258,15 +268,7 @@ def test_dead_fanout_consumer_stops_holding_the_producer(
     producer = clients.producer(ProducerPlan(broker.socket, "patient", 1, n))
     producer.go()
     stuck.report("paused")
-    cap = topic_stats(broker.stats(), "patient")["lane_bytes"]
-    max_frame = frame_bytes(HEAD.size + SIZE_SPREAD)
-
-    def ring_full() -> bool:
-        published = topic_stats(broker.stats(), "patient")["published"]
-        unread = sum(frame_bytes(payload_size(1, s)) for s in range(10, published))
-        return unread > cap - 2 * max_frame
-
-    wait_for(ring_full, what="the stuck reader's ring to fill")
+    wait_for(lambda: rings_full(broker, "patient", read=10), what="the stuck reader's ring to fill")
     killed_at = time.monotonic()
     os.kill(stuck.pid, signal.SIGKILL)
     producer.report("done")
@@ -288,20 +290,12 @@ def test_queue_consumer_dying_on_a_full_lane_loses_nothing(
     victim = clients.consumer(ConsumerPlan(broker.socket, "narrow", "victim", pause_after=20))
     victim.report("ready")
     (other,) = clients.consumers(broker.socket, "narrow", ["other"])
-    cap = topic_stats(broker.stats(), "narrow")["lane_bytes"]
-    max_frame = frame_bytes(HEAD.size + SIZE_SPREAD)
-
-    def lanes_full() -> bool:
-        published = topic_stats(broker.stats(), "narrow")["published"]
-        unread = sum(frame_bytes(payload_size(1, s)) for s in range(20, published))
-        return unread > 2 * (cap - 2 * max_frame)
-
     os.kill(other.pid, signal.SIGSTOP)
     try:
         producer = clients.producer(ProducerPlan(broker.socket, "narrow", 1, n))
         producer.go()
         victim_seqs = seqs_of(victim.report("paused"))
-        wait_for(lanes_full, what="both lanes to fill")
+        wait_for(lambda: rings_full(broker, "narrow", 2, read=20), what="both lanes to fill")
         os.kill(victim.pid, signal.SIGKILL)
         wait_for(lambda: noticed_dead(broker, victim.pid), what="the coordinator to notice")
     finally:
@@ -311,6 +305,30 @@ def test_queue_consumer_dying_on_a_full_lane_loses_nothing(
     counts = delivery_counts([victim_seqs, seqs_of(report["seqs"])])
     missing = [s for s in range(n) if (1, s) not in counts]
     assert not missing, f"{len(missing)} messages lost, first {missing[:10]}"
+
+
+def test_queue_group_with_a_stuck_member_still_takes_messages(
+    make_broker: Callable[..., BrokerProcess], procs: Processes
+) -> None:
+    """Both members stop (SIGSTOP) and the producer fills their lanes; one resumes. The
+    publish waiting for room must take the lane that frees up, not wait out its bound
+    on the stuck member's."""
+    clients = Clients(procs)
+    broker = make_broker(SMALL_RINGS)
+    n = 3_000
+    members = clients.consumers(broker.socket, "narrow", ["resumes", "stuck"])
+    for m in members:
+        os.kill(m.pid, signal.SIGSTOP)
+    try:
+        producer = clients.producer(ProducerPlan(broker.socket, "narrow", 1, n))
+        producer.go()
+        wait_for(lambda: rings_full(broker, "narrow", 2), what="both lanes to fill")
+        os.kill(members[0].pid, signal.SIGCONT)
+        producer.report("done")  # within the 3 s bound, or it reports BackpressureTimeout
+    finally:
+        for m in members:
+            os.kill(m.pid, signal.SIGCONT)
+    expect_exactly_once(stop_consumers(members), {1: n})
 
 
 @pytest.mark.parametrize("topic", ["quick", "brief"])
