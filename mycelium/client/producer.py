@@ -420,8 +420,8 @@ class ProducerCore:
             sent = 0
             try:
                 for frame in frames:
-                    try:
-                        route.publish_to(group, frame)
+                    try:  # the current route each time: a wait may have rebuilt it
+                        self._queue_routes[topic].publish_to(group, frame)
                     except _Reroute:
                         if not wait:
                             break
