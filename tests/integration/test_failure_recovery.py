@@ -39,7 +39,7 @@ RATE_MSG_S = 2000
 
 
 @pytest.mark.parametrize("how", ["graceful", "crash"])
-def test_coordinator_restart_mid_stream_loses_nothing(
+def test_coordinator_graceful_or_crash_restart_keeps_every_message(
     broker: BrokerProcess, procs: Processes, how: str
 ) -> None:
     clients = Clients(procs)
@@ -76,9 +76,7 @@ def test_coordinator_restart_mid_stream_loses_nothing(
     expect_whole_stream(late.result(), 1, produced["sent"], joined_late=True)
 
 
-def test_killed_producer_leaves_the_other_producer_and_its_own_messages_whole(
-    broker: BrokerProcess, procs: Processes
-) -> None:
+def test_producer_failure_is_isolated(broker: BrokerProcess, procs: Processes) -> None:
     clients = Clients(procs)
     consumer = clients.consumer(ConsumerSpec(broker.socket, "market_data", (1, 2), ends=(2,)))
     Clients.wait_ready(consumer)
