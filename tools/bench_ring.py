@@ -26,6 +26,7 @@ Every loop has a deadline; children are killed and every segment is unlinked in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -36,6 +37,7 @@ import time
 from typing import Any
 
 import numpy as np
+import psutil
 
 from mycelium.shm import (
     ConsumerState,
@@ -213,13 +215,15 @@ def _latency(reader: LaneReader, state: ConsumerState, case: dict[str, Any]) -> 
 
 
 # -- parent ---------------------------------------------------------------------------
-def _run_case(ctx, broker: str, index: int, case: dict[str, Any], cpus) -> dict[str, Any]:
+def _run_case(
+    ctx, broker: str, index: int, case: dict[str, Any], cpus, ring_bytes: int
+) -> dict[str, Any]:
     names = {
         "lane": segment_name(broker, "L", index),
         "state": segment_name(broker, "C", index),
         "doorbell": segment_name(broker, "D", index),
     }
-    lane = create_lane_segment(names["lane"], RING_BYTES, MAX_MESSAGE, index + 1, os.getpid())
+    lane = create_lane_segment(names["lane"], ring_bytes, MAX_MESSAGE, index + 1, os.getpid())
     state = create_consumer_segment(names["state"], names["doorbell"], index + 1, os.getpid())
     lane.close()
     state.close()
@@ -234,6 +238,7 @@ def _run_case(ctx, broker: str, index: int, case: dict[str, Any], cpus) -> dict[
             procs.append(p)
             if not ready.wait(READY_TIMEOUT_S):
                 raise RuntimeError(f"{role} did not start")
+        meter = _OtherLoad([p.pid for p in procs])
         go.set()
         results = {}
         deadline = time.monotonic() + CASE_DEADLINE_S + READY_TIMEOUT_S
@@ -243,6 +248,7 @@ def _run_case(ctx, broker: str, index: int, case: dict[str, Any], cpus) -> dict[
                 raise RuntimeError(f"case {case} timed out")
             role, result = out.get(timeout=left)
             results[role] = result
+        results["other_cpu_pct"] = meter.percent()
         for p in procs:
             p.join(timeout=READY_TIMEOUT_S)
         return results
@@ -254,6 +260,34 @@ def _run_case(ctx, broker: str, index: int, case: dict[str, Any], cpus) -> dict[
         unlink_quietly(names["lane"])
         unlink_quietly(names["state"])
         unlink_quietly("sem:" + names["doorbell"])
+
+
+class _OtherLoad:
+    """CPU used by every process but ours while a case runs, in % of one core: a figure
+    taken while other work shared the CPUs says so."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self._procs = [psutil.Process(pid) for pid in pids] + [psutil.Process()]
+        self._start = (time.monotonic(), self._busy(), self._ours())
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0)
+
+    def _ours(self) -> float:
+        total = 0.0
+        for p in self._procs:
+            with contextlib.suppress(psutil.Error):
+                c = p.cpu_times()
+                total += c.user + c.system
+        return total
+
+    def percent(self) -> float:
+        t0, busy0, ours0 = self._start
+        wall = max(time.monotonic() - t0, 1e-9)
+        others = (self._busy() - busy0) - (self._ours() - ours0)
+        return max(0.0, 100.0 * others / wall)
 
 
 def _cases(quick: bool) -> list[dict[str, Any]]:
@@ -274,10 +308,11 @@ def _rate(r: dict[str, Any]) -> float:
     return r["msgs"] / r["seconds"] if r.get("seconds") else 0.0
 
 
-def _report(rows: list[tuple[dict[str, Any], dict[str, Any]]], cpus, quick: bool) -> dict:
+def _report(
+    rows: list[tuple[dict[str, Any], dict[str, Any]]], cpus, quick: bool, ring_bytes: int
+) -> dict:
     report: dict[str, Any] = {
-        "load_average": os.getloadavg(),
-        "ring_bytes": RING_BYTES,
+        "ring_bytes": ring_bytes,
         "batch": BATCH,
         "pinned_cpus": list(cpus) if cpus[0] is not None else None,
         "quick": quick,
@@ -287,7 +322,7 @@ def _report(rows: list[tuple[dict[str, Any], dict[str, Any]]], cpus, quick: bool
     for case, res in rows:
         if case["kind"] == "latency":
             report["latency"].append({"strategy": str(case["strategy"]), "rate": case["rate"],
-                                      **res["reader"]})  # fmt: skip
+                                      **res["reader"], "other_cpu_pct": res["other_cpu_pct"]})  # fmt: skip
         else:
             report["throughput"].append({
                 "mode": "per message" if case["kind"] == "message" else f"batched ({BATCH})",
@@ -295,6 +330,7 @@ def _report(rows: list[tuple[dict[str, Any], dict[str, Any]]], cpus, quick: bool
                 "writer_msg_s": _rate(res["writer"]),
                 "reader_msg_s": _rate(res["reader"]),
                 "lost": res["reader"].get("lost", 0),
+                "other_cpu_pct": res["other_cpu_pct"],
             })  # fmt: skip
     report["targets"] = _check(report)
     return report
@@ -317,20 +353,21 @@ def _print(report: dict[str, Any]) -> None:
     cpus = report["pinned_cpus"]
     print(f"mycelium ring bench: ring {report['ring_bytes'] >> 20} MiB, writer and reader "
           f"{'pinned to CPUs ' + str(cpus) if cpus else 'not pinned'}"
-          f"{', quick' if report['quick'] else ''}; load average after the run "
-          f"{report['load_average'][0]:.2f}")  # fmt: skip
-    print(f"{'throughput':<16}{'size':>7}{'writer msg/s':>15}{'reader msg/s':>15}")
+          f"{', quick' if report['quick'] else ''}")  # fmt: skip
+    print("(other: CPU used by other processes during the case, % of one core)")
+    print(f"{'throughput':<16}{'size':>7}{'writer msg/s':>15}{'reader msg/s':>15}{'other':>8}")
     for t in report["throughput"]:
         print(f"{t['mode']:<16}{t['size']:>5} B{t['writer_msg_s'] / 1e6:>13.2f} M"
-              f"{t['reader_msg_s'] / 1e6:>13.2f} M")  # fmt: skip
+              f"{t['reader_msg_s'] / 1e6:>13.2f} M{t['other_cpu_pct']:>7.0f}%")  # fmt: skip
     print(f"{'latency 64 B':<16}{'rate/s':>7}{'samples':>9}{'p50 us':>9}{'p99 us':>9}"
-          f"{'p99.9 us':>10}{'max us':>9}")  # fmt: skip
+          f"{'p99.9 us':>10}{'max us':>9}{'other':>8}")  # fmt: skip
     for t in report["latency"]:
         if not t.get("samples"):
             print(f"{t['strategy']:<16}{t['rate']:>7}  no samples")
             continue
         print(f"{t['strategy']:<16}{t['rate']:>7}{t['samples']:>9}{t['p50']:>9.1f}"
-              f"{t['p99']:>9.1f}{t['p99_9']:>10.1f}{t['max']:>9.1f}")  # fmt: skip
+              f"{t['p99']:>9.1f}{t['p99_9']:>10.1f}{t['max']:>9.1f}"
+              f"{t['other_cpu_pct']:>7.0f}%")  # fmt: skip
     for name, ok in report["targets"].items():
         print(f"target {name:<34} {'met' if ok else 'MISSED'}")
 
@@ -340,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller counts (a few seconds)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the two processes")
+    ap.add_argument("--ring-mib", type=int, default=RING_BYTES >> 20,
+                    help="ring size in MiB, a power of two (default: market_data's 16)")  # fmt: skip
     args = ap.parse_args(argv)
     avail = sorted(os.sched_getaffinity(0))
     cpus = (avail[0], avail[1]) if len(avail) >= 2 and not args.no_pin else (None, None)
@@ -348,11 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for i, case in enumerate(_cases(args.quick)):
-            rows.append((case, _run_case(ctx, broker, i, case, cpus)))
+            rows.append((case, _run_case(ctx, broker, i, case, cpus, args.ring_mib << 20)))
     finally:
         for name in list_segments(broker):
             unlink_quietly(name)
-    report = _report(rows, cpus, args.quick)
+    report = _report(rows, cpus, args.quick, args.ring_mib << 20)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -2,12 +2,14 @@
 
 How this works
 --------------
-A segment is a ``posix_ipc.SharedMemory`` object mapped with ``mmap``. The creator sizes
-it, sets its mode (0600 unless configured), and writes the 64-byte identity line (magic,
-layout version, kind, size); every attach checks that line, so a stale segment from an
-older layout or a name reused for another kind is refused with ``SegmentError`` instead of
-being misread. Readers open the object ``O_RDONLY`` and map it ``PROT_READ``: a write
-through their mapping raises ``TypeError`` in Python, and the kernel would fault it anyway.
+A segment is a ``posix_ipc.SharedMemory`` object mapped with ``mmap``, populated up
+front so the hot path never faults a page in. The creator sizes it, sets its mode (0600
+unless configured), lets the caller fill the body, then writes the 64-byte identity line
+(layout version, kind, size, and the magic last); every attach checks that line, so a
+stale segment from an older layout or a name reused for another kind is refused with
+``SegmentError`` instead of being misread. Readers open the object ``O_RDONLY`` and map
+it ``PROT_READ``: a write through their mapping raises ``TypeError`` in Python, and the
+kernel kills a C-level store with SIGSEGV.
 
 Names are ``/myc-<broker id>-<kind letter><id>``: the broker id comes from the socket
 path, so two brokers on one machine never collide, and ``list_segments`` can find every
@@ -40,6 +42,9 @@ __all__ = [
 NAME_PREFIX = "myc-"
 SHM_DIR = Path("/dev/shm")
 DEFAULT_SEGMENT_MODE = 0o600
+#: Shared mappings with their page tables filled at map time (Linux): the first touch of
+#: each page on the hot path would otherwise be a page fault (~5 us, 1 message in 50).
+MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 
 def broker_id_for(socket_path: str) -> str:
@@ -121,7 +126,7 @@ class Segment:
             raise SegmentError(f"cannot create segment {name}: {exc}") from exc
         try:
             os.fchmod(shm.fd, mode)  # shm_open applies the umask; the configured mode wins
-            mm = mmap.mmap(shm.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            mm = mmap.mmap(shm.fd, size, MAP_FLAGS, mmap.PROT_READ | mmap.PROT_WRITE)
         except OSError as exc:
             unlink_quietly(name)
             raise SegmentError(f"cannot map segment {name}: {exc}") from exc
@@ -160,7 +165,7 @@ class Segment:
             if size < IDENTITY.size:
                 raise SegmentError(f"segment {name} is too small ({size} bytes) to be ours")
             prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-            mm = mmap.mmap(shm.fd, size, mmap.MAP_SHARED, prot)
+            mm = mmap.mmap(shm.fd, size, MAP_FLAGS, prot)
         except OSError as exc:
             raise SegmentError(f"cannot map segment {name}: {exc}") from exc
         finally:

@@ -354,3 +354,15 @@ def test_random_schedules_deliver_in_order_and_count_every_loss(shm, schedule, c
         assert state.lost + len(got) == seq
     else:
         assert got == list(range(seq)) and state.lost == 0
+
+
+def test_a_view_outlives_closing_its_reader(shm) -> None:
+    lane = shm.lane()
+    c = shm.consumer()
+    r = LaneReader(Segment.attach(lane, KIND_LANE), shm.state(c))
+    w = shm.writer(lane, (c,))
+    w.publish(b"kept")
+    view = r.poll_view()
+    r.close()  # the mapping stays until the view is dropped
+    assert bytes(view) == b"kept"
+    view.release()
