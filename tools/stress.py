@@ -6,11 +6,13 @@
 Starts a broker on a private socket (``bench_broker.Broker``: the embedded default config,
 so the load runs on the real market_data fanout topic and its 16 MiB lanes), then N
 consumer processes and P producer processes. The producers publish numbered messages
-(producer index and sequence number in the first 16 bytes) in ``publish_many`` bursts
-paced to R msg/s together, sleeping ~1 ms whenever they are ahead of the schedule; each
-ends with an END message. Every consumer checks every message: per producer, the next
+(producer index and sequence number in the first 16 bytes) paced to R msg/s together:
+a ``publish_many`` burst once at least a millisecond's worth is due, else a ~1 ms sleep
+(so a producer costs what its messages cost, not a core); each ends with an END message. Every consumer checks every message: per producer, the next
 sequence number and nothing else. A BackpressureTimeout is not a loss (nothing was
-written): the producer counts it and publishes the rest again.
+written): the producer counts it and publishes the rest again. Consumers wait with the
+default strategy (spin, yield, then block on the doorbell); ``--no-spin`` makes them block
+at once, which shows what the messages themselves cost in CPU.
 
 Every second it prints what was sent and received (slowest consumer), the last second's
 rates, the lag, and the RSS of the broker and of the client processes. At the end it
@@ -79,6 +81,7 @@ def paced_producer(
 ) -> None:
     """Publish ``rate`` msg/s of ``size`` bytes from ``t0`` for ``duration`` s, then END."""
     ignore_sigint()
+    min_burst = max(1, min(PUBLISH_BURST, int(rate * PACE_SLEEP_S)))
     from mycelium import Producer
     from mycelium.errors import BackpressureTimeout
 
@@ -96,7 +99,7 @@ def paced_producer(
             if now >= end:
                 break
             n = min(PUBLISH_BURST, int((now - t0) * rate) - seq)
-            if n <= 0:
+            if n < min_burst:
                 time.sleep(PACE_SLEEP_S)
                 continue
             for i in range(n):
@@ -163,18 +166,21 @@ def checking_consumer(
     index: int,
     producers: int,
     deadline: float,
+    spin: bool,
     received: Any,
     ready: Any,
     abort: Any,
     out: Any,
 ) -> None:
-    """Read and check until every producer's END (or abort, or ``deadline``)."""
+    """Read and check until every producer's END (or abort, or ``deadline``); without
+    ``spin``, block on the doorbell as soon as there is nothing to read."""
     ignore_sigint()
     from mycelium import Consumer
 
     check = SeqCheck(producers)
     t_last = 0.0
-    with Consumer(TOPIC, socket_path=sock) as c:
+    waiting = {} if spin else {"spins": 0, "yields": 0}
+    with Consumer(TOPIC, socket_path=sock, **waiting) as c:
         ready.set()
         cpu0 = time.process_time()
         while not check.complete and not abort.is_set() and time.monotonic() < deadline:
@@ -378,8 +384,8 @@ def load(args: argparse.Namespace, broker: Broker, children: Children) -> bool:
     t_end = time.monotonic() + READY_TIMEOUT_S + START_DELAY_S + args.duration + DRAIN_S
     for i in range(args.consumers):
         children.start(
-            checking_consumer, broker.sock, i, args.producers, t_end, received[i], ready[i],
-            children.abort, consumer_out,
+            checking_consumer, broker.sock, i, args.producers, t_end, not args.no_spin,
+            received[i], ready[i], children.abort, consumer_out,
         )  # fmt: skip
     wait_ready(ready, READY_TIMEOUT_S)
     t0 = time.monotonic() + START_DELAY_S
@@ -391,7 +397,8 @@ def load(args: argparse.Namespace, broker: Broker, children: Children) -> bool:
         )  # fmt: skip
     print(
         f"stress: {args.duration:g} s at {args.rate:,.0f} msg/s of {args.size} B, "
-        f"{args.producers} producer(s), {args.consumers} consumer(s), topic {TOPIC}",
+        f"{args.producers} producer(s), {args.consumers} consumer(s), topic {TOPIC}"
+        + (", consumers block at once" if args.no_spin else ""),
         flush=True,
     )
     progress = Progress(broker.proc.pid, sent, received, children, t0)
@@ -475,6 +482,9 @@ def main() -> int:
     ap.add_argument("--size", type=int, required=True, help=f"bytes per message (>= {HEAD.size})")
     ap.add_argument("--consumers", type=int, default=1, help="fanout consumer processes")
     ap.add_argument("--producers", type=int, default=1, help="producer processes")
+    ap.add_argument(
+        "--no-spin", action="store_true", help="consumers block at once when there is nothing"
+    )
     args = ap.parse_args()
     if args.size < HEAD.size or args.duration <= 0 or args.rate <= 0:
         ap.error(f"need --size >= {HEAD.size}, --duration > 0 and --rate > 0")
