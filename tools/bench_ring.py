@@ -15,12 +15,15 @@ to different CPUs when there are two, and starts them together.
   waits with the spin, yield or block strategy (block: straight to the doorbell) and
   records arrival minus stamp. p50/p99/p99.9 and max, in microseconds.
 
+Each row also says how much CPU other processes used while it ran ("other", % of one
+core): on a shared machine that, not the ring, is what moves the tail latencies.
 Every loop has a deadline; children are killed and every segment is unlinked in
 ``finally``, even on failure.
 
     python tools/bench_ring.py            # full run (about half a minute)
     python tools/bench_ring.py --quick    # smaller counts
     python tools/bench_ring.py --json     # machine-readable
+    python tools/bench_ring.py --ring-mib 4   # another ring size (default 16 MiB)
 """
 
 from __future__ import annotations
@@ -87,7 +90,9 @@ def _pin(cpu: int | None) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def _writer(names: dict[str, str], case: dict[str, Any], cpu: int | None, ready, go, out) -> None:
+def _writer(
+    names: dict[str, str], case: dict[str, Any], cpu: int | None, ready: Any, go: Any, out: Any
+) -> None:
     _pin(cpu)
     writer = LaneWriter(Segment.attach(names["lane"], KIND_LANE, writable=True))
     view = ConsumerStateView.attach(names["state"], names["doorbell"])
@@ -137,7 +142,9 @@ def _paced(writer: LaneWriter, n: int, rate: float, size: int) -> None:
         due += period_ns
 
 
-def _reader(names: dict[str, str], case: dict[str, Any], cpu: int | None, ready, go, out) -> None:
+def _reader(
+    names: dict[str, str], case: dict[str, Any], cpu: int | None, ready: Any, go: Any, out: Any
+) -> None:
     _pin(cpu)
     state = ConsumerState.attach(names["state"], names["doorbell"])
     reader = LaneReader(Segment.attach(names["lane"], KIND_LANE), state, start="end")
@@ -216,7 +223,7 @@ def _latency(reader: LaneReader, state: ConsumerState, case: dict[str, Any]) -> 
 
 # -- parent ---------------------------------------------------------------------------
 def _run_case(
-    ctx, broker: str, index: int, case: dict[str, Any], cpus, ring_bytes: int
+    ctx: Any, broker: str, index: int, case: dict[str, Any], cpus: tuple, ring_bytes: int
 ) -> dict[str, Any]:
     names = {
         "lane": segment_name(broker, "L", index),
@@ -309,8 +316,8 @@ def _rate(r: dict[str, Any]) -> float:
 
 
 def _report(
-    rows: list[tuple[dict[str, Any], dict[str, Any]]], cpus, quick: bool, ring_bytes: int
-) -> dict:
+    rows: list[tuple[dict[str, Any], dict[str, Any]]], cpus: tuple, quick: bool, ring_bytes: int
+) -> dict[str, Any]:
     report: dict[str, Any] = {
         "ring_bytes": ring_bytes,
         "batch": BATCH,

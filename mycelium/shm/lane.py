@@ -746,7 +746,7 @@ class LaneReader:
         (skip to the tail, count the loss, retry) and corrupt headers (raise)."""
         for _ in range(OVERRUN_RETRIES):
             try:
-                found = self._locate()
+                found = self._locate(self._pos)
                 if found is None:
                     return None
                 pos, n, end = found
@@ -766,49 +766,78 @@ class LaneReader:
     def poll_many(self, max_n: int) -> list[bytes]:
         """Up to ``max_n`` messages as bytes, with one cursor store for the batch.
 
-        A corrupt frame after some good ones returns the good ones first; the next call
-        raises CorruptFrame.
+        The whole batch is checked against the reservation once, after the last copy: if
+        the writer overran its first frame, the batch is dropped and read again from the
+        tail (the skipped messages counted as lost). A corrupt frame after some good ones
+        returns the good ones first; the next call raises CorruptFrame.
         """
         self._raise_pending()
-        out: list[bytes] = []
-        mm = self._mm
-        mask = self._mask
-        cap = self._cap
-        retries = OVERRUN_RETRIES
-        while len(out) < max_n:
+        for _ in range(OVERRUN_RETRIES):
+            first, count = self._pos, self._count
             try:
-                found = self._locate()
-                if found is None:
-                    break
-                pos, n, end = found
-                fb = end - pos
-                off = pos & mask
-                k = min(max_n - len(out), (self._avail - pos) // fb, (cap - off) // fb)
-                # A run of equal frames? Look at the second header before paying for more.
-                if k >= READER_RUN_MIN_FRAMES and self._dq[(off + fb) >> 3] == n:
-                    got = self._read_run(off, n, fb, k)
-                else:
-                    got = [mm[LANE_DATA_OFF + off + 8 : LANE_DATA_OFF + off + 8 + n]]
-                self._check_intact(pos)
+                out = self._copy_frames(max_n)
+                self._check_intact(first)
             except _Overrun:
-                if not retries:
-                    break
-                retries -= 1
+                self._pos, self._count = first, count
                 self._skip_to_tail()
                 continue
-            except CorruptFrame as exc:
-                if not out:
-                    raise
-                # Deliver the good frames now; the skipped, counted corrupt one is raised next.
-                self._pending_error = exc
-                break
-            out += got
-            self._pos = pos + len(got) * fb
-            self._count += len(got)
-        if out:
-            sq = self._sq
-            sq[self._cnt_i] = self._count
-            sq[self._cur_i] = self._pos
+            if out:
+                self._count = count = max(self._count, count + len(out))
+                sq = self._sq
+                sq[self._cnt_i] = count
+                sq[self._cur_i] = self._pos
+            return out
+        return []
+
+    def _copy_frames(self, max_n: int) -> list[bytes]:
+        """Copy up to ``max_n`` frames from our position on and advance it (not the slot).
+
+        Ordinary frames are handled inline; wrap markers and bad headers go through
+        ``_locate``. Raises _Overrun, or CorruptFrame if the first frame is corrupt (a
+        later one is kept for the next call).
+        """
+        out: list[bytes] = []
+        mm = self._mm
+        dq = self._dq
+        mask = self._mask
+        cap = self._cap
+        limit = self._max
+        pos = self._pos
+        avail = self._avail
+        try:
+            while len(out) < max_n:
+                if pos >= avail:
+                    # Observe, as in poll().
+                    avail = self._avail = self._hq[LANE_WRITE_Q]
+                    if pos >= avail:
+                        break
+                off = pos & mask
+                n = dq[off >> 3]
+                end = pos + ((n + 15) & -8)
+                if n > limit or end > avail or off + 8 + n > cap:
+                    found = self._locate(pos)  # a wrap marker, or a bad header
+                    if found is None:
+                        break
+                    pos, n, end = found
+                    off = pos & mask
+                    avail = self._avail
+                fb = end - pos
+                k = min(max_n - len(out), (avail - pos) // fb, (cap - off) // fb)
+                # A run of equal frames? Look at the second header before paying for more.
+                if k >= READER_RUN_MIN_FRAMES and dq[(off + fb) >> 3] == n:
+                    got = self._read_run(off, n, fb, k)
+                    out += got
+                    pos += len(got) * fb
+                else:
+                    out.append(mm[LANE_DATA_OFF + off + 8 : LANE_DATA_OFF + off + 8 + n])
+                    pos = end
+        except CorruptFrame as exc:
+            if not out:
+                raise
+            # Deliver the good frames now; the skipped, counted corrupt one is raised next.
+            self._pending_error = exc
+            return out  # _corrupt moved our position past the bad frame
+        self._pos = pos
         return out
 
     def _read_run(self, off: int, n: int, fb: int, k: int) -> list[bytes]:
@@ -845,7 +874,7 @@ class LaneReader:
         self.release()
         for _ in range(OVERRUN_RETRIES):
             try:
-                found = self._locate()
+                found = self._locate(self._pos)
                 if found is None:
                     return None
                 pos, n, end = found
@@ -869,10 +898,10 @@ class LaneReader:
             self._sq[self._cur_i] = self._pos
 
     # -- slow-path helpers ----------------------------------------------------------------
-    def _locate(self) -> tuple[int, int, int] | None:
-        """The next frame as (position, length, end), following a wrap marker; None if
-        nothing is published. Raises _Overrun, or CorruptFrame (after skipping)."""
-        pos = self._pos
+    def _locate(self, pos: int) -> tuple[int, int, int] | None:
+        """The frame at ``pos`` as (position, length, end), following a wrap marker; None
+        if nothing is published there yet. Raises _Overrun if the writer lapped our read
+        (which began at our position), or CorruptFrame (after skipping) on a bad header."""
         avail = self._avail
         if pos >= avail:
             avail = self._avail = self._hq[LANE_WRITE_Q]  # observe, as in poll()
@@ -881,9 +910,9 @@ class LaneReader:
         mask = self._mask
         n = self._dq[(pos & mask) >> 3]
         if n == WRAP_MARKER:
+            if (pos | mask) + 1 + FRAME_HEADER_BYTES > avail:
+                self._bad(f"wrap marker at {pos} with no frame published after it")
             pos = (pos | mask) + 1
-            if pos + FRAME_HEADER_BYTES > avail:
-                self._bad(f"wrap marker at {self._pos} with no frame published after it")
             n = self._dq[0]
         if n > self._max:
             self._bad(f"frame length {n} at {pos} exceeds max_message {self._max}")
@@ -902,7 +931,8 @@ class LaneReader:
             raise _Overrun
 
     def _bad(self, why: str) -> None:
-        """A header failed its checks: an overrun if the writer lapped us, else corrupt."""
+        """A header failed its checks: an overrun if the writer lapped the bytes read since
+        our position (a chain of overwritten headers can lead anywhere), else corrupt."""
         self._check_intact(self._pos)
         self._corrupt(why)
 

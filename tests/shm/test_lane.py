@@ -6,8 +6,9 @@ import threading
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from shm_kit import ShmKit, new_broker_id
 from shm_workers import check, payload, size_for
 
 from mycelium.errors import BackpressureTimeout, MessageTooLarge, SegmentError
@@ -313,13 +314,19 @@ ops = st.lists(
 )
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, deadline=None)
 @given(schedule=ops, capacity=st.sampled_from([1024, 4096]), lossy=st.booleans())
-def test_random_schedules_deliver_in_order_and_count_every_loss(shm, schedule, capacity, lossy):
+def test_random_schedules_deliver_in_order_and_count_every_loss(schedule, capacity, lossy):
     """Any interleaving of publishes, batches, reads and writer restarts: a lossless reader
     gets every message once and in order; a lossy one a subsequence, the rest in ``lost``."""
+    shm = ShmKit(new_broker_id())  # one per example: each example's mappings are closed
+    try:
+        run_schedule(shm, schedule, capacity, lossy)
+    finally:
+        shm.teardown()
+
+
+def run_schedule(shm, schedule, capacity: int, lossy: bool) -> None:
     lane = shm.lane(capacity=capacity, max_message=200, lossy=lossy)
     c = shm.consumer()
     state = shm.state(c)
