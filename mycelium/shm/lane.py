@@ -752,7 +752,7 @@ class LaneReader:
                 pos, n, end = found
                 start = LANE_DATA_OFF + (pos & self._mask) + 8
                 data = self._mm[start : start + n]
-                self._check_intact(pos)
+                self._check_intact(self._pos)  # from where this read began: a wrap marker too
             except _Overrun:
                 self._skip_to_tail()
                 continue
@@ -878,7 +878,7 @@ class LaneReader:
                 if found is None:
                     return None
                 pos, n, end = found
-                self._check_intact(pos)
+                self._check_intact(self._pos)  # from where this read began: a wrap marker too
             except _Overrun:
                 self._skip_to_tail()
                 continue
