@@ -95,3 +95,30 @@ def test_overruns_while_reading_across_processes(shm, children) -> None:
     assert state.lost == gaps, "a gap was not counted"
     assert state.lost + len(got) == n and state.corrupt == 0
     assert state.lost > 0  # the race did happen
+
+
+@pytest.mark.parametrize("how", ["poll", "poll_many"])
+def test_an_overwritten_header_that_looks_like_a_wrap_marker_is_an_overrun(shm, how) -> None:
+    """The writer laps the reader and leaves 0xFF bytes (a WRAP_MARKER) right where the
+    reader's next header was. Following it would deliver the first frame of the next lap
+    and skip the rest silently; the check from where the read began catches it."""
+    lane = shm.lane(capacity=1024, max_message=200, lossy=True)
+    c = shm.consumer()
+    state = shm.state(c)
+    r = shm.reader(lane, state)
+    w = shm.writer(lane, (c,))
+
+    def msg(seq: int, size: int) -> bytes:
+        return b"\xff" * 8 + seq.to_bytes(4, "little") + bytes(size - 12)
+
+    sizes = [120] * 4 + [120] * 4 + [120, 120, 120, 112, 120]  # lap 0 to 512; to 1024; lap 1
+    for seq, size in enumerate(sizes[:4]):
+        w.publish(msg(seq, size))
+    assert [d[8] for d in r.poll_many(10)] == [0, 1, 2, 3] and r.position == 512
+    for seq, size in enumerate(sizes[4:], start=4):
+        w.publish(msg(seq, size))
+    # The frame at ring offset 504 put its first 8 payload bytes (0xFF) at offset 512.
+    batch = r.poll_many(100) if how == "poll_many" else iter(r.poll, None)
+    got = [int.from_bytes(d[8:12], "little") for d in batch]
+    assert got == list(range(got[0], len(sizes)))
+    assert state.lost == got[0] - 4 > 0 and state.lost + len(got) == len(sizes) - 4
