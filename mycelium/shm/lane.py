@@ -421,14 +421,16 @@ class LaneWriter:
         mask = self._mask
         pos = self._pos
         count = first = self._count
+        limit = self._limit
         try:
             for item in items:
                 n = len(item)
                 end = pos + ((n + 15) & -8)
-                if end > self._limit:
+                if end > limit:
                     self._publish_upto(pos, count)  # readers may need these to free space
                     pos = self._claim(pos, end - pos)
                     end = pos + ((n + 15) & -8)
+                    limit = self._limit
                 off = pos & mask
                 dq[off >> 3] = n
                 start = LANE_DATA_OFF + off + 8
@@ -804,8 +806,9 @@ class LaneReader:
         limit = self._max
         pos = self._pos
         avail = self._avail
+        left = max_n
         try:
-            while len(out) < max_n:
+            while left > 0:
                 if pos >= avail:
                     # Observe, as in poll().
                     avail = self._avail = self._hq[LANE_WRITE_Q]
@@ -822,15 +825,22 @@ class LaneReader:
                     off = pos & mask
                     avail = self._avail
                 fb = end - pos
-                k = min(max_n - len(out), (avail - pos) // fb, (cap - off) // fb)
-                # A run of equal frames? Look at the second header before paying for more.
-                if k >= READER_RUN_MIN_FRAMES and dq[(off + fb) >> 3] == n:
+                # A run of equal frames? The second header says so before we pay for more.
+                if (
+                    left >= READER_RUN_MIN_FRAMES
+                    and dq[((off + fb) & mask) >> 3] == n
+                    and (k := min(left, (avail - pos) // fb, (cap - off) // fb))
+                    >= READER_RUN_MIN_FRAMES
+                ):
                     got = self._read_run(off, n, fb, k)
                     out += got
                     pos += len(got) * fb
+                    left -= len(got)
                 else:
-                    out.append(mm[LANE_DATA_OFF + off + 8 : LANE_DATA_OFF + off + 8 + n])
+                    start = LANE_DATA_OFF + 8 + off
+                    out.append(mm[start : start + n])
                     pos = end
+                    left -= 1
         except CorruptFrame as exc:
             if not out:
                 raise
