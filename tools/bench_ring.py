@@ -217,7 +217,7 @@ def _latency(reader: LaneReader, state: ConsumerState, case: dict[str, Any]) -> 
     us = lat[:got] / 1e3
     if not got:
         return {"samples": 0}
-    p50, p99, p999 = np.percentile(us, [50, 99, 99.9])
+    p50, p99, p999 = (float(p) for p in np.percentile(us, [50, 99, 99.9]))
     return {"samples": got, "p50": p50, "p99": p99, "p99_9": p999, "max": float(us.max())}
 
 
