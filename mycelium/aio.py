@@ -179,8 +179,8 @@ class AsyncConsumer:
             timeout = BLOCK_SAFETY_S if remaining is None else min(BLOCK_SAFETY_S, remaining)
             try:
                 core.state.doorbell.acquire(max(timeout, 0))
-            except posix_ipc.BusyError:
-                pass
+            except (posix_ipc.BusyError, posix_ipc.SignalError):
+                pass  # timed out or interrupted: the loop polls again
         finally:
             core.state.set_sleeping(False)
 

@@ -137,7 +137,7 @@ class _QueueRoute:
         n = len(writers)
         for k in range(n):
             w = writers[(start + k) % n]
-            if w.free_bytes() >= need:
+            if w.has_room(need):
                 self._next[group] = (start + k + 1) % n
                 return w
         return None

@@ -36,8 +36,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-import posix_ipc
-
 from mycelium.client import Consumer, Producer
 from mycelium.errors import BackpressureTimeout, BrokerUnavailable, CorruptFrame
 from mycelium.protocol import Message, ProtocolError, parse_message
@@ -235,10 +233,7 @@ class Inbox:
         if not batch:
             consumer = self.consumers[self._turn % len(self.consumers)]
             self._turn += 1
-            try:
-                batch = consumer.recv_many(BATCH, timeout=IDLE_WAIT_S)
-            except posix_ipc.SignalError:
-                return  # a signal (SIGTERM: stop) woke the doorbell wait; the loop decides
+            batch = consumer.recv_many(BATCH, timeout=IDLE_WAIT_S)
         counters = self.service.counters
         for payload in batch:
             counters.received += 1

@@ -509,6 +509,11 @@ class LaneWriter:
             return self._cap
         return self._floor() + self._cap - self._pos
 
+    def has_room(self, need: int) -> bool:
+        """Whether ``need`` ring bytes fit now without waiting. The cached limit (never
+        above what the readers allow) answers most calls; only a "no" rescans them."""
+        return self._pos + need <= self._limit or self.free_bytes() >= need
+
     def mark_closed(self) -> None:
         """Set the closed flag but keep the mapping (the producer hands a lane back)."""
         self._hq[LANE_CLOSED_Q] = 1

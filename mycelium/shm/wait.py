@@ -92,8 +92,8 @@ def wait_until(
                     return None
             try:
                 bell.acquire(timeout)
-            except posix_ipc.BusyError:
-                pass
+            except (posix_ipc.BusyError, posix_ipc.SignalError):
+                pass  # timed out, or a signal woke us: its handler runs now; we re-poll
         finally:
             state.set_sleeping(False)
         _drain(bell)

@@ -136,3 +136,37 @@ def test_doorbell_wakes_a_blocked_reader_quickly(shm, children) -> None:
     assert children.join(proc) == 0
     assert len(lat) == trials
     assert statistics.median(lat) < 5e6 and max(lat) < 1e9, f"wake-up latencies (ns): {lat}"
+
+
+def test_a_signal_during_the_doorbell_wait_is_a_wake_up_not_an_error(shm) -> None:
+    """A handled signal interrupts sem_timedwait (posix_ipc raises SignalError); the
+    blocked reader must run the handler and keep waiting, then get the message."""
+    import os
+    import signal
+    import threading
+
+    lane = shm.lane()
+    c = shm.consumer()
+    state = shm.state(c)
+    r = shm.reader(lane, state)
+    seen = []
+    old = signal.signal(signal.SIGUSR1, lambda *_: seen.append(1))
+
+    def disturb_then_publish() -> None:
+        w = shm.writer(lane, (c,))  # a writer belongs to the thread that made it
+        wait_for(lambda: state.sleeping, 5, "the reader to block")
+        os.kill(os.getpid(), signal.SIGUSR1)
+        wait_for(lambda: seen, 5, "the signal handler to run")
+        w.publish(b"after the signal")
+
+    t = threading.Thread(target=disturb_then_publish)
+    try:
+        t.start()
+        got = wait_until(
+            r.poll, state, time.monotonic() + 10, WaitStrategy.BLOCK, spins=0, yields=0
+        )
+    finally:
+        t.join(10)
+        signal.signal(signal.SIGUSR1, old)
+    assert seen == [1]
+    assert got == b"after the signal"
