@@ -9,8 +9,6 @@ kills whatever is still running at teardown, even when the test failed.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from spawned import Processes
 
 from mycelium.client.admin import admin_request
 from mycelium.control.wire import StatsRequest
@@ -136,39 +135,6 @@ def make_broker(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
 def broker(make_broker: Callable[..., BrokerProcess]) -> BrokerProcess:
     """A broker on the embedded default config (market_data, signals fanout; execution queue)."""
     return make_broker()
-
-
-class Processes:
-    """Spawned client processes that are always reaped."""
-
-    def __init__(self) -> None:
-        self.ctx = multiprocessing.get_context("spawn")
-        self.started: list[multiprocessing.process.BaseProcess] = []
-
-    def start(self, target: Callable[..., Any], *args: Any) -> multiprocessing.Process:
-        proc = self.ctx.Process(target=target, args=args, daemon=True)
-        proc.start()
-        self.started.append(proc)
-        return proc
-
-    def queue(self) -> Any:
-        return self.ctx.Queue()
-
-    def event(self) -> Any:
-        return self.ctx.Event()
-
-    def join_all(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        for proc in self.started:
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                pytest.fail(f"process {proc.pid} still running after {timeout}s")
-
-    def kill_all(self) -> None:
-        for proc in self.started:
-            if proc.is_alive():
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.join(5)
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from mycelium.client.control import ControlChannel
+from mycelium.client.handle import ClosingHandle
 from mycelium.control.wire import Subscribe, Subscribed, Unsubscribe
 from mycelium.errors import BrokerUnavailable, MyceliumError
 from mycelium.paths import resolve_socket_path
@@ -216,7 +216,7 @@ class ConsumerCore:
         self.registry.close()
 
 
-class Consumer(ConsumerCore):
+class Consumer(ClosingHandle, ConsumerCore):
     """Synchronous consumer handle of one topic (a context manager and an iterator)::
 
     with Consumer("market_data") as c:
@@ -266,16 +266,3 @@ class Consumer(ConsumerCore):
                 yield self.recv(timeout=1.0)
             except TimeoutError:
                 continue
-
-    def __enter__(self) -> Consumer:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            try:
-                self.close()
-            except Exception:  # interpreter shutdown: best effort only
-                pass

@@ -31,9 +31,9 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from mycelium.client.control import ControlChannel
+from mycelium.client.handle import ClosingHandle
 from mycelium.control.wire import RegisterProducer
 from mycelium.errors import BackpressureTimeout, MessageTooLarge, MyceliumError, UnknownTopic
 from mycelium.paths import resolve_socket_path
@@ -482,22 +482,9 @@ class ProducerCore:
         self.registry.close()
 
 
-class Producer(ProducerCore):
+class Producer(ClosingHandle, ProducerCore):
     """Synchronous producer handle (a context manager)::
 
     with Producer() as p:
         p.publish("market_data", b"...")
     """
-
-    def __enter__(self) -> Producer:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            try:
-                self.close()
-            except Exception:  # interpreter shutdown: best effort only
-                pass

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from shm_kit import BROKER_IDS, Children, ShmKit, new_broker_id
+from shm_kit import BROKER_IDS, ShmKit, new_broker_id
+from spawned import Processes
 
 from mycelium.shm import list_segments
 from mycelium.shm.segment import unlink_quietly
@@ -28,8 +29,8 @@ def shm() -> Iterator[ShmKit]:
 
 
 @pytest.fixture
-def children() -> Iterator[Children]:
-    kids = Children()
+def children() -> Iterator[Processes]:
+    kids = Processes()
     try:
         yield kids
     finally:

@@ -3,17 +3,15 @@
 ``ShmKit`` is bound to a broker id no other test or broker uses: it makes lanes and
 consumer states, maps writers and readers on them, and ``teardown`` closes everything and
 unlinks every object of its broker id. Every id handed out is remembered in ``BROKER_IDS``
-for the session-level leak check in conftest.py. ``Children`` starts functions in spawned
-processes and kills whatever still runs. (A module of its own, not conftest.py, so test
-modules import it by a name no other test directory uses.)
+for the session-level leak check in conftest.py. Child processes come from
+``spawned.Processes`` (tests/spawned.py), shared with the broker tests. (A module of its
+own, not conftest.py, so test modules import it by a name no other directory uses.)
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import secrets
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +34,6 @@ from mycelium.shm.segment import unlink_quietly
 
 #: Every broker id handed out this session; none may leave anything in /dev/shm.
 BROKER_IDS: list[str] = []
-JOIN_TIMEOUT_S = 60.0
 POLL_S = 0.002
 
 
@@ -129,37 +126,3 @@ class ShmKit:
         for name in left:
             unlink_quietly(name)
         return left
-
-
-class Children:
-    """Spawned processes that are always reaped (SIGKILL at teardown if still running)."""
-
-    def __init__(self) -> None:
-        self.ctx = multiprocessing.get_context("spawn")
-        self.started: list[multiprocessing.process.BaseProcess] = []
-
-    def start(self, target: Callable[..., Any], *args: Any) -> multiprocessing.Process:
-        proc = self.ctx.Process(target=target, args=args, daemon=True)
-        proc.start()
-        self.started.append(proc)
-        return proc
-
-    def queue(self) -> Any:
-        return self.ctx.Queue()
-
-    def event(self) -> Any:
-        return self.ctx.Event()
-
-    def join(self, proc: multiprocessing.Process, timeout: float = JOIN_TIMEOUT_S) -> int:
-        """Wait for ``proc``; fail if it is still running after ``timeout``. Its exit code."""
-        proc.join(timeout)
-        if proc.is_alive():
-            pytest.fail(f"child {proc.name} (pid {proc.pid}) still running after {timeout}s")
-        assert proc.exitcode is not None
-        return proc.exitcode
-
-    def kill_all(self) -> None:
-        for proc in self.started:
-            if proc.is_alive():
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.join(5)
