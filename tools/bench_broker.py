@@ -109,23 +109,27 @@ def _latency_consumer(sock: str, n: int, case: str, ready: Any, out: Any) -> Non
     out.put(lat)
 
 
+def pace_until(due_ns: int) -> None:
+    """Return at ``due_ns`` (perf_counter_ns): sleep while it is far off, leaving the core
+    to the consumer and the broker, and spin only the last PACE_SPIN_S, for precision."""
+    left_s = (due_ns - time.perf_counter_ns()) / 1e9
+    if left_s > PACE_SPIN_S:
+        time.sleep(left_s - PACE_SPIN_S)
+    while time.perf_counter_ns() < due_ns:  # bounded by PACE_SPIN_S
+        pass
+
+
 def _latency_producer(sock: str, n: int, rate: float, size: int) -> None:
-    """Paced sends: sleep while the next one is far off (leaving the core to the consumer
-    and the broker), spin only for the last stretch, so the pacing itself is precise."""
     from mycelium import Producer
 
     pad = b"\0" * (size - STAMP.size)
-    period = 1.0 / rate
+    period_ns = int(1e9 / rate)
     with Producer(socket_path=sock) as p:
         p.publish("signals", STAMP.pack(time.perf_counter_ns()) + pad)
-        start = time.perf_counter()
-        for i in range(1, n):
-            target = start + i * period
-            left = target - time.perf_counter()
-            if left > PACE_SPIN_S:
-                time.sleep(left - PACE_SPIN_S)
-            while time.perf_counter() < target:  # bounded by PACE_SPIN_S
-                pass
+        due = time.perf_counter_ns()
+        for _ in range(1, n):
+            due += period_ns
+            pace_until(due)
             p.publish("signals", STAMP.pack(time.perf_counter_ns()) + pad)
 
 

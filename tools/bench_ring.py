@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from bench_broker import pace_until
 
 from mycelium.shm import (
     ConsumerState,
@@ -71,8 +72,8 @@ READY_TIMEOUT_S = 30.0
 CLOCK_EVERY = 4096
 #: Paced rates (messages/s) and sample counts for the latency cases.
 LATENCY_PLAN = {
-    WaitStrategy.SPIN: (20_000, 100_000),
-    WaitStrategy.YIELD: (20_000, 100_000),
+    WaitStrategy.SPIN: (5_000, 25_000),
+    WaitStrategy.YIELD: (5_000, 25_000),
     WaitStrategy.BLOCK: (5_000, 25_000),
 }
 TARGETS = {
@@ -129,15 +130,14 @@ def _writer(
 
 
 def _paced(writer: LaneWriter, n: int, rate: float, size: int) -> None:
-    """Publish ``n`` stamped frames at ``rate``/s, busy-waiting between them."""
+    """Publish ``n`` stamped frames at ``rate``/s (``pace_until`` between them)."""
     period_ns = int(1e9 / rate)
     pad = b"\0" * (size - STAMP.size)
     clock = time.perf_counter_ns
     publish = writer.publish
     due = clock() + period_ns
     for _ in range(n):
-        while clock() < due:
-            pass
+        pace_until(due)
         publish(STAMP.pack(clock()) + pad)
         due += period_ns
 
