@@ -164,8 +164,11 @@ class ConsumerCore:
         reply = self.channel.request(Subscribe(topic=self.topic, group=self.group if
                                                self._queue else None, resume_id=self.id))  # fmt: skip
         if isinstance(reply, Subscribed) and reply.consumer_id != self.id:
+            # The coordinator lost our entry (its registry is gone): give the new one back
+            # at once, so retrying leaks nothing, and keep reading the lanes we have.
+            self.channel.request(Unsubscribe(consumer_id=reply.consumer_id))
             raise BrokerUnavailable(
-                f"the broker gave us a new consumer id {reply.consumer_id} (was {self.id})"
+                f"the broker no longer knows consumer {self.id} (it offered {reply.consumer_id})"
             )
 
     def _beat(self) -> None:
