@@ -12,13 +12,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from spawned import Processes
+from harness import Processes, wait_for
 
 from mycelium.client.admin import admin_request
 from mycelium.control.wire import StatsRequest
@@ -27,19 +26,6 @@ from mycelium.shm.segment import broker_id_for, list_segments, unlink_quietly
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
-POLL_S = 0.01
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(POLL_S)
 
 
 class BrokerProcess:

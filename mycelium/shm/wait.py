@@ -68,15 +68,11 @@ def wait_until(
             return result
     if strategy is WaitStrategy.SPIN:
         return _spin(poll, deadline)
-    for _ in range(yields):
-        os.sched_yield()
-        result = poll()
-        if result is not None:
-            return result
-        if deadline is not None and time.monotonic() >= deadline:
-            return None
     if strategy is WaitStrategy.YIELD:
         return _yield(poll, deadline)
+    result = _yield(poll, deadline, yields)
+    if result is not None or (deadline is not None and time.monotonic() >= deadline):
+        return result
     bell = state.doorbell
     while True:
         state.set_sleeping(True)
@@ -123,11 +119,17 @@ def _spin(poll: Callable[[], T | None], deadline: float | None) -> T | None:
             return None
 
 
-def _yield(poll: Callable[[], T | None], deadline: float | None) -> T | None:
-    while True:
+def _yield(
+    poll: Callable[[], T | None], deadline: float | None, rounds: int | None = None
+) -> T | None:
+    """Yield the CPU between polls, for ``rounds`` polls (None: until the deadline)."""
+    done = 0
+    while rounds is None or done < rounds:
+        done += 1
         os.sched_yield()
         result = poll()
         if result is not None:
             return result
         if deadline is not None and time.monotonic() >= deadline:
             return None
+    return None

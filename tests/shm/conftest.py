@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from harness import Processes
 from shm_kit import BROKER_IDS, ShmKit, new_broker_id
-from spawned import Processes
 
 from mycelium.shm import list_segments
 from mycelium.shm.segment import unlink_quietly

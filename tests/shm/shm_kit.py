@@ -3,20 +3,16 @@
 ``ShmKit`` is bound to a broker id no other test or broker uses: it makes lanes and
 consumer states, maps writers and readers on them, and ``teardown`` closes everything and
 unlinks every object of its broker id. Every id handed out is remembered in ``BROKER_IDS``
-for the session-level leak check in conftest.py. Child processes come from
-``spawned.Processes`` (tests/spawned.py), shared with the broker tests. (A module of its
-own, not conftest.py, so test modules import it by a name no other directory uses.)
+for the session-level leak check in conftest.py. Child processes and ``wait_for`` come
+from tests/harness.py, shared with the broker tests. (A module of its own, not
+conftest.py, so test modules import it by a name no other directory uses.)
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import time
-from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from mycelium.shm import (
     ConsumerState,
@@ -34,7 +30,6 @@ from mycelium.shm.segment import unlink_quietly
 
 #: Every broker id handed out this session; none may leave anything in /dev/shm.
 BROKER_IDS: list[str] = []
-POLL_S = 0.002
 
 
 def new_broker_id() -> str:
@@ -42,18 +37,6 @@ def new_broker_id() -> str:
     bid = "t" + secrets.token_hex(4)
     BROKER_IDS.append(bid)
     return bid
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(POLL_S)
 
 
 class ShmKit:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import shm_workers
-from shm_kit import wait_for
+from harness import wait_for
 from shm_workers import check, payload
 
 from mycelium.errors import BackpressureTimeout

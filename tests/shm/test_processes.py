@@ -9,7 +9,7 @@ import time
 
 import pytest
 import shm_workers
-from shm_kit import wait_for
+from harness import wait_for
 from shm_workers import check, next_batch, size_for
 
 from mycelium.errors import CorruptFrame

@@ -10,7 +10,7 @@ import itertools
 import time
 
 import shm_workers
-from shm_kit import wait_for
+from harness import wait_for
 from shm_workers import check, next_batch
 
 from mycelium.shm import Segment

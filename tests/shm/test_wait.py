@@ -10,7 +10,7 @@ import posix_ipc
 import psutil
 import pytest
 import shm_workers
-from shm_kit import wait_for
+from harness import wait_for
 from shm_workers import STAMP
 
 from mycelium.shm import ConsumerStateView, WaitStrategy, wait_until

@@ -1,4 +1,5 @@
-"""Spawned processes that tests always reap, shared by every test directory."""
+"""The harness every test directory shares: spawned processes that are always reaped,
+and polling for a condition with a deadline (never a bare sleep)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,19 @@ from typing import Any
 import pytest
 
 JOIN_TIMEOUT_S = 60.0
+POLL_S = 0.005
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(POLL_S)
 
 
 class Processes:
