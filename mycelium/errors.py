@@ -14,6 +14,7 @@ __all__ = [
     "CorruptFrame",
     "MessageTooLarge",
     "MyceliumError",
+    "NonContiguousPayload",
     "PermissionDenied",
     "SegmentError",
     "UnknownTopic",
@@ -50,6 +51,10 @@ class MessageTooLarge(MyceliumError, ValueError):
         self.topic = topic
         where = f" on topic {topic!r}" if topic else ""
         super().__init__(f"message of {size} bytes exceeds max_message_size {max_size}{where}")
+
+
+class NonContiguousPayload(MyceliumError, ValueError):
+    """A payload buffer whose bytes are not one contiguous run; nothing was written."""
 
 
 class BackpressureTimeout(MyceliumError, TimeoutError):

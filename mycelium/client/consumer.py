@@ -29,8 +29,8 @@ from mycelium.errors import BrokerUnavailable, MyceliumError
 from mycelium.paths import resolve_socket_path
 from mycelium.protocol import Message, parse_message
 from mycelium.shm.consumer_state import ConsumerState
-from mycelium.shm.lane import LaneReader
 from mycelium.shm.layout import KIND_LANE, REGISTRY_GENERATION_Q
+from mycelium.shm.reader import LaneReader
 from mycelium.shm.registry import RegistryView
 from mycelium.shm.segment import Segment
 from mycelium.shm.wait import DEFAULT_SPINS, DEFAULT_YIELDS, WaitStrategy, wait_until

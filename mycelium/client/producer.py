@@ -46,11 +46,11 @@ from mycelium.protocol import (
     RelayDomain,
 )
 from mycelium.shm.consumer_state import ConsumerStateView
-from mycelium.shm.lane import LaneWriter
 from mycelium.shm.layout import KIND_LANE, REGISTRY_GENERATION_Q, SLOT_CURSOR_Q, frame_bytes
 from mycelium.shm.recovery import unread_frames
 from mycelium.shm.registry import ConsumerEntry, LaneEntry, RegistryView, TopicEntry, Topology
 from mycelium.shm.segment import Segment
+from mycelium.shm.writer import LaneWriter
 
 __all__ = ["Producer", "ProducerCore"]
 

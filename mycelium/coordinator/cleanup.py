@@ -16,7 +16,7 @@ from __future__ import annotations
 import psutil
 
 from mycelium.errors import SegmentError
-from mycelium.shm.lane import LaneInfo
+from mycelium.shm.lane_header import LaneInfo
 from mycelium.shm.layout import CONSUMER_STATIC, CONSUMER_STATIC_OFF, KIND_CONSUMER, KIND_LANE
 from mycelium.shm.registry import RegistryView
 from mycelium.shm.segment import NAME_PREFIX, Segment, list_segments, unlink_quietly

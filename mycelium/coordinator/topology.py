@@ -32,7 +32,7 @@ from mycelium.shm.consumer_state import (
     create_consumer_segment,
     remove_consumer_objects,
 )
-from mycelium.shm.lane import create_lane_segment
+from mycelium.shm.lane_header import create_lane_segment
 from mycelium.shm.layout import (
     KIND_LANE,
     LANE_CLOSED_Q,

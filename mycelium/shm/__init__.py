@@ -1,5 +1,10 @@
 """The shared-memory data plane: segments, single-writer lanes, consumer state, registry.
 
+A lane is split Disruptor-style: ``lane_header`` (geometry, tail record), ``frames``
+(the frame format and its one walk), ``payload``, ``gating`` (the readers a writer
+waits on), ``writer`` (the sequencer), ``reader``, ``runs`` (vectorised batches) and
+``recovery`` (a producer reading its own unread frames back).
+
 Knows nothing of sockets or the coordinator: tests and tools create and attach segments
 directly; the coordinator and client handles use the same calls.
 """
@@ -10,9 +15,11 @@ from mycelium.shm.consumer_state import (
     create_consumer_segment,
     remove_consumer_objects,
 )
-from mycelium.shm.lane import LaneInfo, LaneReader, LaneWriter, create_lane_segment
+from mycelium.shm.lane_header import LaneInfo, create_lane_segment
+from mycelium.shm.reader import LaneReader
 from mycelium.shm.segment import Segment, broker_id_for, list_segments, segment_name
 from mycelium.shm.wait import WaitStrategy, wait_until
+from mycelium.shm.writer import LaneWriter
 
 __all__ = [
     "ConsumerState",

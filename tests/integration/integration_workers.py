@@ -31,7 +31,7 @@ from typing import Any
 
 from mycelium import Consumer, Producer
 from mycelium.errors import BackpressureTimeout, CorruptFrame
-from mycelium.shm.lane import read_lane_info
+from mycelium.shm.lane_header import LaneInfo
 from mycelium.shm.layout import KIND_LANE, LANE_DATA_OFF, LANE_WRITE_Q
 from mycelium.shm.segment import Segment
 
@@ -237,7 +237,7 @@ def _corrupt(spec: ProducerSpec, link: Link, reader: Link, good: int, how: str) 
         (lane,) = [x for x in topo.lanes if x.producer == p.id and x.topic == spec.topic]
         seg = Segment.attach(lane.segment, KIND_LANE, writable=True)
         try:
-            info = read_lane_info(seg)
+            info = LaneInfo(seg)
             pos = seg.q[LANE_WRITE_Q]
             p.publish(spec.topic, frame(spec.tag, good, spec.size))
             header_q = (LANE_DATA_OFF + (pos & (info.capacity - 1))) // 8

@@ -13,8 +13,9 @@ from shm_workers import check, payload, size_for
 
 from mycelium.errors import BackpressureTimeout, MessageTooLarge, SegmentError
 from mycelium.shm import LaneReader, LaneWriter, Segment
-from mycelium.shm.lane import READER_RUN_MIN_FRAMES, WRITER_RUN_MIN_ITEMS, create_lane_segment
+from mycelium.shm.lane_header import create_lane_segment
 from mycelium.shm.layout import KIND_LANE, LANE_DATA_OFF, WRAP_MARKER, frame_bytes
+from mycelium.shm.runs import READER_RUN_MIN_FRAMES, WRITER_RUN_MIN_ITEMS
 
 
 def drain(reader: LaneReader, limit: int = 10**7) -> list[bytes]:

@@ -1,0 +1,150 @@
+"""Gating: the readers a lane's writer must not overrun, and waiting for them.
+
+How this works
+--------------
+A lossless lane's writer gates on every consumer the topology gives it: it may write up
+to one ring past the lowest cursor among them (the *floor*). Each reader's cursor lives in
+its own consumer segment, mapped read-only here; a reader that has not claimed its slot
+for our lane yet is gated at the position where we first saw it, so it loses nothing
+published from then on. The writer caches the floor as its limit and rescans only when a
+write would cross it (``LaneWriter._claim``); then, if the ring is full, ``wait_for_space``
+spins, yields and sleeps (bounded), dropping readers whose process died.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+
+from mycelium.errors import BackpressureTimeout
+from mycelium.shm.consumer_state import ConsumerStateView
+from mycelium.shm.layout import CONSUMER_SLEEPING_Q, SLOT_CURSOR_Q, SLOT_LANE_Q
+from mycelium.shm.ordering import full_fence
+
+__all__ = ["Gating"]
+
+#: Backpressure wait: rescans with no pause, then sched_yield, then sleeps doubling up to max.
+WRITER_SPINS = 200
+WRITER_YIELDS = 50
+WRITER_SLEEP_MIN_S = 20e-6
+WRITER_SLEEP_MAX_S = 1e-3
+#: How often a waiting writer re-checks that the readers holding it back are still alive.
+WRITER_LIVENESS_EVERY_S = 0.1
+
+
+class _Gate:
+    """One reader a writer must not overrun: its consumer state and the slot for our lane."""
+
+    __slots__ = ("base", "floor", "view")
+
+    def __init__(self, view: ConsumerStateView, floor: int) -> None:
+        self.view = view
+        self.base: int | None = None
+        #: Until the reader claims its slot we gate at the position where we first saw it.
+        self.floor: int | None = floor
+
+
+class Gating:
+    """The set of readers one lane's writer waits on, and their doorbells."""
+
+    def __init__(self, lane_uid: int) -> None:
+        self.lane_uid = lane_uid
+        self._gates: list[_Gate] = []
+        #: (consumer words, sleeping-flag index, doorbell) of every reader with a doorbell.
+        self.bells: tuple = ()
+
+    def set_readers(self, views: Iterable[ConsumerStateView], pos: int) -> None:
+        """Gate on exactly these consumers (keeping what we know of ones seen before);
+        one not seen before is gated at ``pos`` until it claims its slot."""
+        old = {id(g.view): g for g in self._gates}
+        self._gates = [old.get(id(v)) or _Gate(v, pos) for v in views]
+        self.bells = tuple(
+            (g.view.q, CONSUMER_SLEEPING_Q, g.view.doorbell)
+            for g in self._gates
+            if g.view.doorbell is not None
+        )
+
+    @property
+    def readers(self) -> list[ConsumerStateView]:
+        return [g.view for g in self._gates]
+
+    def floor(self, pos: int) -> int:
+        """The lowest position some gated reader still needs (``pos`` if none)."""
+        lo = pos
+        uid = self.lane_uid
+        for g in self._gates:
+            q = g.view.q
+            base = g.base
+            if base is None or q[base + SLOT_LANE_Q] != uid:
+                base = g.base = g.view.find_slot(uid)
+                if base is None:
+                    if g.floor is not None and g.floor < lo:
+                        lo = g.floor
+                    continue
+                g.floor = None  # claimed a slot: from now on its cursor speaks
+            cursor = q[base + SLOT_CURSOR_Q]
+            if q[base + SLOT_LANE_Q] == uid and cursor < lo:
+                lo = cursor
+        return lo
+
+    def drop_dead(self, pos: int) -> bool:
+        """Stop gating on readers whose process is gone; True if any was dropped."""
+        live = [g for g in self._gates if g.view.alive()]
+        if len(live) == len(self._gates):
+            return False
+        self.set_readers((g.view for g in live), pos)
+        return True
+
+    def wait_for_space(
+        self,
+        pos: int,
+        need_end: int,
+        cap: int,
+        timeout_s: float,
+        on_wait: Callable[[], None] | None,
+        lane_name: str,
+    ) -> int:
+        """Wait (bounded by ``timeout_s``) until every gated reader is within ``cap`` bytes
+        of ``need_end``; returns the lowest reader position. ``timeout_s <= 0`` raises at
+        once (the caller waits its own way). Raises BackpressureTimeout."""
+        # Our cursor store is visible before we load the readers' slots: a reader that
+        # joins concurrently either is seen here or sees our cursor (ordering.py).
+        full_fence()
+        floor = self.floor(pos)
+        if need_end <= floor + cap:
+            return floor
+        if timeout_s <= 0:
+            raise BackpressureTimeout(
+                f"lane {lane_name}: ring full; nothing written", needed=need_end - cap - floor
+            )
+        now = time.monotonic()
+        deadline = now + timeout_s
+        next_liveness = now + WRITER_LIVENESS_EVERY_S
+        sleep_s = WRITER_SLEEP_MIN_S
+        attempt = 0
+        while True:
+            attempt += 1
+            if attempt > WRITER_SPINS:
+                if attempt <= WRITER_SPINS + WRITER_YIELDS:
+                    os.sched_yield()
+                else:
+                    now = time.monotonic()
+                    if now >= deadline:
+                        raise BackpressureTimeout(
+                            f"lane {lane_name}: ring full for {timeout_s}s"
+                            f" (a reader is {need_end - cap - floor} bytes too far behind);"
+                            " nothing written",
+                            waited_s=timeout_s,
+                            needed=need_end - cap - floor,
+                        )
+                    if now >= next_liveness:
+                        next_liveness = now + WRITER_LIVENESS_EVERY_S
+                        self.drop_dead(pos)
+                        if on_wait is not None:
+                            on_wait()
+                    time.sleep(sleep_s)
+                    sleep_s = min(sleep_s * 2, WRITER_SLEEP_MAX_S)
+            floor = self.floor(pos)
+            if need_end <= floor + cap:
+                return floor

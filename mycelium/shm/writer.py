@@ -1,0 +1,381 @@
+"""The lane's writer: the one sequencer of a single-writer ring of variable-size frames.
+
+How this works
+--------------
+Positions are 64-bit byte sequences that only grow; a position's place in the ring is
+``pos & mask`` (the capacity is a power of two). The writer writes header and payload,
+then stores the message count and the write cursor (``publish``); ``publish_many`` stores
+them once per batch and copies a run of equal-size items with one numpy assignment
+(``runs.py``). It runs freely up to a cached *limit*. Crossing it (at least
+``CHECKPOINTS_PER_LAP`` times a lap) takes the slow path, ``_claim``, in this order:
+
+1. rescan the gating readers' cursors and, on a lossless lane, wait for space
+   (``gating.py``): ``BackpressureTimeout`` with nothing written if they stay behind;
+2. record a *checkpoint*: a frame boundary whose message count is known;
+3. publish the *tail* (the oldest checkpoint the new limit leaves intact) and the *head*
+   (the newest checkpoint) in the double-buffered tail record, then store the new limit
+   as the *reservation*: the writer writes no byte at or past it. Only then does it write on.
+
+One thread owns a writer: every entry point refuses another thread (the check is one
+``get_ident`` call, cheap next to the frame copy). Payloads are any C-contiguous buffer,
+measured in bytes.
+
+Memory ordering (why plain loads and stores suffice) is argued once, in ``ordering.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from mycelium.errors import BackpressureTimeout, CorruptFrame, MessageTooLarge, SegmentError
+from mycelium.shm.consumer_state import ConsumerStateView
+from mycelium.shm.frames import frame_bytes
+from mycelium.shm.gating import Gating
+from mycelium.shm.lane_header import LaneInfo, read_tail_record
+from mycelium.shm.layout import (
+    FRAME_HEADER_BYTES,
+    HEAD_COUNT_Q,
+    HEAD_POS_Q,
+    LANE_CLOSED_Q,
+    LANE_COUNT_Q,
+    LANE_DATA_OFF,
+    LANE_RESERVED_Q,
+    LANE_TAIL_VERSION_Q,
+    LANE_WRITE_Q,
+    TAIL_COUNT_Q,
+    TAIL_POS_Q,
+    WRAP_MARKER,
+    lane_tail_record_q,
+)
+from mycelium.shm.payload import Payload, payload_bytes
+from mycelium.shm.runs import WRITER_RUN_MIN_ITEMS, write_run
+from mycelium.shm.segment import Segment
+
+__all__ = ["CHECKPOINTS_PER_LAP", "LaneWriter"]
+
+#: The writer takes its slow path (rescan readers, checkpoint, move the tail) at least
+#: this many times per lap, so the tail trails the overwrite point by at most 1/this lap
+#: and a reader joining at the end walks at most that many bytes to learn its count.
+CHECKPOINTS_PER_LAP = 64
+
+_get_ident = threading.get_ident
+_ONLY_BYTES = {bytes}
+
+
+class LaneWriter:
+    """The single writer of one lane. Not thread-safe by design: one thread owns it."""
+
+    def __init__(
+        self,
+        seg: Segment,
+        *,
+        backpressure_timeout_s: float = 5.0,
+        on_wait: Callable[[], None] | None = None,
+    ) -> None:
+        if not seg.writable:
+            raise SegmentError(f"{seg.name}: the writer must map its lane writable")
+        info = LaneInfo(seg)
+        self.seg = seg
+        self.info = info
+        self.lane_uid = info.lane_uid
+        self.max_message = info.max_message
+        #: How long a publish waits for a slow reader; <= 0 raises at once (async callers).
+        self.backpressure_timeout_s = backpressure_timeout_s
+        #: Called while waiting for space, e.g. to pick up topology changes.
+        self.on_wait = on_wait
+        self._owner = _get_ident()
+        self._mm = seg.mm
+        self._hq = seg.q
+        cap = info.capacity
+        self._cap = cap
+        self._mask = cap - 1
+        self._step = max(cap // CHECKPOINTS_PER_LAP, FRAME_HEADER_BYTES)
+        self._dq = seg.buf[LANE_DATA_OFF : LANE_DATA_OFF + cap].cast("Q")
+        self._u8 = np.frombuffer(seg.mm, np.uint8, cap, LANE_DATA_OFF)
+        self._u64 = self._u8.view(np.uint64)
+        self._lossy = info.lossy
+        # Resume where the lane stands (a fresh lane: all zero).
+        hq = seg.q
+        pos, count = hq[LANE_WRITE_Q], hq[LANE_COUNT_Q]
+        self._tail_version = hq[LANE_TAIL_VERSION_Q]
+        try:
+            tail, tail_count, _, _ = read_tail_record(seg)
+        except CorruptFrame as exc:
+            raise SegmentError(f"{seg.name}: cannot resume: {exc}") from exc
+        if pos & 7 or not tail <= pos <= tail + cap or not tail_count <= count <= pos >> 3:
+            raise SegmentError(
+                f"{seg.name}: cannot resume: cursor {pos}/{count}, tail {tail}/{tail_count}"
+            )
+        self._pos = pos
+        self._count = count
+        #: Frame boundaries with their counts, oldest first; the tail is the first one.
+        self._checkpoints: deque[tuple[int, int]] = deque([(tail, tail_count)])
+        self._reserved = hq[LANE_RESERVED_Q]
+        self._gating = Gating(info.lane_uid)
+        self._bells: tuple = ()  # the gating's doorbells, cached for publish
+        self._limit = pos  # forces the first publish through the slow path
+
+    # -- readers ------------------------------------------------------------------------
+    def set_readers(self, views: Iterable[ConsumerStateView]) -> None:
+        """Gate on exactly these consumers (keeping what we know of ones seen before).
+
+        A consumer that has not claimed its slot on this lane yet is gated at our current
+        position, so it loses nothing published from now on.
+        """
+        self._gating.set_readers(views, self._pos)
+        self._bells = self._gating.bells
+        self._limit = min(self._limit, self._pos)  # re-evaluate on the next publish
+
+    @property
+    def readers(self) -> list[ConsumerStateView]:
+        return self._gating.readers
+
+    def _check_thread(self) -> None:
+        if _get_ident() != self._owner:
+            raise RuntimeError("a LaneWriter is single-writer: use it from one thread only")
+
+    # -- publishing -----------------------------------------------------------------------
+    def publish(self, data: Payload) -> None:
+        """Write one frame and publish it.
+
+        Raises MessageTooLarge, NonContiguousPayload or BackpressureTimeout (nothing was
+        written), or RuntimeError from a thread that does not own the writer.
+        """
+        if _get_ident() != self._owner:  # _check_thread(), inlined for the hot path
+            self._check_thread()
+        if type(data) is not bytes:
+            data = payload_bytes(data)
+        n = len(data)
+        if n > self.max_message:
+            raise MessageTooLarge(n, self.max_message)
+        pos = self._pos
+        fb = (n + 15) & -8  # frame_bytes(n), inlined: a call costs a few percent here
+        end = pos + fb
+        if end > self._limit:
+            pos = self._claim(pos, fb)
+            end = pos + fb
+        off = pos & self._mask
+        self._dq[off >> 3] = n
+        start = LANE_DATA_OFF + off + 8
+        self._mm[start : start + n] = data
+        self._pos = end
+        self._count = count = self._count + 1
+        hq = self._hq
+        hq[LANE_COUNT_Q] = count
+        # Publish: the header and payload stores above precede this cursor store (x86-64
+        # Store/Store order); pairs with the reader's load of LANE_WRITE_Q in poll().
+        hq[LANE_WRITE_Q] = end
+        for q, i, bell in self._bells:
+            if q[i]:
+                bell.release()
+
+    def publish_many(self, items: Sequence[Payload]) -> int:
+        """Write a batch and publish it with one cursor store; returns how many were written.
+
+        Sizes are checked first, so MessageTooLarge means nothing was written. If the ring
+        stays full, what was written so far is published and BackpressureTimeout carries
+        that count in ``published``. NonContiguousPayload: nothing written.
+        """
+        self._check_thread()
+        k = len(items)
+        if not k:
+            return 0
+        if set(map(type, items)) != _ONLY_BYTES:
+            items = [payload_bytes(x) for x in items]
+        lens = list(map(len, items))
+        n = lens[0]
+        if lens.count(n) == k:
+            if n > self.max_message:
+                raise MessageTooLarge(n, self.max_message)
+            if k >= WRITER_RUN_MIN_ITEMS:
+                return self._write_run(np.frombuffer(b"".join(items), np.uint8).reshape(k, n))
+        else:
+            largest = max(lens)
+            if largest > self.max_message:
+                raise MessageTooLarge(largest, self.max_message)
+        return self._write_each(items)
+
+    def publish_array(self, records: np.ndarray) -> int:
+        """Publish each row of a C-contiguous 2-D uint8 array as one message (fixed-size
+        records, e.g. a numpy structured batch viewed as bytes); returns the rows written.
+
+        Raises MessageTooLarge (nothing written) or BackpressureTimeout (as publish_many).
+        """
+        self._check_thread()
+        if records.ndim != 2 or records.dtype != np.uint8:
+            raise ValueError(f"need a 2-D uint8 array, not {records.ndim}-D {records.dtype}")
+        if records.shape[1] > self.max_message:
+            raise MessageTooLarge(records.shape[1], self.max_message)
+        return self._write_run(records)
+
+    def _write_each(self, items: Sequence[bytes | memoryview]) -> int:
+        """publish_many for items of mixed sizes: one frame at a time, one cursor store."""
+        dq = self._dq
+        mm = self._mm
+        mask = self._mask
+        pos = self._pos
+        count = first = self._count
+        limit = self._limit
+        try:
+            for item in items:
+                n = len(item)
+                fb = (n + 15) & -8  # frame_bytes(n), inlined as in publish()
+                end = pos + fb
+                if end > limit:
+                    self._publish_upto(pos, count)  # readers may need these to free space
+                    pos = self._claim(pos, fb)
+                    end = pos + fb
+                    limit = self._limit
+                off = pos & mask
+                dq[off >> 3] = n
+                start = LANE_DATA_OFF + off + 8
+                mm[start : start + n] = item
+                pos = end
+                count += 1
+        except BackpressureTimeout as exc:
+            exc.published = count - first  # type: ignore[attr-defined]
+            raise
+        finally:
+            self._publish_upto(pos, count)
+        return len(items)
+
+    def _write_run(self, src: np.ndarray) -> int:
+        """Write the rows of ``src`` (k x n bytes) as k frames: each stretch up to the limit
+        is one strided numpy copy of payloads and one of headers."""
+        k, n = src.shape
+        fb = frame_bytes(n)
+        pos = self._pos
+        count = first = self._count
+        done = 0
+        try:
+            while done < k:
+                fit = (self._limit - pos) // fb
+                if fit <= 0:
+                    self._publish_upto(pos, count)
+                    pos = self._claim(pos, fb)
+                    continue
+                j = min(fit, k - done)
+                write_run(self._u8, self._u64, pos & self._mask, src[done : done + j])
+                pos += j * fb
+                count += j
+                done += j
+        except BackpressureTimeout as exc:
+            exc.published = count - first  # type: ignore[attr-defined]
+            raise
+        finally:
+            self._publish_upto(pos, count)
+        return k
+
+    def _publish_upto(self, pos: int, count: int) -> None:
+        """Store count and cursor for frames written up to ``pos`` (no-op if nothing new)."""
+        if pos == self._pos:
+            return
+        self._pos = pos
+        self._count = count
+        hq = self._hq
+        hq[LANE_COUNT_Q] = count
+        hq[LANE_WRITE_Q] = pos  # publish, as in publish(): the frame stores came first
+        for q, i, bell in self._bells:
+            if q[i]:
+                bell.release()
+
+    def close(self, *, final: bool = True) -> None:
+        """Mark the lane closed (readers drain it, then forget it) and unmap it."""
+        if final:
+            self._hq[LANE_CLOSED_Q] = 1
+        self._dq.release()
+        del self._u8, self._u64  # numpy views pin the mapping until dropped
+        self.seg.close()
+
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def free_bytes(self) -> int:
+        """Ring bytes this writer could fill now without waiting (rescans its readers)."""
+        if self._lossy:
+            return self._cap
+        return self._gating.floor(self._pos) + self._cap - self._pos
+
+    def has_room(self, need: int) -> bool:
+        """Whether ``need`` ring bytes fit now without waiting. The cached limit (never
+        above what the readers allow) answers most calls; only a "no" rescans them."""
+        return self._pos + need <= self._limit or self.free_bytes() >= need
+
+    def mark_closed(self) -> None:
+        """Set the closed flag but keep the mapping (the producer hands a lane back)."""
+        self._hq[LANE_CLOSED_Q] = 1
+
+    @property
+    def closed_by_us(self) -> bool:
+        return bool(self._hq[LANE_CLOSED_Q])
+
+    # -- slow path ----------------------------------------------------------------------
+    def _claim(self, pos: int, fb: int) -> int:
+        """Make room for a frame of ``fb`` bytes at the published position ``pos``; returns
+        where it goes and sets the new limit.
+
+        Writes the wrap marker if the frame must start at the next lap. Raises
+        BackpressureTimeout (nothing written) if gated readers do not free the space.
+        """
+        self._check_thread()
+        cap = self._cap
+        mask = self._mask
+        off = pos & mask
+        skip = cap - off if off + fb > cap else 0
+        need_end = pos + skip + fb
+        limit = ((pos + skip) | mask) + 1  # the end of the frame's lap
+        if not self._lossy:
+            floor = self._gating.wait_for_space(
+                pos, need_end, cap, self.backpressure_timeout_s, self.on_wait, self.seg.name
+            )
+            self._bells = self._gating.bells  # dead readers may have been dropped
+            limit = min(limit, floor + cap)
+        limit = min(limit, max(need_end, pos + self._step))
+        if pos >= self._checkpoints[-1][0] + self._step:  # at most one per step: bounded
+            self._checkpoints.append((pos, self._count))
+        self._reserve(limit)
+        if skip:
+            self._dq[off >> 3] = WRAP_MARKER
+        self._limit = limit
+        return pos + skip
+
+    def _reserve(self, limit: int) -> None:
+        """Publish the tail record for ``limit``, then reserve everything below ``limit``.
+
+        The tail becomes the oldest checkpoint at or after ``limit - capacity``: the first
+        frame boundary the coming writes leave intact. There always is one: the newest
+        checkpoint is less than a step behind ``pos``, and ``limit`` at most a step (or one
+        frame and its wrap, under a quarter ring) past it.
+        """
+        cps = self._checkpoints
+        low = limit - self._cap
+        while cps[0][0] < low:
+            cps.popleft()
+        tail, tail_count = cps[0]
+        head, head_count = cps[-1]
+        version = self._tail_version + 1
+        hq = self._hq
+        r = lane_tail_record_q(version)
+        hq[r + TAIL_POS_Q] = tail
+        hq[r + TAIL_COUNT_Q] = tail_count
+        hq[r + HEAD_POS_Q] = head
+        hq[r + HEAD_COUNT_Q] = head_count
+        # Publish the record: its stores precede the version store (Store/Store); pairs
+        # with the version loads in _read_tail_record.
+        hq[LANE_TAIL_VERSION_Q] = version
+        self._tail_version = version
+        if limit > self._reserved:
+            # Reserve: stored after the tail it pairs with and before any byte below
+            # `limit` is written (Store/Store); pairs with the reservation load that
+            # follows each copy in LaneReader (Load/Load).
+            hq[LANE_RESERVED_Q] = limit
+            self._reserved = limit
