@@ -184,19 +184,25 @@ class LaneWriter:
         k = len(items)
         if not k:
             return 0
-        if set(map(type, items)) != _ONLY_BYTES:
-            items = [payload_bytes(x) for x in items]
         lens = list(map(len, items))
         n = lens[0]
-        if lens.count(n) == k:
-            if n > self.max_message:
-                raise MessageTooLarge(n, self.max_message)
-            if k >= WRITER_RUN_MIN_ITEMS:
-                return self._write_run(np.frombuffer(b"".join(items), np.uint8).reshape(k, n))
-        else:
-            largest = max(lens)
-            if largest > self.max_message:
-                raise MessageTooLarge(largest, self.max_message)
+        if lens.count(n) == k and k >= WRITER_RUN_MIN_ITEMS:
+            # One join sizes the run in bytes: it refuses a non-contiguous item (TypeError)
+            # and is longer than k * n if some item is a typed view of n items.
+            try:
+                joined = b"".join(items)
+            except TypeError:
+                joined = b""
+            if len(joined) == k * n:
+                if n > self.max_message:
+                    raise MessageTooLarge(n, self.max_message)
+                return self._write_run(np.frombuffer(joined, np.uint8).reshape(k, n))
+        if set(map(type, items)) != _ONLY_BYTES:
+            items = [payload_bytes(x) for x in items]
+            lens = list(map(len, items))
+        largest = max(lens)
+        if largest > self.max_message:
+            raise MessageTooLarge(largest, self.max_message)
         return self._write_each(items)
 
     def publish_array(self, records: np.ndarray) -> int:

@@ -270,13 +270,23 @@ def test_backlog_drained_and_counts(shm) -> None:
     assert r.backlog() == 0 and r.drained() and state.received() == 10
 
 
-def test_writer_refuses_a_second_thread(shm) -> None:
+@pytest.mark.parametrize(
+    "entry",
+    [
+        lambda w: w.publish_many([b"a", b"b"]),
+        lambda w: w.publish(b"a"),
+        lambda w: w.publish_array(np.zeros((2, 8), np.uint8)),
+    ],
+    ids=["publish_many", "publish", "publish_array"],
+)
+def test_writer_refuses_a_second_thread(shm, entry) -> None:
     w = shm.writer(shm.lane())
+    w.publish(b"first")  # the owner's publish has passed its limit: the check is not a claim's
     errors = []
 
     def other() -> None:
         try:
-            w.publish_many([b"a", b"b"])
+            entry(w)
         except RuntimeError as exc:
             errors.append(exc)
 
@@ -284,6 +294,7 @@ def test_writer_refuses_a_second_thread(shm) -> None:
     t.start()
     t.join(10)
     assert errors and "single-writer" in str(errors[0])
+    assert w.count == 1  # nothing written
 
 
 def test_bad_geometry_is_refused(shm) -> None:
