@@ -21,6 +21,7 @@ from mycelium.shm.layout import (
     LANE_DATA_OFF,
     LANE_FLAG_LOSSY,
     LANE_MIN_FRAMES,
+    LANE_RESERVED_Q,
     LANE_STATIC,
     LANE_STATIC_OFF,
     LANE_TAIL_VERSION_Q,
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_FRAME_PAYLOAD",
     "LaneInfo",
     "create_lane_segment",
+    "cursor_trusted",
     "read_tail_record",
 ]
 
@@ -137,3 +139,16 @@ def read_tail_record(seg: Segment) -> tuple[int, int, int, int]:
             f"lane {seg.name}: impossible tail record {tail}/{tail_count} {head}/{head_count}"
         )
     return tail, tail_count, head, head_count
+
+
+def cursor_trusted(hq: memoryview, pos: int, cursor: int) -> bool:
+    """Whether a writer could have published ``cursor`` for a reader at ``pos``.
+
+    A real cursor is a frame boundary (8-byte aligned), never below a position a reader
+    reached (it only grows) and never past the writer's reservation (it writes nothing at
+    or past it). More than a ring ahead of the reader is possible (a reader the writer
+    does not gate on is lapped: the overrun check counts it); beyond the reservation is
+    not. ``hq`` is the lane's header as words; the reservation is loaded after the
+    caller's cursor load (Load/Load), and it only grows, so it is at least the cursor's.
+    """
+    return not cursor & 7 and pos <= cursor <= hq[LANE_RESERVED_Q]

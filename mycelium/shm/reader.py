@@ -26,7 +26,7 @@ import numpy as np
 from mycelium.errors import CorruptFrame, SegmentError
 from mycelium.shm.consumer_state import ConsumerState
 from mycelium.shm.frames import BadFrame, frame_at, walk_frames
-from mycelium.shm.lane_header import LaneInfo, read_tail_record
+from mycelium.shm.lane_header import LaneInfo, cursor_trusted, read_tail_record
 from mycelium.shm.layout import (
     LANE_CLOSED_Q,
     LANE_COUNT_Q,
@@ -45,13 +45,6 @@ __all__ = ["LaneReader"]
 
 #: A read that keeps being overrun gives up after this many skips and returns nothing.
 OVERRUN_RETRIES = 16
-#: Highest frame boundary a u64 position can hold (reached only by a corrupt cursor).
-MAX_POSITION = (1 << 64) - 8
-
-
-def _aligned_cursor(cursor: int) -> int:
-    """A published cursor rounded up to a frame boundary (it is one, unless corrupt)."""
-    return min((cursor + 7) & -8, MAX_POSITION)
 
 
 class _Overrun(Exception):
@@ -113,13 +106,17 @@ class LaneReader:
         self._avail = pos  # the published cursor as last loaded
         self._held = False  # a zero-copy view is out: the slot still points before it
         self._pending_error: CorruptFrame | None = None
+        #: The write cursor was impossible (counted once): nothing is read until it is sane.
+        self._distrust = False
 
     def _find_end(self, head: int, head_count: int) -> tuple[int, int]:
         """Store and return the write cursor and its exact message count, counting the
         frames from the head checkpoint (at most a checkpoint step of them)."""
         hq = self._hq
         for _ in range(OVERRUN_RETRIES):
-            end = _aligned_cursor(hq[LANE_WRITE_Q])
+            end = hq[LANE_WRITE_Q]
+            if not cursor_trusted(hq, head, end):
+                end = head  # join at the head; the first poll counts the bad cursor
             pos, count = head, head_count
             if end - head <= self._cap:
                 try:
@@ -153,9 +150,11 @@ class LaneReader:
                 self._raise_pending()
             # Observe: this cursor load precedes the header and payload loads below
             # (Load/Load order); pairs with the writer's store of LANE_WRITE_Q.
-            self._avail = self._hq[LANE_WRITE_Q]
-            if pos >= self._avail:
-                return None
+            avail = self._avail = self._hq[LANE_WRITE_Q]
+            if pos >= avail or avail & 7 or self._distrust:
+                if pos == avail and not self._distrust:
+                    return None
+                return self._poll_slow()  # behind us, misaligned, or after a bad cursor
         off = pos & self._mask
         n = self._dq[off >> 3]
         end = pos + ((n + 15) & -8)  # frame_bytes(n), inlined: a call costs a few percent here
@@ -164,8 +163,10 @@ class LaneReader:
         start = LANE_DATA_OFF + off + 8
         data = self._mm[start : start + n]
         # Validate: the reservation load follows the copy (Load/Load); if the writer may
-        # have written over the frame, take the slow path that skips and counts.
-        if pos + self._cap < self._hq[LANE_RESERVED_Q]:
+        # have written over the frame, or the cursor is past what it reserved (impossible),
+        # take the slow path that skips and counts.
+        reserved = self._hq[LANE_RESERVED_Q]
+        if pos + self._cap < reserved or self._avail > reserved:
             return self._poll_slow()
         self._pos = end
         self._count = count = self._count + 1
@@ -177,6 +178,7 @@ class LaneReader:
     def _poll_slow(self) -> bytes | None:
         """poll() for everything but an ordinary intact frame: wrap markers, overruns
         (skip to the tail, count the loss, retry) and corrupt headers (raise)."""
+        self._avail = self._pos  # re-load and check the cursor poll() may have trusted
         for _ in range(OVERRUN_RETRIES):
             try:
                 found = self._locate(self._pos)
@@ -241,8 +243,7 @@ class LaneReader:
         try:
             while left > 0:
                 if pos >= avail:
-                    # Observe, as in poll().
-                    avail = self._avail = self._hq[LANE_WRITE_Q]
+                    avail = self._observe(pos)
                     if pos >= avail:
                         break
                 off = pos & mask
@@ -325,14 +326,37 @@ class LaneReader:
         if nothing is published there yet. Raises _Overrun if the writer lapped our read
         (which began at our position), or CorruptFrame (after skipping) on a bad header."""
         avail = self._avail
-        if pos >= avail:
-            avail = self._avail = self._hq[LANE_WRITE_Q]  # observe, as in poll()
+        if pos >= avail or self._distrust:
+            avail = self._observe(pos)
             if pos >= avail:
                 return None
         try:
             return frame_at(self._dq, self._cap, self._max, pos, avail)
         except BadFrame as exc:
             self._bad(str(exc))
+
+    def _observe(self, pos: int) -> int:
+        """Load the write cursor for a reader at ``pos`` and return it if the lane's geometry
+        can produce it (``cursor_trusted``); else return ``pos`` (nothing to read), having
+        raised CorruptFrame and counted it the first time, so a bad cursor is one error and
+        the lane is skipped until its writer publishes a sane one again."""
+        # Observe, as in poll(); cursor_trusted loads the reservation after it (Load/Load).
+        avail = self._hq[LANE_WRITE_Q]
+        if cursor_trusted(self._hq, pos, avail):
+            self._distrust = False
+            self._avail = avail
+            return avail
+        self._avail = pos
+        if self._distrust:
+            return pos
+        self._distrust = True
+        self._pos = pos  # the frames before pos were read (poll_many delivers them first)
+        self.state.add_corrupt()
+        raise CorruptFrame(
+            f"lane {self.seg.name}: impossible write cursor {avail} for a reader at {pos}"
+            " (misaligned, behind it, or past the writer's reservation); lane skipped until"
+            " its writer publishes a sane cursor"
+        )
 
     def _check_intact(self, pos: int) -> None:
         """Raise _Overrun if the writer may have written over bytes at or after ``pos``.
@@ -366,7 +390,8 @@ class LaneReader:
     def _corrupt(self, why: str) -> NoReturn:
         """Skip everything published so far, count it, and raise CorruptFrame."""
         skipped = self._pos
-        avail = max(skipped, _aligned_cursor(self._hq[LANE_WRITE_Q]))  # never go back
+        cursor = self._hq[LANE_WRITE_Q]
+        avail = cursor if cursor_trusted(self._hq, skipped, cursor) else skipped  # never back
         self.state.add_corrupt()
         self._pos = self._avail = avail
         # Best effort: the lane's count is at least the count at `avail` (stored first),
@@ -398,7 +423,8 @@ class LaneReader:
 
     def drained(self) -> bool:
         """True when we have read everything published so far (with ``closed``: for good)."""
-        return self._pos >= self._hq[LANE_WRITE_Q]
+        cursor = self._hq[LANE_WRITE_Q]
+        return self._pos >= cursor or not cursor_trusted(self._hq, self._pos, cursor)
 
     @property
     def closed(self) -> bool:

@@ -39,6 +39,8 @@ class Hostile:
         self.seg.q[DQ0 + (pos % CAP) // 8] = value
 
     def publish(self, cursor: int, count: int = 0) -> None:
+        """Store count and cursor, having reserved up to the cursor as a writer does first."""
+        self.seg.q[LANE_RESERVED_Q] = max(self.seg.q[LANE_RESERVED_Q], cursor)
         self.seg.q[LANE_COUNT_Q] = count
         self.seg.q[LANE_WRITE_Q] = cursor
 
@@ -62,9 +64,8 @@ def lane(shm) -> Hostile:
         ({0: MAX + 1}, 0, 80, 0, "exceeds max_message"),
         ({0: 1 << 40}, 0, 80, 0, "exceeds max_message"),
         ({0: 40}, 0, 16, 0, "runs past the published cursor"),
-        ({0: 0, 8: 0}, 0, 13, 1, "runs past the published cursor"),  # misaligned cursor
         ({0: WRAP_MARKER}, 0, 8, 0, "wrap marker"),  # nothing published after the wrap
-        ({64: WRAP_MARKER, 0: MAX + 5}, 64, CAP + 80, 0, "exceeds max_message"),
+        ({64: WRAP_MARKER, 0: MAX + 5}, 64, CAP + 64, 0, "exceeds max_message"),
     ],
 )
 def test_bad_header_raises_counts_and_skips(lane, headers, tail, cursor, good, why) -> None:
@@ -135,7 +136,10 @@ def test_cursor_moving_backwards_reads_nothing(lane) -> None:
     r = lane.reader()
     assert r.poll() == bytes(8)
     lane.publish(0, 0)
+    with pytest.raises(CorruptFrame, match="impossible write cursor"):  # once, counted
+        r.poll()
     assert r.poll() is None and r.poll_many(5) == [] and r.poll_view() is None
+    assert lane.state.corrupt == 1 and r.position == 16
 
 
 # -- fuzz ------------------------------------------------------------------------------
