@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from mycelium.errors import BackpressureTimeout
 from mycelium.shm.consumer_state import ConsumerStateView
@@ -52,7 +53,7 @@ class Gating:
         self.lane_uid = lane_uid
         self._gates: list[_Gate] = []
         #: (consumer words, sleeping-flag index, doorbell) of every reader with a doorbell.
-        self.bells: tuple = ()
+        self.bells: tuple[tuple[memoryview, int, Any], ...] = ()
 
     def set_readers(self, views: Iterable[ConsumerStateView], pos: int) -> None:
         """Gate on exactly these consumers (keeping what we know of ones seen before);

@@ -63,10 +63,10 @@ class LaneInfo:
             raise SegmentError(f"{seg.name}: impossible lane geometry cap={cap} max={max_msg}")
         if seg.size < lane_segment_bytes(cap):
             raise SegmentError(f"{seg.name}: {seg.size} bytes cannot hold a {cap}-byte ring")
-        self.capacity = cap
-        self.max_message = max_msg
-        self.lane_uid = uid
-        self.writer_pid = pid
+        self.capacity: int = cap
+        self.max_message: int = max_msg
+        self.lane_uid: int = uid
+        self.writer_pid: int = pid
         self.lossy = bool(flags & LANE_FLAG_LOSSY)
 
 

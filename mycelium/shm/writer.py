@@ -116,7 +116,7 @@ class LaneWriter:
         self._checkpoints: deque[tuple[int, int]] = deque([(tail, tail_count)])
         self._reserved = hq[LANE_RESERVED_Q]
         self._gating = Gating(info.lane_uid)
-        self._bells: tuple = ()  # the gating's doorbells, cached for publish
+        self._bells = self._gating.bells  # cached for publish
         self._limit = pos  # forces the first publish through the slow path
 
     # -- readers ------------------------------------------------------------------------
@@ -218,7 +218,7 @@ class LaneWriter:
             raise MessageTooLarge(records.shape[1], self.max_message)
         return self._write_run(records)
 
-    def _write_each(self, items: Sequence[bytes | memoryview]) -> int:
+    def _write_each(self, items: Sequence[Payload]) -> int:
         """publish_many for items of mixed sizes: one frame at a time, one cursor store."""
         dq = self._dq
         mm = self._mm
@@ -274,7 +274,7 @@ class LaneWriter:
             raise
         finally:
             self._publish_upto(pos, count)
-        return k
+        return int(k)
 
     def _publish_upto(self, pos: int, count: int) -> None:
         """Store count and cursor for frames written up to ``pos`` (no-op if nothing new)."""
