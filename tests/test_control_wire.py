@@ -8,7 +8,7 @@ from typing import Any, get_args
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mycelium.control.wire import (
@@ -291,11 +291,17 @@ def _feed_all(data: bytes, max_frame: int = MAX_CONTROL_FRAME_BYTES) -> None:
         assert exc.code in set(ErrorCode)
 
 
+#: Generating nested documents is slow on a loaded box: no health check or deadline on it.
+LOADED_BOX = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@LOADED_BOX
 @given(st.binary(max_size=512))
 def test_fuzz_arbitrary_bytes_only_raise_control_protocol_error(data: bytes) -> None:
     _feed_all(data, max_frame=256)
 
 
+@LOADED_BOX
 @given(st.lists(st.binary(max_size=64) | _DOCS.map(msgspec.msgpack.encode), max_size=4))
 def test_fuzz_well_framed_bodies_only_raise_control_protocol_error(bodies: list[bytes]) -> None:
     _feed_all(b"".join(_body_frame(b) for b in bodies))

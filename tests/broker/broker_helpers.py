@@ -66,7 +66,7 @@ name = "patient"
 routing = "fanout"
 max_message_size = 1024
 lane_bytes = 16384
-backpressure_timeout_ms = 3000
+backpressure_timeout_ms = 10000
 
 [[topics]]
 name = "brief"

@@ -163,8 +163,7 @@ def open_dir() -> Iterator[Path]:
 def test_other_uid_is_refused(make_broker: Callable[..., BrokerProcess], open_dir: Path) -> None:
     """SO_PEERCRED: a socket anyone may open still refuses a uid that is not allowed; with
     the default 0660 mode the kernel already refuses the connect."""
-    if os.getuid() != 0:
-        pytest.skip("needs root to become another uid")
+    assert os.getuid() == 0, "needs root to become another uid (CI runs as root)"
     results = {}
     for mode in ("0o666", "0o660"):
         b = make_broker(config(f"socket_mode = {mode}"), start=False)
@@ -259,6 +258,6 @@ def test_connection_timeout_closes_silent_connections(
         for sock in (silent, partial):
             replies = replies_until_closed(sock)
             assert [(type(r), r.code) for r in replies] == [(Error, "timeout")]
-        assert 0.3 <= time.monotonic() - started < 3.0
+        assert 0.3 <= time.monotonic() - started < 10.0  # margin for a loaded 2-core box
         # A connection that said Hello has no deadline: it still answers afterwards.
         assert isinstance(exchange(greeted, encode_frame(Heartbeat(pid=os.getpid()))), Ok)

@@ -272,7 +272,8 @@ def test_dead_fanout_consumer_stops_holding_the_producer(
     killed_at = time.monotonic()
     os.kill(stuck.pid, signal.SIGKILL)
     producer.report("done")
-    assert time.monotonic() - killed_at < 3.0, "the producer waited out the bound"
+    # The bound is 10 s: finishing well before it (a loaded box's margin) means it did not wait.
+    assert time.monotonic() - killed_at < 7.0, "the producer waited out the bound"
     expect_everything(stop_consumers([reader])[0], {1: n})
     wait_for(lambda: consumer_stats(broker, stuck.pid) is None, what="the dead reader forgotten")
 

@@ -1,6 +1,6 @@
 """Backwards compatibility: the original relay system's messages pass through unchanged.
 
-Every golden Protocol V2 message (``shared/protocol-v2/vectors.jsonl``, produced by the
+Every golden Protocol V2 message (``tests/data/protocol-v2/vectors.jsonl``, produced by the
 original Rust implementation) is published with ``publish_message`` and must arrive
 byte-identical on the topic of its relay domain (1 market_data, 2 signals, 3 execution)
 and on no other, in order, and decode to the fields the original builder was given.
@@ -26,9 +26,7 @@ from mycelium import Consumer, Producer
 from mycelium.errors import UnknownTopic
 from mycelium.protocol import RelayDomain, parse_message
 
-VECTORS_PATH = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "protocol-v2" / "vectors.jsonl"
-)
+VECTORS_PATH = Path(__file__).resolve().parents[1] / "data" / "protocol-v2" / "vectors.jsonl"
 DOMAIN_TOPICS = {1: "market_data", 2: "signals", 3: "execution"}
 #: Published after the golden messages on each topic: the next thing after them.
 END = b"end of golden messages"
@@ -36,8 +34,7 @@ RECV_TIMEOUT_S = 5.0
 
 
 def golden_vectors() -> list[dict[str, Any]]:
-    if not VECTORS_PATH.is_file():
-        pytest.skip(f"golden vectors not found at {VECTORS_PATH.resolve()}")
+    assert VECTORS_PATH.is_file(), f"golden vector file missing: {VECTORS_PATH}"
     return [json.loads(line) for line in VECTORS_PATH.read_text().splitlines() if line.strip()]
 
 

@@ -1,6 +1,6 @@
 """Compatibility with the original implementation, vector by vector.
 
-Every message in shared/protocol-v2/vectors.jsonl must be rebuilt byte for byte from its
+Every message in tests/data/protocol-v2/vectors.jsonl must be rebuilt byte for byte from its
 builder inputs, parse to the recorded header and TLVs, and decode to the recorded typed
 values; every corrupted message in negative.jsonl must raise the mapped error class.
 """

@@ -113,9 +113,10 @@ def test_idle_blocked_reader_uses_almost_no_cpu(shm, children) -> None:
     blocked_at = child.num_ctx_switches().voluntary
     wait_for(lambda: child.num_ctx_switches().voluntary >= blocked_at + 5, what="block cycles")
     child.cpu_percent(None)
-    busy = child.cpu_percent(interval=1.0)
+    busy = child.cpu_percent(interval=2.0)
     view.close()
-    assert busy < 5.0, f"an idle blocked reader used {busy}% CPU"
+    # A spinning or yielding reader takes most of a core; 10% is a loaded box's margin.
+    assert busy < 10.0, f"an idle blocked reader used {busy}% CPU"
     assert children.join(proc) == 0
 
 
@@ -135,7 +136,9 @@ def test_doorbell_wakes_a_blocked_reader_quickly(shm, children) -> None:
     _, lat = out.get(timeout=60)
     assert children.join(proc) == 0
     assert len(lat) == trials
-    assert statistics.median(lat) < 5e6 and max(lat) < 1e9, f"wake-up latencies (ns): {lat}"
+    # Only the doorbell wakes it within its minute-long timeout; 50 ms of median is a loaded
+    # 2-core box's scheduling margin (the latency itself is measured by tools/bench_ring.py).
+    assert statistics.median(lat) < 50e6 and max(lat) < 1e9, f"wake-up latencies (ns): {lat}"
 
 
 def test_a_signal_during_the_doorbell_wait_is_a_wake_up_not_an_error(shm) -> None:
