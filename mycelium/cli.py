@@ -275,5 +275,11 @@ def demo(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. A refused platform is one line, not an import traceback."""
+    from mycelium.errors import UnsupportedPlatform
+
+    try:
+        app()
+    except UnsupportedPlatform as exc:
+        typer.echo(f"mycelium: {exc}", err=True)
+        sys.exit(2)

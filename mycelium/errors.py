@@ -17,6 +17,7 @@ __all__ = [
     "PermissionDenied",
     "SegmentError",
     "UnknownTopic",
+    "UnsupportedPlatform",
 ]
 
 
@@ -90,3 +91,7 @@ class ControlProtocolError(MyceliumError):
 
 class PermissionDenied(BrokerUnavailable):
     """The coordinator refused this client's credentials (uid/gid not allowed)."""
+
+
+class UnsupportedPlatform(MyceliumError):
+    """Not a 64-bit interpreter on x86-64: the lock-free rings' ordering argument fails."""
