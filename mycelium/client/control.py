@@ -25,11 +25,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from mycelium.control.faults import from_error
 from mycelium.control.session import ClientState
 from mycelium.control.wire import (
     PROTOCOL_VERSION,
     Error,
-    ErrorCode,
     FrameDecoder,
     Goodbye,
     Heartbeat,
@@ -41,11 +41,9 @@ from mycelium.control.wire import (
 )
 from mycelium.errors import (
     BrokerUnavailable,
-    ConfigError,
     ControlProtocolError,
     MyceliumError,
     PermissionDenied,
-    UnknownTopic,
 )
 
 __all__ = ["ControlChannel", "exchange", "raise_for_error"]
@@ -67,17 +65,9 @@ GOODBYE_RETRY_S = 60.0
 
 def raise_for_error(reply: Reply) -> Reply:
     """Turn an Error reply into the matching MyceliumError; pass anything else through."""
-    if not isinstance(reply, Error):
-        return reply
-    if reply.code == ErrorCode.UNKNOWN_TOPIC:
-        raise UnknownTopic(reply.message.removeprefix("unknown topic ").split(";")[0].strip("'"))
-    if reply.code == ErrorCode.NOT_ALLOWED:
-        raise PermissionDenied(f"the broker refused us: {reply.message}")
-    if reply.code == "config_error":
-        raise ConfigError(reply.message)
-    if reply.code in (ErrorCode.TOO_MANY_CONNECTIONS, ErrorCode.TIMEOUT):
-        raise BrokerUnavailable(f"the broker refused us: {reply.message}")
-    raise ControlProtocolError(f"the broker answered {reply.code}: {reply.message}", reply.code)
+    if isinstance(reply, Error):
+        raise from_error(reply)
+    return reply
 
 
 def exchange(sock: socket.socket, decoder: FrameDecoder, request: Request) -> Reply:

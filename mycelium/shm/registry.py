@@ -20,7 +20,7 @@ import time
 
 import msgspec
 
-from mycelium.errors import SegmentError
+from mycelium.errors import LimitExceeded, SegmentError
 from mycelium.shm.layout import (
     KIND_REGISTRY,
     REGISTRY_BUFFER_BYTES,
@@ -180,10 +180,17 @@ class Registry(RegistryView):
         return cls(seg), None
 
     def publish(self, topology: Topology) -> int:
-        """Write ``topology`` as the next generation; returns that generation."""
+        """Write ``topology`` as the next generation; returns that generation.
+
+        Raises LimitExceeded (nothing written) if it does not fit the buffer.
+        """
         blob = _encoder.encode(topology)
         if len(blob) > REGISTRY_BUFFER_BYTES - _LEN_BYTES:
-            raise SegmentError(f"topology of {len(blob)} bytes exceeds the registry buffer")
+            raise LimitExceeded(
+                f"topology of {len(blob)} bytes exceeds the registry buffer",
+                limit="topology_bytes",
+                maximum=REGISTRY_BUFFER_BYTES - _LEN_BYTES,
+            )
         gen = self.q[REGISTRY_GENERATION_Q] + 1
         off = _buffer_off(gen)
         mm = self.seg.mm
