@@ -32,7 +32,7 @@ _NAME = re.compile(r"[A-Za-z0-9_.:@/-]*", re.ASCII)
 #: Subscriptions one control connection may hold (a Consumer handle holds one).
 MAX_CONSUMERS_PER_CONNECTION = 64
 #: Producer and consumer entries one process (pid) may hold over all its connections.
-MAX_ENTRIES_PER_PROCESS = 256
+MAX_ENTRIES_PER_PROCESS = 1024
 #: Largest request frame the coordinator reads: every request is a few hundred bytes, and
 #: this bounds what a connection can make it buffer (a reply may be up to 1 MiB).
 MAX_REQUEST_FRAME_BYTES = 16 * 1024
