@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 
 from mycelium.control.faults import from_error
+from mycelium.control.peer import peer_credentials
 from mycelium.control.session import ClientState
 from mycelium.control.wire import (
     PROTOCOL_VERSION,
@@ -45,6 +46,7 @@ from mycelium.errors import (
     MyceliumError,
     PermissionDenied,
 )
+from mycelium.shm.segment import TRUST
 
 __all__ = ["ControlChannel", "exchange", "raise_for_error"]
 
@@ -164,6 +166,7 @@ class ControlChannel:
         try:
             reply = exchange(sock, decoder, hello)
             welcome = raise_for_error(reply)
+            broker_uid = peer_credentials(sock)[1]
         except (OSError, MyceliumError) as exc:
             sock.close()
             if isinstance(exc, PermissionDenied):
@@ -174,6 +177,8 @@ class ControlChannel:
         if not isinstance(welcome, Welcome):
             sock.close()
             raise BrokerUnavailable(f"expected Welcome, got {type(welcome).__name__}")
+        # The kernel vouches for the broker's uid: its segments are the ones we may map.
+        TRUST.trust_broker(broker_uid, welcome.segment_mode)
         self._sock = sock
         self._decoder = decoder
         self.welcome = welcome

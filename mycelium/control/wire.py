@@ -160,6 +160,8 @@ class Welcome(_Message):
     registry_name: str
     client_id: int
     broker_pid: int
+    #: The broker's configured segment mode: no segment it hands out may be wider.
+    segment_mode: int = 0o600
 
 
 class ProducerRegistered(_Message):

@@ -29,8 +29,6 @@ import fcntl
 import logging
 import os
 import signal
-import socket
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,7 @@ from mycelium.control.limits import (
     MAX_REQUEST_FRAME_BYTES,
     check_name,
 )
+from mycelium.control.peer import peer_credentials
 from mycelium.control.session import ServerSession, SessionState
 from mycelium.control.wire import (
     MAX_CONTROL_FRAME_BYTES,
@@ -70,6 +69,12 @@ from mycelium.control.wire import (
     Welcome,
     encode_frame,
 )
+from mycelium.coordinator.state_file import (
+    check_runtime_dir,
+    forget_registry_name,
+    read_registry_name,
+    write_registry_name,
+)
 from mycelium.coordinator.stats import RateMeter, collect_stats
 from mycelium.coordinator.topology import BrokerState
 from mycelium.errors import (
@@ -78,10 +83,11 @@ from mycelium.errors import (
     ControlProtocolError,
     LimitExceeded,
     MyceliumError,
+    SegmentError,
     UnknownTopic,
 )
-from mycelium.shm.registry import Registry
-from mycelium.shm.segment import broker_id_for, segment_name
+from mycelium.shm.registry import Registry, Topology
+from mycelium.shm.segment import TRUST, broker_id_for, fresh_token, segment_name
 
 __all__ = ["Coordinator", "registry_name_for", "run_broker"]
 
@@ -91,12 +97,11 @@ _ENCODER = msgspec.msgpack.Encoder()
 SWEEP_INTERVAL_S = 0.1
 #: A status reply keeps this much of the frame limit spare for its own envelope.
 _STATS_MARGIN_BYTES = 4096
-_PEERCRED = struct.Struct("3i")
 
 
 def registry_name_for(broker_id: str) -> str:
-    """The registry segment's name for a broker id."""
-    return segment_name(broker_id, "R")
+    """A fresh, unpredictable registry name for a broker id (``/myc-<id>-R.<token>``)."""
+    return segment_name(broker_id, "R", f".{fresh_token()}")
 
 
 def bounded_stats_reply(stats: dict[str, Any]) -> StatsReply:
@@ -112,12 +117,6 @@ def bounded_stats_reply(stats: dict[str, Any]) -> StatsReply:
         cut = {key: stats[key][:keep] for key in totals}
         reply = StatsReply(stats={**stats, **cut, "truncated": totals})
     return reply
-
-
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the process at the other end of a Unix socket (SO_PEERCRED)."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    return _PEERCRED.unpack(raw)
 
 
 class _Connection:
@@ -153,7 +152,7 @@ class Coordinator:
     def _take_socket(self) -> None:
         """Hold the per-socket lock and clear a stale socket file; refuse if one is live."""
         path = Path(self.socket_path)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o770)
+        check_runtime_dir(path.parent)
         fd = os.open(f"{self.socket_path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -174,9 +173,8 @@ class Coordinator:
     async def run(self) -> None:
         """Serve until stopped. Raises BrokerUnavailable if the socket is taken."""
         self._take_socket()
-        registry, adopted = Registry.create_or_adopt(
-            registry_name_for(self.broker_id), self.config.server.segment_mode
-        )
+        TRUST.trust_broker(os.geteuid(), self.config.server.segment_mode)
+        registry, adopted = self._open_registry()
         self.state = BrokerState(self.broker_id, self.config, registry, adopted)
         self.state.sweep()
         self.state.publish()
@@ -210,6 +208,25 @@ class Coordinator:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
 
+    def _open_registry(self) -> tuple[Registry, Topology | None]:
+        """Adopt the registry our predecessor named in the state file, else create one.
+
+        The name comes only from the broker's own state file, never from recomputing it,
+        and the segment must pass the owner and mode checks: a squatted or planted
+        registry is refused (logged, counted) and a fresh one is made beside it.
+        """
+        name = read_registry_name(self.socket_path)
+        if name is not None:
+            try:
+                return Registry.adopt(name)
+            except SegmentError as exc:
+                log.warning("not adopting registry %s: %s", name, exc)
+        registry = Registry.create(
+            registry_name_for(self.broker_id), self.config.server.segment_mode
+        )
+        write_registry_name(self.socket_path, registry.seg.name)
+        return registry, None
+
     def _shutdown_state(self) -> None:
         state = self.state
         if state is None:
@@ -221,6 +238,7 @@ class Coordinator:
             log.info("stopping; %d clients still run, their segments stay for adoption", alive)
         else:
             log.info("stopping; no clients left, removing every segment")
+            forget_registry_name(self.socket_path)
         self.state = None  # connection handlers cancelled after this must not touch it
         state.close(unlink=not alive)
 
@@ -442,6 +460,7 @@ class Coordinator:
                     started_s=self._started_s,
                     connections=len(self._conns),
                 )
+                stats["broker"]["refused_segments"] = TRUST.refused
                 return bounded_stats_reply(stats)
             case Reload():
                 return Ok(detail="; ".join(self.reload()))
@@ -490,7 +509,8 @@ class Coordinator:
         return Welcome(
             version=PROTOCOL_VERSION,
             broker_id=self.broker_id,
-            registry_name=registry_name_for(self.broker_id),
+            registry_name=state.registry.seg.name,
+            segment_mode=self.config.server.segment_mode,
             client_id=client_id,
             broker_pid=os.getpid(),
         )

@@ -50,7 +50,7 @@ from mycelium.shm.registry import (
     TopicEntry,
     Topology,
 )
-from mycelium.shm.segment import Segment, segment_name, unlink_quietly
+from mycelium.shm.segment import Segment, fresh_token, segment_name, unlink_quietly
 
 __all__ = ["BrokerState", "process_started", "topic_entry"]
 
@@ -224,8 +224,9 @@ class BrokerState:
         self.topo.next_id += 1
         return uid
 
-    def _name(self, kind: str, uid: int) -> str:
-        return segment_name(self.broker_id, kind, uid)
+    def _name(self, kind: str, uid: int, token: str) -> str:
+        """An unpredictable name: the id for people, the token against squatters."""
+        return segment_name(self.broker_id, kind, f"{uid}.{token}")
 
     # -- producers ------------------------------------------------------------------
     def producer(self, pid: int) -> ProducerEntry | None:
@@ -285,7 +286,7 @@ class BrokerState:
 
     def _add_lane(self, t: TopicEntry, p: ProducerEntry, c: ConsumerEntry | None) -> None:
         uid = self._new_id()
-        name = self._name("L", uid)
+        name = self._name("L", uid, fresh_token())
         seg = create_lane_segment(
             name,
             t.lane_bytes,
@@ -345,13 +346,14 @@ class BrokerState:
                 )
         uid = self._new_id()
         group = (group or DEFAULT_GROUP) if t.routing == "queue" else f"@{uid}"
+        token = fresh_token()  # one for both: cleanup pairs a doorbell with its segment
         entry = ConsumerEntry(
             id=uid,
             pid=pid,
             topic=topic,
             group=group,
-            segment=self._name("C", uid),
-            doorbell=self._name("D", uid),
+            segment=self._name("C", uid, token),
+            doorbell=self._name("D", uid, token),
             started=process_started(pid),
         )
         create_consumer_segment(entry.segment, entry.doorbell, uid, pid, self.mode).close()
