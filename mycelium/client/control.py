@@ -202,15 +202,20 @@ class ControlChannel:
                 raise BrokerUnavailable(f"lost the broker on {self.socket_path}: {exc}") from exc
         return raise_for_error(reply)
 
-    def _drop(self) -> None:
-        """Forget a broken socket (lock held) and let the keeper reconnect."""
+    def _drop(self, *, wake: bool = True) -> None:
+        """Forget a broken socket (lock held) and let the keeper reconnect.
+
+        The keeper drops without ``wake``: waking itself would skip its own backoff, and
+        a resume the broker keeps refusing would then retry in a tight loop.
+        """
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.close()
         self._sock = None
         if self.state is not ClientState.CLOSED:
             self.state = ClientState.RECONNECTING
-            self._wake.set()
+            if wake:
+                self._wake.set()
 
     # -- keeper thread --------------------------------------------------------------
     def _keep(self) -> None:
@@ -231,7 +236,7 @@ class ControlChannel:
                     if self._goodbye_by is not None:
                         with self._lock:
                             if not self._say_goodbye():
-                                self._drop()
+                                self._drop(wake=False)
                 continue
             self._wake.wait(self.heartbeat_interval_s)
             self._wake.clear()
@@ -267,7 +272,7 @@ class ControlChannel:
             except MyceliumError as exc:
                 log.warning("resuming after reconnect failed (%s); will retry", exc)
                 with self._lock:
-                    self._drop()
+                    self._drop(wake=False)
                 return False
         return True
 
