@@ -19,6 +19,7 @@ from mycelium.client.admin import admin_request
 from mycelium.control.faults import from_error, to_error
 from mycelium.control.limits import LANES_PER_CONSUMER, MAX_CONSUMERS_PER_CONNECTION
 from mycelium.control.wire import (
+    MAX_CONTROL_FRAME_BYTES,
     PROTOCOL_VERSION,
     Error,
     ErrorCode,
@@ -32,6 +33,7 @@ from mycelium.control.wire import (
     Subscribed,
     encode_frame,
 )
+from mycelium.coordinator.server import bounded_stats_reply, registry_name_for
 from mycelium.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -41,6 +43,7 @@ from mycelium.errors import (
     SegmentError,
     UnknownTopic,
 )
+from mycelium.shm.registry import ConsumerEntry, Registry, Topology
 
 SMALL = "lane_bytes = 65536\nmax_message_size = 1024\n"
 TOPICS = f'[[topics]]\nname = "t"\n{SMALL}\n[[topics]]\nname = "q"\nrouting = "queue"\n{SMALL}'
@@ -274,3 +277,27 @@ def test_a_client_past_the_connection_limit_is_told_why(make_broker) -> None:  #
         pytest.raises(BrokerUnavailable, match="max_connections"),
     ):
         Consumer("t", socket_path=b.socket)
+
+
+def test_status_is_cut_to_fit_the_frame_limit() -> None:
+    consumers = [{"id": i, "topic": "t", "group": "g" * 100} for i in range(20_000)]
+    stats = {"broker": {}, "topics": [], "producers": [], "consumers": consumers}
+    reply = bounded_stats_reply(stats)
+    assert len(encode_frame(reply)) <= MAX_CONTROL_FRAME_BYTES
+    assert reply.stats["truncated"] == {"producers": 0, "consumers": 20_000}
+    assert 0 < len(reply.stats["consumers"]) < 20_000
+    small = {"broker": {}, "topics": [], "producers": [], "consumers": consumers[:3]}
+    assert bounded_stats_reply(small).stats == small
+
+
+def test_a_topology_too_large_for_the_registry_is_refused() -> None:
+    registry = Registry.create(registry_name_for(f"lim{os.getpid()}"))
+    try:
+        entry = ConsumerEntry(id=1, pid=1, topic="t", group="g" * 100, segment="s", doorbell="d")
+        with pytest.raises(LimitExceeded) as info:
+            registry.publish(Topology(consumers=[entry] * 20_000))
+        assert info.value.limit == "topology_bytes"
+        assert registry.generation == 0  # nothing was published
+    finally:
+        registry.close()
+        registry.seg.unlink()
