@@ -12,6 +12,7 @@ import stat
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import posix_ipc
 import pytest
@@ -20,8 +21,8 @@ from broker_helpers import BrokerProcess
 from mycelium import Consumer, Producer
 from mycelium.cli import cleanup
 from mycelium.coordinator import cleanup as _cleanup_module  # noqa: F401 - imported for the child
-from mycelium.coordinator.state_file import state_path, write_registry_name
-from mycelium.errors import SegmentError
+from mycelium.coordinator.state_file import check_runtime_dir, state_path, write_registry_name
+from mycelium.errors import BrokerUnavailable, SegmentError
 from mycelium.shm.layout import KIND_LANE, KIND_REGISTRY, REGISTRY_SEGMENT_BYTES
 from mycelium.shm.segment import SHM_DIR, Segment, check_doorbell, unlink_quietly
 
@@ -157,3 +158,20 @@ def test_cleanup_as_another_uid_prints_one_clear_line(broker: BrokerProcess) -> 
         lines = [line for line in out.splitlines() if "other users" in line]
         assert len(lines) == 1 and lines[0].startswith("skipped"), out
         assert broker.answers()
+
+
+def test_the_runtime_directory_must_be_the_brokers_own(tmp_path: Path) -> None:
+    check_runtime_dir(tmp_path / "new")
+    assert stat.S_IMODE(os.stat(tmp_path / "new").st_mode) == 0o700
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    with pytest.raises(BrokerUnavailable, match="writable by other users"):
+        check_runtime_dir(open_dir)
+    open_dir.chmod(0o1777)  # sticky, as /tmp: others cannot replace our files
+    check_runtime_dir(open_dir)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    os.chown(foreign, NOBODY, NOBODY)
+    with pytest.raises(BrokerUnavailable, match="belongs to uid 65534"):
+        check_runtime_dir(foreign)
