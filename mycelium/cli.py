@@ -164,7 +164,7 @@ def cleanup(
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed."),
 ) -> None:
     """Remove shared-memory segments left behind by dead brokers and clients."""
-    from mycelium.coordinator.cleanup import find_orphans, remove_orphans
+    from mycelium.coordinator.cleanup import find_orphans, foreign_objects, remove_orphans
     from mycelium.shm.segment import broker_id_for
 
     broker_id = broker_id_for(socket) if socket else None
@@ -173,6 +173,8 @@ def cleanup(
     for name in names:
         typer.echo(f"{verb} {name}")
     typer.echo(f"{verb} {len(names)} orphaned object(s)")
+    if foreign := foreign_objects(broker_id):
+        typer.echo(f"skipped {len(foreign)} object(s) of other users: run cleanup as their owner")
 
 
 # -- trading services: service, top, demo (mycelium/services, docs/services.md) ---------------
@@ -275,5 +277,11 @@ def demo(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. A refused platform is one line, not an import traceback."""
+    from mycelium.errors import UnsupportedPlatform
+
+    try:
+        app()
+    except UnsupportedPlatform as exc:
+        typer.echo(f"mycelium: {exc}", err=True)
+        sys.exit(2)

@@ -12,12 +12,14 @@ __all__ = [
     "ConfigError",
     "ControlProtocolError",
     "CorruptFrame",
+    "LimitExceeded",
     "MessageTooLarge",
     "MyceliumError",
     "NonContiguousPayload",
     "PermissionDenied",
     "SegmentError",
     "UnknownTopic",
+    "UnsupportedPlatform",
 ]
 
 
@@ -95,3 +97,17 @@ class ControlProtocolError(MyceliumError):
 
 class PermissionDenied(BrokerUnavailable):
     """The coordinator refused this client's credentials (uid/gid not allowed)."""
+
+
+class UnsupportedPlatform(MyceliumError):
+    """Not a 64-bit interpreter on x86-64: the lock-free rings' ordering argument fails."""
+
+
+class LimitExceeded(MyceliumError, ValueError):
+    """A request crossed a hard limit (name length, entries, lanes, topology size); nothing
+    was created. ``limit`` names the limit (docs/limits.md), ``maximum`` is its value."""
+
+    def __init__(self, message: str, *, limit: str, maximum: int = 0) -> None:
+        self.limit = limit
+        self.maximum = maximum
+        super().__init__(message)

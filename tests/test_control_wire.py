@@ -250,6 +250,9 @@ def test_error_codes_are_the_wire_strings() -> None:
         "too_many_connections",
         "timeout",
         "config_error",
+        "limit_exceeded",
+        "segment_error",
+        "shutting_down",
         "internal",
     }
     decoder = FrameDecoder(expect=Reply)

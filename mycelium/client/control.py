@@ -25,11 +25,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from mycelium.control.faults import from_error
+from mycelium.control.peer import peer_credentials
 from mycelium.control.session import ClientState
 from mycelium.control.wire import (
     PROTOCOL_VERSION,
     Error,
-    ErrorCode,
     FrameDecoder,
     Goodbye,
     Heartbeat,
@@ -41,12 +42,11 @@ from mycelium.control.wire import (
 )
 from mycelium.errors import (
     BrokerUnavailable,
-    ConfigError,
     ControlProtocolError,
     MyceliumError,
     PermissionDenied,
-    UnknownTopic,
 )
+from mycelium.shm.segment import TRUST
 
 __all__ = ["ControlChannel", "exchange", "raise_for_error"]
 
@@ -67,17 +67,9 @@ GOODBYE_RETRY_S = 60.0
 
 def raise_for_error(reply: Reply) -> Reply:
     """Turn an Error reply into the matching MyceliumError; pass anything else through."""
-    if not isinstance(reply, Error):
-        return reply
-    if reply.code == ErrorCode.UNKNOWN_TOPIC:
-        raise UnknownTopic(reply.message.removeprefix("unknown topic ").split(";")[0].strip("'"))
-    if reply.code == ErrorCode.NOT_ALLOWED:
-        raise PermissionDenied(f"the broker refused us: {reply.message}")
-    if reply.code == "config_error":
-        raise ConfigError(reply.message)
-    if reply.code in (ErrorCode.TOO_MANY_CONNECTIONS, ErrorCode.TIMEOUT):
-        raise BrokerUnavailable(f"the broker refused us: {reply.message}")
-    raise ControlProtocolError(f"the broker answered {reply.code}: {reply.message}", reply.code)
+    if isinstance(reply, Error):
+        raise from_error(reply)
+    return reply
 
 
 def exchange(sock: socket.socket, decoder: FrameDecoder, request: Request) -> Reply:
@@ -174,6 +166,7 @@ class ControlChannel:
         try:
             reply = exchange(sock, decoder, hello)
             welcome = raise_for_error(reply)
+            broker_uid = peer_credentials(sock)[1]
         except (OSError, MyceliumError) as exc:
             sock.close()
             if isinstance(exc, PermissionDenied):
@@ -184,6 +177,8 @@ class ControlChannel:
         if not isinstance(welcome, Welcome):
             sock.close()
             raise BrokerUnavailable(f"expected Welcome, got {type(welcome).__name__}")
+        # The kernel vouches for the broker's uid: its segments are the ones we may map.
+        TRUST.trust_broker(broker_uid, welcome.segment_mode)
         self._sock = sock
         self._decoder = decoder
         self.welcome = welcome
@@ -207,15 +202,20 @@ class ControlChannel:
                 raise BrokerUnavailable(f"lost the broker on {self.socket_path}: {exc}") from exc
         return raise_for_error(reply)
 
-    def _drop(self) -> None:
-        """Forget a broken socket (lock held) and let the keeper reconnect."""
+    def _drop(self, *, wake: bool = True) -> None:
+        """Forget a broken socket (lock held) and let the keeper reconnect.
+
+        The keeper drops without ``wake``: waking itself would skip its own backoff, and
+        a resume the broker keeps refusing would then retry in a tight loop.
+        """
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.close()
         self._sock = None
         if self.state is not ClientState.CLOSED:
             self.state = ClientState.RECONNECTING
-            self._wake.set()
+            if wake:
+                self._wake.set()
 
     # -- keeper thread --------------------------------------------------------------
     def _keep(self) -> None:
@@ -236,7 +236,7 @@ class ControlChannel:
                     if self._goodbye_by is not None:
                         with self._lock:
                             if not self._say_goodbye():
-                                self._drop()
+                                self._drop(wake=False)
                 continue
             self._wake.wait(self.heartbeat_interval_s)
             self._wake.clear()
@@ -272,7 +272,7 @@ class ControlChannel:
             except MyceliumError as exc:
                 log.warning("resuming after reconnect failed (%s); will retry", exc)
                 with self._lock:
-                    self._drop()
+                    self._drop(wake=False)
                 return False
         return True
 

@@ -76,6 +76,12 @@ class ErrorCode(enum.StrEnum):
     TIMEOUT = "timeout"
     #: Reload found the new config invalid; the broker keeps running on the old one.
     CONFIG_ERROR = "config_error"
+    #: A name, entry count or size limit (docs/limits.md); nothing was created.
+    LIMIT_EXCEEDED = "limit_exceeded"
+    #: The coordinator could not create or map a segment.
+    SEGMENT_ERROR = "segment_error"
+    #: The coordinator is stopping; reconnect to its successor.
+    SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
 
 
@@ -154,6 +160,8 @@ class Welcome(_Message):
     registry_name: str
     client_id: int
     broker_pid: int
+    #: The broker's configured segment mode: no segment it hands out may be wider.
+    segment_mode: int = 0o600
 
 
 class ProducerRegistered(_Message):
@@ -186,10 +194,15 @@ class StatsReply(_Message):
 
 
 class Error(_Message):
-    """A request failed; ``code`` is an ErrorCode value (a str, so newer codes still decode)."""
+    """A request failed; ``code`` is an ErrorCode value (a str, so newer codes still decode).
+
+    ``data`` carries the error's fields (UnknownTopic's topic and known topics, a limit's
+    name and maximum), so the client rebuilds the error without parsing ``message``.
+    """
 
     code: str
     message: str
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 Request: TypeAlias = (
@@ -253,6 +266,11 @@ class FrameDecoder:
     def receive_data(self, data: bytes) -> None:
         """Append bytes read from the socket."""
         self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held of a frame not yet complete (0 between frames)."""
+        return len(self._buf)
 
     def next_message(self) -> Any:
         """The next whole message, or None if more bytes are needed.

@@ -2,8 +2,9 @@
 
 How this works
 --------------
-Every Mycelium object in /dev/shm is named ``myc-<broker id>-<kind><id>``. For each
-broker id found: if its registry names a coordinator that is still alive, the broker is
+Every Mycelium object in /dev/shm is named ``myc-<broker id>-<kind><id>.<token>``; only
+objects of our own uid are considered (root: all), so cleanup never maps or unlinks
+another user's objects, and says how many it skipped. For each broker id found: if its registry names a coordinator that is still alive, the broker is
 live and cleans up after its own clients, so nothing is touched. Otherwise the registry's
 topology says who used the segments: while any of its producers or consumers still
 runs, everything stays (a new coordinator will adopt it and they keep exchanging
@@ -19,9 +20,9 @@ from mycelium.errors import SegmentError
 from mycelium.shm.lane_header import LaneInfo
 from mycelium.shm.layout import CONSUMER_STATIC, CONSUMER_STATIC_OFF, KIND_CONSUMER, KIND_LANE
 from mycelium.shm.registry import RegistryView
-from mycelium.shm.segment import NAME_PREFIX, Segment, list_segments, unlink_quietly
+from mycelium.shm.segment import NAME_PREFIX, Segment, list_segments, owned_by_us, unlink_quietly
 
-__all__ = ["find_orphans", "remove_orphans"]
+__all__ = ["find_orphans", "foreign_objects", "remove_orphans"]
 
 
 def _broker_of(name: str) -> str:
@@ -36,10 +37,22 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def _registry_verdict(broker_id: str) -> bool | None:
-    """True: in use; False: abandoned; None: no readable registry."""
+def _kind(name: str) -> str:
+    """The kind letter of an object name (R, L, C or D)."""
+    return name.rsplit("-", 1)[-1][:1]
+
+
+def _registry_verdict(objs: list[str]) -> bool | None:
+    """True: in use; False: abandoned; None: no readable registry among ``objs``."""
+    verdicts = [_one_registry(n) for n in objs if _kind(n) == "R" and not n.startswith("sem:")]
+    if True in verdicts:
+        return True
+    return False if False in verdicts else None
+
+
+def _one_registry(name: str) -> bool | None:
     try:
-        view = RegistryView.attach(f"/{NAME_PREFIX}{broker_id}-R")
+        view = RegistryView.attach(name)
     except SegmentError:
         return None
     try:
@@ -59,7 +72,7 @@ def _owner_alive(name: str) -> bool:
     """For objects without a registry: is the process recorded in the segment alive?"""
     if name.startswith("sem:"):
         return False  # a doorbell goes with its consumer segment
-    kind = name.rsplit("-", 1)[-1][:1]
+    kind = _kind(name)
     try:
         if kind == "L":
             seg = Segment.attach(name, KIND_LANE)
@@ -75,15 +88,20 @@ def _owner_alive(name: str) -> bool:
     return _pid_alive(pid)
 
 
+def foreign_objects(broker_id: str | None = None) -> list[str]:
+    """Mycelium objects of other users, which cleanup leaves alone."""
+    return [n for n in list_segments(broker_id) if not owned_by_us(n)]
+
+
 def find_orphans(broker_id: str | None = None) -> list[str]:
-    """Names of Mycelium objects nobody alive uses (of one broker, or of all)."""
-    names = list_segments(broker_id)
+    """Names of our Mycelium objects nobody alive uses (of one broker, or of all)."""
+    names = [n for n in list_segments(broker_id) if owned_by_us(n)]
     by_broker: dict[str, list[str]] = {}
     for name in names:
         by_broker.setdefault(_broker_of(name), []).append(name)
     orphans = []
-    for bid, objs in by_broker.items():
-        verdict = _registry_verdict(bid)
+    for objs in by_broker.values():
+        verdict = _registry_verdict(objs)
         if verdict is True:
             continue
         if verdict is False:

@@ -29,14 +29,24 @@ import fcntl
 import logging
 import os
 import signal
-import socket
-import struct
 import time
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from mycelium.config import BrokerConfig, load_config
+from mycelium.control.faults import to_error
+from mycelium.control.limits import (
+    MAX_CONSUMERS_PER_CONNECTION,
+    MAX_ENTRIES_PER_PROCESS,
+    MAX_REQUEST_FRAME_BYTES,
+    check_name,
+)
+from mycelium.control.peer import peer_credentials
 from mycelium.control.session import ServerSession, SessionState
 from mycelium.control.wire import (
+    MAX_CONTROL_FRAME_BYTES,
     PROTOCOL_VERSION,
     Error,
     ErrorCode,
@@ -59,36 +69,54 @@ from mycelium.control.wire import (
     Welcome,
     encode_frame,
 )
+from mycelium.coordinator.state_file import (
+    check_runtime_dir,
+    forget_registry_name,
+    read_registry_name,
+    write_registry_name,
+)
 from mycelium.coordinator.stats import RateMeter, collect_stats
 from mycelium.coordinator.topology import BrokerState
 from mycelium.errors import (
     BrokerUnavailable,
     ConfigError,
     ControlProtocolError,
+    LimitExceeded,
     MyceliumError,
+    SegmentError,
     UnknownTopic,
 )
-from mycelium.shm.registry import Registry
-from mycelium.shm.segment import broker_id_for, segment_name
+from mycelium.shm.registry import Registry, Topology
+from mycelium.shm.segment import TRUST, broker_id_for, fresh_token, segment_name
 
 __all__ = ["Coordinator", "registry_name_for", "run_broker"]
 
 log = logging.getLogger("mycelium.coordinator")
+_ENCODER = msgspec.msgpack.Encoder()
 
 SWEEP_INTERVAL_S = 0.1
-READ_CHUNK_BYTES = 64 * 1024
-_PEERCRED = struct.Struct("3i")
+#: A status reply keeps this much of the frame limit spare for its own envelope.
+_STATS_MARGIN_BYTES = 4096
 
 
 def registry_name_for(broker_id: str) -> str:
-    """The registry segment's name for a broker id."""
-    return segment_name(broker_id, "R")
+    """A fresh, unpredictable registry name for a broker id (``/myc-<id>-R.<token>``)."""
+    return segment_name(broker_id, "R", f".{fresh_token()}")
 
 
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the process at the other end of a Unix socket (SO_PEERCRED)."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    return _PEERCRED.unpack(raw)
+def bounded_stats_reply(stats: dict[str, Any]) -> StatsReply:
+    """The stats as one reply under the frame limit: with thousands of clients the
+    per-producer and per-consumer lists are cut (halved until it fits) and ``truncated``
+    says how many there were; the topic and broker totals are always whole."""
+    reply = StatsReply(stats=stats)
+    limit = MAX_CONTROL_FRAME_BYTES - _STATS_MARGIN_BYTES
+    totals = {key: len(stats.get(key, ())) for key in ("producers", "consumers")}
+    keep = max(totals.values())
+    while len(_ENCODER.encode(reply)) > limit and keep:
+        keep //= 2
+        cut = {key: stats[key][:keep] for key in totals}
+        reply = StatsReply(stats={**stats, **cut, "truncated": totals})
+    return reply
 
 
 class _Connection:
@@ -124,7 +152,7 @@ class Coordinator:
     def _take_socket(self) -> None:
         """Hold the per-socket lock and clear a stale socket file; refuse if one is live."""
         path = Path(self.socket_path)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o770)
+        check_runtime_dir(path.parent)
         fd = os.open(f"{self.socket_path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -145,13 +173,14 @@ class Coordinator:
     async def run(self) -> None:
         """Serve until stopped. Raises BrokerUnavailable if the socket is taken."""
         self._take_socket()
-        registry, adopted = Registry.create_or_adopt(
-            registry_name_for(self.broker_id), self.config.server.segment_mode
-        )
+        TRUST.trust_broker(os.geteuid(), self.config.server.segment_mode)
+        registry, adopted = self._open_registry()
         self.state = BrokerState(self.broker_id, self.config, registry, adopted)
         self.state.sweep()
         self.state.publish()
-        server = await asyncio.start_unix_server(self._serve, path=self.socket_path)
+        server = await asyncio.start_unix_server(
+            self._serve, path=self.socket_path, limit=MAX_REQUEST_FRAME_BYTES
+        )
         os.chmod(self.socket_path, self.config.server.socket_mode)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -179,6 +208,25 @@ class Coordinator:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
 
+    def _open_registry(self) -> tuple[Registry, Topology | None]:
+        """Adopt the registry our predecessor named in the state file, else create one.
+
+        The name comes only from the broker's own state file, never from recomputing it,
+        and the segment must pass the owner and mode checks: a squatted or planted
+        registry is refused (logged, counted) and a fresh one is made beside it.
+        """
+        name = read_registry_name(self.socket_path)
+        if name is not None:
+            try:
+                return Registry.adopt(name)
+            except SegmentError as exc:
+                log.warning("not adopting registry %s: %s", name, exc)
+        registry = Registry.create(
+            registry_name_for(self.broker_id), self.config.server.segment_mode
+        )
+        write_registry_name(self.socket_path, registry.seg.name)
+        return registry, None
+
     def _shutdown_state(self) -> None:
         state = self.state
         if state is None:
@@ -190,6 +238,7 @@ class Coordinator:
             log.info("stopping; %d clients still run, their segments stay for adoption", alive)
         else:
             log.info("stopping; no clients left, removing every segment")
+            forget_registry_name(self.socket_path)
         self.state = None  # connection handlers cancelled after this must not touch it
         state.close(unlink=not alive)
 
@@ -236,6 +285,18 @@ class Coordinator:
 
     # -- connections ----------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection, from accept to close; nothing it does escapes as a traceback."""
+        try:
+            await self._serve_checked(reader, writer)
+        except asyncio.CancelledError:
+            pass  # the coordinator is stopping: the connection was closed quietly
+        finally:
+            writer.close()
+
+    async def _serve_checked(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        accepted = time.monotonic()
         sock = writer.get_extra_info("socket")
         pid, uid, gid = peer_credentials(sock)
         if not self._allowed(uid, gid):
@@ -252,39 +313,49 @@ class Coordinator:
         conn = _Connection(ServerSession(self._next_session), pid, uid)
         self._next_session += 1
         self._conns.add(conn)
-        decoder = FrameDecoder(expect=Request)
-        handshake_s = self.config.server.connection_timeout_ms / 1000
+        decoder = FrameDecoder(max_frame=MAX_REQUEST_FRAME_BYTES, expect=Request)
+        timeout_s = self.config.server.connection_timeout_ms / 1000
+        frame_started = accepted
         try:
             while conn.session.state is not SessionState.CLOSED:
-                waiting_hello = conn.session.state is SessionState.AWAIT_HELLO
-                data = await asyncio.wait_for(
-                    reader.read(READ_CHUNK_BYTES), handshake_s if waiting_hello else None
-                )
+                # Absolute deadlines: Hello within timeout_s of accept, and any frame once
+                # begun within timeout_s; a dribbling peer cannot extend either.
+                if conn.session.state is SessionState.AWAIT_HELLO:
+                    wait_s: float | None = accepted + timeout_s - time.monotonic()
+                elif decoder.buffered:
+                    wait_s = frame_started + timeout_s - time.monotonic()
+                else:
+                    wait_s = None
+                async with asyncio.timeout(None if wait_s is None else max(0.0, wait_s)):
+                    data = await reader.read(MAX_REQUEST_FRAME_BYTES)
                 if not data:
                     break
+                if not decoder.buffered:
+                    frame_started = time.monotonic()
                 decoder.receive_data(data)
                 while (request := decoder.next_message()) is not None:
                     conn.session.receive(request)
-                    writer.write(encode_frame(self._dispatch(conn, request)))
+                    writer.write(self._answer(conn, request))
                     if conn.session.state is SessionState.CLOSED:
                         break
                 await writer.drain()
         except ControlProtocolError as exc:
             log.warning("pid %d broke the control protocol: %s", pid, exc)
+            conn.session.close()
             await self._close_with(writer, exc.code, str(exc))
         except TimeoutError:
+            conn.session.close()
+            what = "Hello" if conn.session.hello is None else "whole request frame"
             await self._close_with(
-                writer, ErrorCode.TIMEOUT, f"no Hello within {handshake_s * 1000:.0f} ms"
+                writer, ErrorCode.TIMEOUT, f"no {what} within {timeout_s * 1000:.0f} ms"
             )
         except (ConnectionError, OSError):
             pass
-        except asyncio.CancelledError:
-            pass  # the coordinator is stopping: close this connection quietly
         finally:
             self._conns.discard(conn)
             self._disconnected(conn)
             writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
+            with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
                 await writer.wait_closed()
 
     async def _close_with(self, writer: asyncio.StreamWriter, code: str, message: str) -> None:
@@ -317,82 +388,129 @@ class Coordinator:
         conn.producer_id = 0
         conn.consumer_ids.clear()
         state.sweep()
-        state.publish()
+        try:
+            state.publish()
+        except MyceliumError:
+            log.exception("publishing the release of pid %d failed", conn.pid)
+
+    def _answer(self, conn: _Connection, request: Request) -> bytes:
+        """The request-handling error boundary: every exception becomes an Error reply.
+
+        A refusal the coordinator meant (unknown topic, a limit, a bad reload) leaves the
+        connection open: ``BrokerState.change`` already put everything back. Anything
+        else is a bug: logged once with its traceback, the connection's entries released
+        and the connection closed, so nothing it held lingers.
+        """
+        try:
+            return encode_frame(self._dispatch(conn, request))
+        except (UnknownTopic, LimitExceeded, ConfigError, BrokerUnavailable) as exc:
+            log.info("refused %s from pid %d: %s", type(request).__name__, conn.pid, exc)
+            return encode_frame(to_error(exc))
+        except Exception as exc:
+            log.exception("%s from pid %d failed", type(request).__name__, conn.pid)
+            conn.session.close()
+            self._release(conn)
+            return encode_frame(to_error(exc))
 
     def _dispatch(self, conn: _Connection, request: Request) -> Reply:
-        """Act on one accepted request and build its reply."""
+        """Act on one accepted request and build its reply (raises; see ``_answer``)."""
         state = self.state
-        assert state is not None
-        try:
-            match request:
-                case Hello():
-                    return self._hello(conn, request)
-                case RegisterProducer(topic=topic):
+        if state is None:
+            raise BrokerUnavailable("the broker is shutting down")
+        match request:
+            case Hello():
+                return self._hello(conn, request)
+            case RegisterProducer(topic=topic):
+                check_name("topic", topic)
+                with state.change():
                     if not conn.producer_id:
+                        self._check_entries(conn, consumers=0)
                         conn.producer_id = state.add_producer(conn.pid, "").id
                     state.register_topic(conn.producer_id, topic)
-                    state.publish()
-                    return ProducerRegistered(topic=topic, producer_id=conn.producer_id)
-                case Subscribe(topic=topic, group=group, resume_id=resume_id):
+                return ProducerRegistered(topic=topic, producer_id=conn.producer_id)
+            case Subscribe(topic=topic, group=group, resume_id=resume_id):
+                check_name("topic", topic)
+                if group is not None:
+                    check_name("group", group)
+                self._check_entries(conn, consumers=1)
+                with state.change():
                     entry = state.subscribe(conn.pid, topic, group, resume_id)
-                    conn.consumer_ids.add(entry.id)
-                    state.publish()
-                    return Subscribed(
-                        topic=topic,
-                        consumer_id=entry.id,
-                        group=entry.group,
-                        state_name=entry.segment,
-                        doorbell_name=entry.doorbell,
-                    )
-                case Unsubscribe(consumer_id=cid):
-                    if cid in conn.consumer_ids:
-                        conn.consumer_ids.discard(cid)
+                conn.consumer_ids.add(entry.id)
+                return Subscribed(
+                    topic=topic,
+                    consumer_id=entry.id,
+                    group=entry.group,
+                    state_name=entry.segment,
+                    doorbell_name=entry.doorbell,
+                )
+            case Unsubscribe(consumer_id=cid):
+                if cid in conn.consumer_ids:
+                    conn.consumer_ids.discard(cid)
+                    with state.change():
                         state.remove_consumer(cid)
                         state.sweep()
-                        state.publish()
-                    return Ok()
-                case Heartbeat():
-                    return Ok()
-                case StatsRequest():
-                    return StatsReply(
-                        stats=collect_stats(
-                            state,
-                            self._rates,
-                            socket_path=self.socket_path,
-                            started_s=self._started_s,
-                            connections=len(self._conns),
-                        )
-                    )
-                case Reload():
-                    return Ok(detail="; ".join(self.reload()))
-                case Shutdown():
-                    asyncio.get_running_loop().call_soon(self.stop)
-                    return Ok(detail="shutting down")
-                case Goodbye():
-                    self._release(conn)
-                    return Ok()
-        except UnknownTopic as exc:
-            return Error(code=str(ErrorCode.UNKNOWN_TOPIC), message=str(exc))
-        except ConfigError as exc:
-            return Error(code="config_error", message=str(exc))
-        except MyceliumError as exc:
-            log.exception("request %s failed", type(request).__name__)
-            return Error(code=str(ErrorCode.INTERNAL), message=str(exc))
-        return Error(code=str(ErrorCode.UNKNOWN_MESSAGE), message=type(request).__name__)
+                return Ok()
+            case Heartbeat():
+                return Ok()
+            case StatsRequest():
+                stats = collect_stats(
+                    state,
+                    self._rates,
+                    socket_path=self.socket_path,
+                    started_s=self._started_s,
+                    connections=len(self._conns),
+                )
+                stats["broker"]["refused_segments"] = TRUST.refused
+                return bounded_stats_reply(stats)
+            case Reload():
+                return Ok(detail="; ".join(self.reload()))
+            case Shutdown():
+                asyncio.get_running_loop().call_soon(self.stop)
+                return Ok(detail="shutting down")
+            case Goodbye():
+                self._release(conn)
+                return Ok()
+        return Error(code=ErrorCode.UNKNOWN_MESSAGE, message=type(request).__name__)
+
+    def _check_entries(self, conn: _Connection, consumers: int) -> None:
+        """Refuse an entry over the per-connection or per-process limit. Raises LimitExceeded."""
+        if len(conn.consumer_ids) + consumers > MAX_CONSUMERS_PER_CONNECTION:
+            raise LimitExceeded(
+                f"a connection holds at most {MAX_CONSUMERS_PER_CONNECTION} subscriptions",
+                limit="consumers_per_connection",
+                maximum=MAX_CONSUMERS_PER_CONNECTION,
+            )
+        assert self.state is not None
+        topo = self.state.topo
+        held = sum(p.alive and p.pid == conn.pid for p in topo.producers) + sum(
+            c.alive and c.pid == conn.pid for c in topo.consumers
+        )
+        if held + 1 > MAX_ENTRIES_PER_PROCESS:
+            raise LimitExceeded(
+                f"process {conn.pid} holds {held} entries, the most one process may",
+                limit="entries_per_process",
+                maximum=MAX_ENTRIES_PER_PROCESS,
+            )
 
     def _hello(self, conn: _Connection, hello: Hello) -> Welcome:
-        assert self.state is not None
+        check_name("client", hello.name, allow_empty=True)
+        state = self.state
+        assert state is not None  # _dispatch checked
         if hello.role == "producer":
-            entry = self.state.add_producer(conn.pid, hello.name, hello.resume_id)
+            with state.change():
+                resumed = state.producer(hello.resume_id) if hello.resume_id else None
+                if resumed is None or resumed.pid != conn.pid:
+                    self._check_entries(conn, consumers=0)
+                entry = state.add_producer(conn.pid, hello.name, hello.resume_id)
             conn.producer_id = entry.id
             client_id = entry.id
-            self.state.publish()
         else:
             client_id = conn.session.client_id
         return Welcome(
             version=PROTOCOL_VERSION,
             broker_id=self.broker_id,
-            registry_name=registry_name_for(self.broker_id),
+            registry_name=state.registry.seg.name,
+            segment_mode=self.config.server.segment_mode,
             client_id=client_id,
             broker_pid=os.getpid(),
         )

@@ -19,6 +19,7 @@ A restarted coordinator builds its state from the topology it finds in the regis
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 
@@ -26,7 +27,8 @@ import msgspec
 import psutil
 
 from mycelium.config import BrokerConfig, TopicConfig
-from mycelium.errors import SegmentError, UnknownTopic
+from mycelium.control.limits import LANES_PER_CONSUMER
+from mycelium.errors import LimitExceeded, SegmentError, UnknownTopic
 from mycelium.shm.consumer_state import (
     ConsumerStateView,
     create_consumer_segment,
@@ -48,7 +50,7 @@ from mycelium.shm.registry import (
     TopicEntry,
     Topology,
 )
-from mycelium.shm.segment import Segment, segment_name, unlink_quietly
+from mycelium.shm.segment import Segment, fresh_token, segment_name, unlink_quietly
 
 __all__ = ["BrokerState", "process_started", "topic_entry"]
 
@@ -104,6 +106,8 @@ class BrokerState:
         #: Messages counted on lanes that have since been removed, per topic (for stats).
         self.retired_published: dict[str, int] = {}
         self.retired_delivered: dict[str, int] = {}
+        #: Segments created since the current ``change()`` began: its rollback unlinks them.
+        self._created: list[tuple[str, str]] = []
         if adopted is not None:
             self._adopt()
         self.apply_config(config)
@@ -169,9 +173,50 @@ class BrokerState:
         return entry
 
     def publish(self) -> int:
-        """Publish the current topology to the registry; returns the generation."""
+        """Publish the current topology to the registry; returns the generation.
+
+        Raises LimitExceeded if it no longer fits the registry buffer.
+        """
         self.topo.coordinator_pid = psutil.Process().pid
         return self.registry.publish(self.topo)
+
+    @contextlib.contextmanager
+    def change(self) -> Iterator[None]:
+        """Apply one client request all or nothing, then publish it.
+
+        If anything inside (or the publish: a topology too large for the registry)
+        raises, the topology is put back as it was and every segment created meanwhile
+        is unmapped and unlinked: a refused request leaves no entry and no segment.
+        """
+        topo = self.topo
+        saved = (topo.next_id, list(topo.producers), list(topo.consumers), list(topo.lanes))
+        self._created = []
+        try:
+            yield
+            self.publish()
+        except BaseException:
+            topo.next_id, topo.producers, topo.consumers, topo.lanes = saved
+            for kind, name in self._created:
+                self._forget_created(kind, name)
+            raise
+        finally:
+            self._created = []
+
+    def _forget_created(self, kind: str, name: str) -> None:
+        """Roll back one segment a failed change created."""
+        if kind == "lane":
+            for uid, seg in list(self._lanes.items()):
+                if seg.name == name:
+                    seg.close()
+                    del self._lanes[uid]
+            unlink_quietly(name)
+            return
+        for cid, view in list(self._consumers.items()):
+            if view.seg.name == name:
+                view.close()
+                del self._consumers[cid]
+        segment, doorbell = name.split(" ", 1)
+        remove_consumer_objects(segment, doorbell)
 
     # -- ids and names --------------------------------------------------------------
     def _new_id(self) -> int:
@@ -179,8 +224,9 @@ class BrokerState:
         self.topo.next_id += 1
         return uid
 
-    def _name(self, kind: str, uid: int) -> str:
-        return segment_name(self.broker_id, kind, uid)
+    def _name(self, kind: str, uid: int, token: str) -> str:
+        """An unpredictable name: the id for people, the token against squatters."""
+        return segment_name(self.broker_id, kind, f"{uid}.{token}")
 
     # -- producers ------------------------------------------------------------------
     def producer(self, pid: int) -> ProducerEntry | None:
@@ -206,20 +252,41 @@ class BrokerState:
             raise SegmentError(f"producer {producer_id} is not registered")
         if topic in p.topics:
             return
+        readers = [c for c in self.topo.consumers if c.topic == topic and c.alive]
+        if t.routing == "queue":
+            for c in readers:
+                self._check_lane_room(topic, c.id)
+        else:
+            self._check_lane_room(topic, 0)
         self._replace_producer(msgspec.structs.replace(p, topics=(*p.topics, topic)))
         if t.routing == "queue":
-            for c in self.topo.consumers:
-                if c.topic == topic and c.alive:
-                    self._add_lane(t, p, c)
+            for c in readers:
+                self._add_lane(t, p, c)
         else:
             self._add_lane(t, p, None)
+
+    def _check_lane_room(self, topic: str, consumer: int) -> None:
+        """Refuse a lane that a consumer could not read: it has LANES_PER_CONSUMER slots.
+
+        Fanout (``consumer`` 0): every consumer reads every lane of the topic, draining
+        ones included. Queue: the consumer reads one lane per producer. Raises
+        LimitExceeded before anything is created, so no consumer is affected.
+        """
+        lanes = sum(1 for x in self.topo.lanes if x.topic == topic and x.consumer == consumer)
+        if lanes >= LANES_PER_CONSUMER:
+            raise LimitExceeded(
+                f"topic {topic!r} already has {lanes} lanes (producers) per consumer, "
+                f"the most a consumer can read",
+                limit="lanes_per_topic",
+                maximum=LANES_PER_CONSUMER,
+            )
 
     def _replace_producer(self, entry: ProducerEntry) -> None:
         self.topo.producers = [entry if p.id == entry.id else p for p in self.topo.producers]
 
     def _add_lane(self, t: TopicEntry, p: ProducerEntry, c: ConsumerEntry | None) -> None:
         uid = self._new_id()
-        name = self._name("L", uid)
+        name = self._name("L", uid, fresh_token())
         seg = create_lane_segment(
             name,
             t.lane_bytes,
@@ -229,6 +296,7 @@ class BrokerState:
             lossy=t.lossy,
             mode=self.mode,
         )
+        self._created.append(("lane", name))
         seg.close()
         self._lanes[uid] = Segment.attach(name, KIND_LANE)
         self.topo.lanes.append(
@@ -268,18 +336,28 @@ class BrokerState:
         old = self.consumer(resume_id) if resume_id else None
         if old is not None and old.pid == pid and old.alive and old.topic == topic:
             return old
+        if t.routing == "queue":
+            producers = sum(1 for p in self.topo.producers if p.alive and topic in p.topics)
+            if producers > LANES_PER_CONSUMER:
+                raise LimitExceeded(
+                    f"topic {topic!r} has {producers} producers, more than a consumer can read",
+                    limit="lanes_per_topic",
+                    maximum=LANES_PER_CONSUMER,
+                )
         uid = self._new_id()
         group = (group or DEFAULT_GROUP) if t.routing == "queue" else f"@{uid}"
+        token = fresh_token()  # one for both: cleanup pairs a doorbell with its segment
         entry = ConsumerEntry(
             id=uid,
             pid=pid,
             topic=topic,
             group=group,
-            segment=self._name("C", uid),
-            doorbell=self._name("D", uid),
+            segment=self._name("C", uid, token),
+            doorbell=self._name("D", uid, token),
             started=process_started(pid),
         )
         create_consumer_segment(entry.segment, entry.doorbell, uid, pid, self.mode).close()
+        self._created.append(("consumer", f"{entry.segment} {entry.doorbell}"))
         self._consumers[uid] = ConsumerStateView.attach(entry.segment)
         self.topo.consumers.append(entry)
         if t.routing == "queue":

@@ -43,7 +43,7 @@ from mycelium.shm.layout import (
     SLOT_START_Q,
     slot_q,
 )
-from mycelium.shm.segment import DEFAULT_SEGMENT_MODE, Segment, unlink_quietly
+from mycelium.shm.segment import DEFAULT_SEGMENT_MODE, Segment, check_doorbell, unlink_quietly
 
 __all__ = [
     "ConsumerState",
@@ -73,7 +73,8 @@ def create_consumer_segment(
 
 
 def open_doorbell(name: str) -> posix_ipc.Semaphore:
-    """Open an existing doorbell semaphore; SegmentError if it is gone."""
+    """Open an existing doorbell semaphore; SegmentError if it is gone or not trusted."""
+    check_doorbell(name)
     try:
         return posix_ipc.Semaphore(name)
     except posix_ipc.Error as exc:

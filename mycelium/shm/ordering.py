@@ -43,20 +43,27 @@ a full barrier on x86-64):
 
 AArch64 and other weakly ordered platforms reorder Store/Store and Load/Load, so the
 argument above fails there and we refuse to run (``check_platform``) rather than risk
-readers seeing a cursor before its payload.
+readers seeing a cursor before its payload. A 32-bit interpreter is refused too, even on
+an x86-64 kernel: there an 8-byte cursor store is two 4-byte stores and a reader can see
+it torn. The check asks the interpreter (``sys.maxsize``, ``struct.calcsize("P")``), not
+only the kernel (``platform.machine()`` says x86_64 for a 32-bit Python on a 64-bit box).
 """
 
 from __future__ import annotations
 
 import platform
+import struct
+import sys
 import threading
 
-from mycelium.errors import MyceliumError
+from mycelium.errors import UnsupportedPlatform
 
 __all__ = ["BLOCK_SAFETY_S", "TSO_MACHINES", "UnsupportedPlatform", "check_platform", "full_fence"]
 
-#: Machines whose memory model is total store order (or stronger) for plain stores.
-TSO_MACHINES = frozenset({"x86_64", "amd64", "AMD64", "i686", "i386", "x86"})
+#: 64-bit x86 machine names: total store order and single-copy atomic 8-byte stores.
+TSO_MACHINES = frozenset({"x86_64", "amd64", "AMD64"})
+#: A 64-bit interpreter: its aligned u64 stores are one ``mov``, never two halves.
+POINTER_BITS = 64
 
 #: Longest a blocked reader sleeps before re-checking its lanes: bounds a missed wake-up.
 BLOCK_SAFETY_S = 0.02
@@ -64,19 +71,24 @@ BLOCK_SAFETY_S = 0.02
 _FENCE_LOCK = threading.Lock()
 
 
-class UnsupportedPlatform(MyceliumError):
-    """The CPU's memory model does not order plain stores; the lock-free rings are unsafe."""
+def check_platform() -> None:
+    """Raise UnsupportedPlatform unless this is a 64-bit interpreter on x86-64 (TSO).
 
-
-def check_platform(machine: str | None = None) -> None:
-    """Raise UnsupportedPlatform unless this CPU orders stores as x86-64 TSO does."""
-    machine = machine or platform.machine()
+    Read at call time, so a test can monkeypatch ``sys.maxsize``, ``struct.calcsize`` or
+    ``platform.machine``.
+    """
+    machine = platform.machine()
+    bits = min(struct.calcsize("P") * 8, sys.maxsize.bit_length() + 1)
     if machine not in TSO_MACHINES:
-        raise UnsupportedPlatform(
-            f"Mycelium's shared-memory rings rely on x86-64 total store order; "
-            f"{machine!r} reorders plain stores, so readers could see a cursor before "
-            f"its payload. Refusing to run (see mycelium/shm/ordering.py)."
-        )
+        reason = f"the CPU is {machine!r}, which reorders plain stores"
+    elif bits != POINTER_BITS:
+        reason = f"this Python is {bits}-bit, so an 8-byte cursor store can tear"
+    else:
+        return
+    raise UnsupportedPlatform(
+        f"Mycelium's shared-memory rings need a 64-bit Python on x86-64; {reason}. "
+        f"Refusing to run (see mycelium/shm/ordering.py)."
+    )
 
 
 def full_fence() -> None:

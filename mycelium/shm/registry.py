@@ -20,7 +20,7 @@ import time
 
 import msgspec
 
-from mycelium.errors import SegmentError
+from mycelium.errors import LimitExceeded, SegmentError
 from mycelium.shm.layout import (
     KIND_REGISTRY,
     REGISTRY_BUFFER_BYTES,
@@ -29,7 +29,7 @@ from mycelium.shm.layout import (
     REGISTRY_GENERATION_Q,
     REGISTRY_SEGMENT_BYTES,
 )
-from mycelium.shm.segment import DEFAULT_SEGMENT_MODE, Segment, unlink_quietly
+from mycelium.shm.segment import DEFAULT_SEGMENT_MODE, Segment
 
 __all__ = [
     "ConsumerEntry",
@@ -157,33 +157,36 @@ class Registry(RegistryView):
     """The coordinator's writable registry (the single writer)."""
 
     @classmethod
-    def create_or_adopt(
-        cls, name: str, mode: int = DEFAULT_SEGMENT_MODE
-    ) -> tuple[Registry, Topology | None]:
-        """Create the registry, or adopt an existing one; returns it and any adopted topology."""
+    def create(cls, name: str, mode: int = DEFAULT_SEGMENT_MODE) -> Registry:
+        """A new, empty registry under a fresh name (O_EXCL). Raises SegmentError."""
+        return cls(Segment.create(name, REGISTRY_SEGMENT_BYTES, KIND_REGISTRY, mode))
+
+    @classmethod
+    def adopt(cls, name: str) -> tuple[Registry, Topology]:
+        """Take over a predecessor's registry, learned from the broker's own state file.
+
+        Raises SegmentError if it is gone, not trusted (owner, mode) or unreadable.
+        """
+        reg = cls(Segment.attach(name, KIND_REGISTRY, writable=True))
         try:
-            seg = Segment.create(name, REGISTRY_SEGMENT_BYTES, KIND_REGISTRY, mode)
+            _, topo = reg.read()
         except SegmentError:
-            try:
-                seg = Segment.attach(name, KIND_REGISTRY, writable=True)
-            except SegmentError:
-                # Exists but unreadable (older layout, foreign): replace it.
-                unlink_quietly(name)
-                seg = Segment.create(name, REGISTRY_SEGMENT_BYTES, KIND_REGISTRY, mode)
-                return cls(seg), None
-            reg = cls(seg)
-            try:
-                _, topo = reg.read()
-            except SegmentError:
-                topo = None
-            return reg, topo
-        return cls(seg), None
+            reg.close()
+            raise
+        return reg, topo
 
     def publish(self, topology: Topology) -> int:
-        """Write ``topology`` as the next generation; returns that generation."""
+        """Write ``topology`` as the next generation; returns that generation.
+
+        Raises LimitExceeded (nothing written) if it does not fit the buffer.
+        """
         blob = _encoder.encode(topology)
         if len(blob) > REGISTRY_BUFFER_BYTES - _LEN_BYTES:
-            raise SegmentError(f"topology of {len(blob)} bytes exceeds the registry buffer")
+            raise LimitExceeded(
+                f"topology of {len(blob)} bytes exceeds the registry buffer",
+                limit="topology_bytes",
+                maximum=REGISTRY_BUFFER_BYTES - _LEN_BYTES,
+            )
         gen = self.q[REGISTRY_GENERATION_Q] + 1
         off = _buffer_off(gen)
         mm = self.seg.mm

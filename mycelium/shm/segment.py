@@ -11,17 +11,29 @@ stale segment from an older layout or a name reused for another kind is refused 
 it ``PROT_READ``: a write through their mapping raises ``TypeError`` in Python, and the
 kernel kills a C-level store with SIGSEGV.
 
-Names are ``/myc-<broker id>-<kind letter><id>``: the broker id comes from the socket
-path, so two brokers on one machine never collide, and ``list_segments`` can find every
-segment of one broker (or all of them, for ``mycelium cleanup``). posix_ipc errors become
-``SegmentError`` here and nowhere else.
+Names are ``/myc-<broker id>-<kind letter><id>.<random>``: the broker id comes from the
+socket path, so two brokers on one machine never collide, and ``list_segments`` can find
+every segment of one broker (or all of them, for ``mycelium cleanup``). The random part
+(``fresh_token``) is chosen by the coordinator and reaches clients only over the
+peer-checked control socket, so another local user can neither predict a name nor plant
+a segment under it before the coordinator creates it ``O_EXCL``.
+
+Trust: every attach (and every doorbell open) checks the object's owner and mode with
+``fstat``/``stat`` against the ``TRUST`` policy: owned by this process's uid, root, or a
+broker uid learned from the control socket's peer credentials, and no mode bit beyond
+the broker's configured segment mode. Anything else is refused with ``SegmentError``,
+logged and counted (``TRUST.refused``). posix_ipc errors become ``SegmentError`` here and
+nowhere else.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import mmap
 import os
+import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,9 +44,14 @@ from mycelium.shm.layout import IDENTITY, KIND_NAMES, LAYOUT_VERSION, MAGIC
 
 __all__ = [
     "NAME_PREFIX",
+    "TRUST",
     "Segment",
+    "TrustPolicy",
     "broker_id_for",
+    "check_doorbell",
+    "fresh_token",
     "list_segments",
+    "owned_by_us",
     "segment_name",
     "unlink_quietly",
 ]
@@ -42,6 +59,13 @@ __all__ = [
 NAME_PREFIX = "myc-"
 SHM_DIR = Path("/dev/shm")
 DEFAULT_SEGMENT_MODE = 0o600
+#: Widest mode a segment may have before a broker told us its configured one: group
+#: access is a configuration choice, write access for others never is.
+DEFAULT_MAX_MODE = 0o660
+#: Random bytes in every name: 64 bits nobody else can guess.
+TOKEN_BYTES = 8
+
+log = logging.getLogger("mycelium.shm")
 #: Shared mappings with their page tables filled at map time (Linux): the first touch of
 #: each page on the hot path would otherwise be a page fault (~5 us, 1 message in 50).
 MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
@@ -51,6 +75,66 @@ def broker_id_for(socket_path: str) -> str:
     """A short stable id for the broker on ``socket_path``: restarts keep it, others differ."""
     real = os.path.realpath(socket_path)
     return hashlib.blake2b(real.encode(), digest_size=4).hexdigest()
+
+
+def fresh_token() -> str:
+    """The unpredictable part of a new segment name."""
+    return secrets.token_hex(TOKEN_BYTES)
+
+
+class TrustPolicy:
+    """Whose segments this process attaches: owners and the widest mode allowed."""
+
+    def __init__(self) -> None:
+        self.owners: set[int] = {os.geteuid(), 0}
+        self.max_mode = DEFAULT_MAX_MODE
+        #: Objects refused so far (wrong owner or mode), for stats.
+        self.refused = 0
+
+    def trust_broker(self, uid: int, mode: int | None = None) -> None:
+        """Also accept objects of ``uid`` (a peer-checked broker), up to its ``mode``."""
+        self.owners.add(uid)
+        if mode is not None:
+            self.max_mode = mode
+
+    def check(self, name: str, st: os.stat_result) -> None:
+        """Raise SegmentError (logged, counted) unless ``st`` is trusted."""
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid not in self.owners:
+            problem = f"is owned by uid {st.st_uid}, not by the broker"
+        elif mode & ~self.max_mode:
+            problem = f"has mode {mode:04o}, wider than the configured {self.max_mode:04o}"
+        else:
+            return
+        self.refused += 1
+        log.warning("refused %s: it %s", name, problem)
+        raise SegmentError(f"segment {name} {problem}; refusing to use it")
+
+
+#: This process's policy (the coordinator sets its mode; clients add their broker's uid).
+TRUST = TrustPolicy()
+
+
+def check_doorbell(name: str) -> None:
+    """Check a doorbell semaphore's owner and mode (posix_ipc cannot fstat one: its file
+    in /dev/shm is stat'ed instead). Raises SegmentError."""
+    try:
+        st = os.stat(SHM_DIR / f"sem.{name.lstrip('/')}", follow_symlinks=False)
+    except FileNotFoundError as exc:
+        raise SegmentError(f"doorbell {name} does not exist") from exc
+    except OSError as exc:
+        raise SegmentError(f"cannot check doorbell {name}: {exc}") from exc
+    TRUST.check(name, st)
+
+
+def owned_by_us(name: str) -> bool:
+    """Is the object ``name`` (``sem:`` for doorbells) owned by this uid (root: any)?"""
+    entry = ("sem." if name.startswith("sem:") else "") + name.removeprefix("sem:").lstrip("/")
+    try:
+        uid = os.stat(SHM_DIR / entry, follow_symlinks=False).st_uid
+    except OSError:
+        return False
+    return os.geteuid() in (0, uid)
 
 
 def segment_name(broker_id: str, kind: str, ident: int | str = "") -> str:
@@ -83,7 +167,7 @@ def unlink_quietly(name: str) -> bool:
             posix_ipc.unlink_semaphore(name[4:])
         else:
             posix_ipc.unlink_shared_memory(name)
-    except posix_ipc.ExistentialError:
+    except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
         return False
     return True
 
@@ -150,8 +234,8 @@ class Segment:
     def attach(cls, name: str, kind: int, writable: bool = False) -> Segment:
         """Map an existing segment, read-only unless ``writable``, and check its identity.
 
-        Raises SegmentError if it is missing, not a Mycelium segment of ``kind``, or of
-        another layout version.
+        Raises SegmentError if it is missing, not a Mycelium segment of ``kind``, of
+        another layout version, or not trusted (owner, mode: ``TRUST``).
         """
         flags = 0 if writable else posix_ipc.O_RDONLY  # posix_ipc opens O_RDWR by default
         try:
@@ -161,6 +245,7 @@ class Segment:
         except (posix_ipc.Error, OSError) as exc:
             raise SegmentError(f"cannot open segment {name}: {exc}") from exc
         try:
+            TRUST.check(name, os.fstat(shm.fd))
             size = shm.size
             if size < IDENTITY.size:
                 raise SegmentError(f"segment {name} is too small ({size} bytes) to be ours")
