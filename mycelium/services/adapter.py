@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from mycelium.protocol import RelayDomain, TypedTLV, encode_message
 from mycelium.services.base import Malformed, Service
-from mycelium.services.feeds import file_lines, live_lines, paced
+from mycelium.services.feeds import LiveLink, file_lines, live_lines, paced
 
 __all__ = ["DEFAULT_RATE", "FeedAdapter", "market_message"]
 
@@ -48,6 +48,8 @@ class FeedAdapter(Service):
 
     source: ClassVar[int]
     live_url: ClassVar[str]
+    #: A live feed silent this long is reconnected (None: never).
+    max_silence_s: ClassVar[float | None] = None
 
     def __init__(
         self,
@@ -67,6 +69,7 @@ class FeedAdapter(Service):
         self.rate = rate
         self.seed = seed
         self.sequence = 0
+        self.link = LiveLink(max_silence_s=self.max_silence_s)
         self._lines: Iterator[str] = iter(())
 
     # -- the decoder (pure) -----------------------------------------------------------
@@ -93,7 +96,7 @@ class FeedAdapter(Service):
             lines = file_lines(self.input)
             rate = self.rate
         elif self.live:
-            lines = live_lines(self.live_url, self.subscriptions(), self.stopping)
+            lines = live_lines(self.live_url, self.subscriptions(), self.stopping, self.link)
             rate = None
         else:
             lines = self.generate()

@@ -107,8 +107,8 @@ def test_kraken_control_messages_carry_no_events(line: str) -> None:
     assert kraken.split(line) == []
 
 
-def test_kraken_pairs_not_in_dollars_are_ignored() -> None:
-    assert one(kraken, ticker("ETH/BTC", 0.05, 0.0501)) is None
+def test_kraken_pairs_in_an_unknown_quote_currency_are_ignored() -> None:
+    assert one(kraken, ticker("ETH/GBP", 1500, 1501)) is None
 
 
 @pytest.mark.parametrize(
