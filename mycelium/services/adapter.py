@@ -26,21 +26,22 @@ from mycelium.protocol import RelayDomain, TypedTLV, encode_message
 from mycelium.services.base import Malformed, Service
 from mycelium.services.feeds import LiveLink, file_lines, live_lines, paced
 
-__all__ = ["DEFAULT_RATE", "FeedAdapter", "market_message"]
+__all__ = ["DEFAULT_RATE", "FLAG_ARRIVAL_TIME", "FeedAdapter", "market_message"]
 
 log = logging.getLogger("mycelium.services")
 
 #: Lines per second the generator emits unless told otherwise.
 DEFAULT_RATE = 300.0
+#: Header flag: the timestamps in this message are our arrival time, not the source's.
+FLAG_ARRIVAL_TIME = 0x01
 #: How much of a malformed line a log line quotes.
 QUOTE_CHARS = 160
 
 
-def market_message(source: int, tlv: TypedTLV, sequence: int) -> bytes:
-    """One TLV as a market-data message from ``source``."""
-    return encode_message(
-        RelayDomain.MARKET_DATA, source, [(tlv.TLV_TYPE, tlv.to_bytes())], sequence=sequence
-    )
+def market_message(source: int, tlv: Any, sequence: int, flags: int = 0) -> bytes:
+    """One TLV (a typed payload or an ``OrderBookTLV``) as a market-data message."""
+    return encode_message(RelayDomain.MARKET_DATA, source, [(tlv.TLV_TYPE, tlv.to_bytes())],
+                          sequence=sequence, flags=flags)  # fmt: skip
 
 
 class FeedAdapter(Service):
@@ -80,6 +81,10 @@ class FeedAdapter(Service):
     def convert(self, event: Any, now_ns: int) -> TypedTLV | None:
         """One event as a TLV, or None if it carries nothing we publish; raises Malformed."""
         raise NotImplementedError
+
+    def message_flags(self, event: Any) -> int:
+        """Header flags of the message made of ``event`` (``FLAG_ARRIVAL_TIME``)."""
+        return 0
 
     def generate(self) -> Iterator[str]:
         """The built-in feed: endless lines in the real format, seeded by ``self.seed``."""
@@ -129,7 +134,8 @@ class FeedAdapter(Service):
                 self.counters.ignored += 1
                 continue
             self.sequence += 1
-            if not self.publish(market_message(self.source, tlv, self.sequence)):
+            flags = self.message_flags(event)
+            if not self.publish(market_message(self.source, tlv, self.sequence, flags)):
                 return
 
     def _skip(self, exc: Malformed, what: object) -> None:
