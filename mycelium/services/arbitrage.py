@@ -60,6 +60,7 @@ __all__ = [
     "FlashArbitrage",
     "Opportunity",
     "PoolView",
+    "VenuePrice",
     "optimal_input",
     "pair_output",
 ]
@@ -181,9 +182,26 @@ def optimal_input(buy: PoolView, sell: PoolView, flash_fee: Decimal) -> Decimal:
 
 
 @dataclass(frozen=True)
+class VenuePrice:
+    """The latest price of an asset at a venue, for display (``venues``): floats, never
+    traded on."""
+
+    venue: int
+    pool: bytes
+    mid: float
+    bid: float = 0.0
+    ask: float = 0.0
+
+    @property
+    def is_pool(self) -> bool:
+        return self.pool != bytes(20)
+
+
+@dataclass(frozen=True)
 class Opportunity:
     """A priced flash arbitrage; money fields are 8-decimal fixed point in the quote token
-    (USDC), quantity in the base token."""
+    (USDC), quantity in the base token. ``buy_cost`` is the loan plus its fee,
+    ``sell_proceeds`` what the sale repays it with."""
 
     ticker: str
     buy: PoolView
@@ -216,6 +234,8 @@ class Detector:
         self.now_ns = 0
         self.open: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
         self.stale_skips = 0
+        #: ticker -> (venue, pool) -> latest price: what a dashboard shows
+        self.venues: dict[str, dict[tuple[int, bytes], VenuePrice]] = {}
 
     def update(self, tlv_type: int, payload: bytes | memoryview) -> Opportunity | None:
         """Apply one market-data TLV; returns an opportunity when one opens."""
@@ -234,6 +254,9 @@ class Detector:
         if view is None:
             return None
         self.views[view.pool.address] = view
+        self.venues.setdefault(view.base.ticker, {})[(view.pool.venue, view.pool.address)] = (
+            VenuePrice(view.pool.venue, view.pool.address, float(view.mid))
+        )
         self._tick(view.timestamp_ns)
         return self._evaluate(view.pool)
 
@@ -245,8 +268,15 @@ class Detector:
 
     # -- state ------------------------------------------------------------------------
     def _quote(self, q: QuoteTLV) -> None:
-        """A CEX quote of the native token prices gas; nothing else is taken from a CEX."""
-        if ticker_of(q.asset_id) == self.config.native_ticker and 0 < q.bid_price <= q.ask_price:
+        """A CEX quote of the native token prices gas; nothing else is taken from a CEX
+        (other quotes are only shown in ``venues``)."""
+        if not 0 < q.bid_price <= q.ask_price:
+            return
+        bid, ask = q.bid_price / Q8, q.ask_price / Q8
+        self.venues.setdefault(ticker_of(q.asset_id), {})[(q.venue_id, bytes(20))] = VenuePrice(
+            q.venue_id, bytes(20), (bid + ask) / 2, bid, ask
+        )
+        if ticker_of(q.asset_id) == self.config.native_ticker:
             self.native = (Decimal(q.bid_price + q.ask_price) / (2 * Q8), q.timestamp_ns)
             self._tick(q.timestamp_ns)
 
@@ -363,7 +393,7 @@ class Detector:
             sell=sell,
             quantity=q8(y),
             capital=q8(x),
-            buy_cost=q8(x),
+            buy_cost=q8(x) + flash,  # the buy leg's all-in cost: the loan's fee included
             sell_proceeds=q8(z),
             gross=gross,
             fees=fees + flash,
