@@ -222,7 +222,8 @@ def generate(seed: int, clock: Iterator[int]) -> Iterator[str]:
                 "ask": ask, "ask_qty": round(rng.uniform(1, 20), 8),
                 "last": round(mid, decimals), "volume": round(s["volume"], 8),
                 "vwap": round(mid, decimals), "low": s["low"], "high": s["high"],
-                "change": change, "change_pct": round(100 * change / mid, 2)}]})  # fmt: skip
+                "change": change, "change_pct": round(100 * change / mid, 2),
+                "timestamp": _iso(now)}]})  # fmt: skip
         if tick % 20 == 19:
             yield _json({"channel": "heartbeat"})
 
