@@ -109,7 +109,9 @@ class OrderBookTLV:
             at = end
         if at != len(view):
             raise ProtocolError(f"OrderBookTLV: {len(view) - at} bytes after the asks")
-        return cls(*head, bids=sides[0], asks=sides[1])
+        asset_id, venue_id, asset_type, reserved, timestamp_ns, sequence, scale = head
+        return cls(asset_id, venue_id, asset_type, reserved, timestamp_ns, sequence, scale,
+                   bids=sides[0], asks=sides[1])  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields; levels as [price, size, order_count] lists."""

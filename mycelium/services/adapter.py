@@ -22,11 +22,14 @@ import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from mycelium.protocol import RelayDomain, TypedTLV, encode_message
+from mycelium.protocol import OrderBookTLV, RelayDomain, TypedTLV, encode_message
 from mycelium.services.base import Malformed, Service
 from mycelium.services.feeds import LiveLink, file_lines, live_lines, paced
 
-__all__ = ["DEFAULT_RATE", "FLAG_ARRIVAL_TIME", "FeedAdapter", "market_message"]
+__all__ = ["DEFAULT_RATE", "FLAG_ARRIVAL_TIME", "FeedAdapter", "MarketTLV", "market_message"]
+
+#: What an adapter publishes: a fixed-layout payload or a variable-depth book.
+MarketTLV = TypedTLV | OrderBookTLV
 
 log = logging.getLogger("mycelium.services")
 
@@ -38,7 +41,7 @@ FLAG_ARRIVAL_TIME = 0x01
 QUOTE_CHARS = 160
 
 
-def market_message(source: int, tlv: Any, sequence: int, flags: int = 0) -> bytes:
+def market_message(source: int, tlv: MarketTLV, sequence: int, flags: int = 0) -> bytes:
     """One TLV (a typed payload or an ``OrderBookTLV``) as a market-data message."""
     return encode_message(RelayDomain.MARKET_DATA, source, [(tlv.TLV_TYPE, tlv.to_bytes())],
                           sequence=sequence, flags=flags)  # fmt: skip
@@ -78,7 +81,7 @@ class FeedAdapter(Service):
         """The events in one feed line; raises Malformed."""
         raise NotImplementedError
 
-    def convert(self, event: Any, now_ns: int) -> TypedTLV | None:
+    def convert(self, event: Any, now_ns: int) -> MarketTLV | None:
         """One event as a TLV, or None if it carries nothing we publish; raises Malformed."""
         raise NotImplementedError
 

@@ -45,7 +45,7 @@ from mycelium.protocol import (
     VenueId,
     to_fixed_exact,
 )
-from mycelium.services.adapter import FeedAdapter
+from mycelium.services.adapter import FeedAdapter, MarketTLV
 from mycelium.services.base import Malformed
 from mycelium.services.kraken_book import BookKeeper, OutOfSync
 from mycelium.services.synthetic import PriceModel, wall_clock
@@ -146,12 +146,6 @@ def convert(event: Event, now_ns: int) -> TypedTLV | None:
     pair = instrument_of(entry)
     if pair is None:
         return None
-    instrument = {
-        "asset_id": pair.asset_id,
-        "venue_id": pair.venue,
-        "asset_type": pair.asset_type,
-        "reserved": pair.reserved,
-    }
     if channel == "trade":
         side = SIDES.get(entry.get("side"))  # type: ignore[arg-type]
         if side is None:
@@ -161,7 +155,10 @@ def convert(event: Event, now_ns: int) -> TypedTLV | None:
             volume=_number(entry, "qty"),
             timestamp_ns=timestamp_ns(entry.get("timestamp")),
             side=side,
-            **instrument,
+            asset_id=pair.asset_id,
+            venue_id=pair.venue,
+            asset_type=pair.asset_type,
+            reserved=pair.reserved,
         )
     bid, ask = _number(entry, "bid"), _number(entry, "ask")
     if bid > ask:
@@ -172,7 +169,10 @@ def convert(event: Event, now_ns: int) -> TypedTLV | None:
         ask_price=ask,
         ask_size=_number(entry, "ask_qty", positive=False),
         timestamp_ns=now_ns if "timestamp" not in entry else timestamp_ns(entry["timestamp"]),
-        **instrument,
+        asset_id=pair.asset_id,
+        venue_id=pair.venue,
+        asset_type=pair.asset_type,
+        reserved=pair.reserved,
     )
 
 
@@ -246,7 +246,7 @@ class KrakenCollector(FeedAdapter):
         self.resubscribes = 0
         self.subscription_errors = 0
 
-    def convert(self, event: Any, now_ns: int) -> TypedTLV | None:
+    def convert(self, event: Any, now_ns: int) -> MarketTLV | None:
         channel, entry = event
         if channel == "error":
             self.subscription_errors += 1

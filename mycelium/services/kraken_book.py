@@ -91,7 +91,8 @@ def _scale(levels: list[tuple[Decimal, Decimal]]) -> int:
             exponent = value.as_tuple().exponent
             assert isinstance(exponent, int)  # finite: checked by _levels
             decimals = max(decimals, -exponent)
-    return 10**decimals
+    scale: int = 10**decimals
+    return scale
 
 
 class BookKeeper:

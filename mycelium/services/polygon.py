@@ -178,7 +178,7 @@ def convert(
     if not isinstance(topics, list) or not topics:
         raise Malformed("log without topics")
     topic0 = topics[0].lower() if isinstance(topics[0], str) else topics[0]
-    shape = EVENTS.get(topic0)  # type: ignore[arg-type]
+    shape = EVENTS.get(topic0)
     if pool is None or shape is None or shape[0] != pool.version:
         return None
     _, n_topics, n_words = shape
