@@ -36,7 +36,9 @@ def kraken_lines() -> list[str]:
 def polygon_lines() -> list[str]:
     """A backfill reply holding the first logs, then the live stream, one log reorged."""
     stream = list(itertools.islice(polygon.generate(SEED, clock()), LINES))
-    logs = [json.loads(line)["params"]["result"] for line in stream[2:12]]
+    logs = [
+        json.loads(line)["params"]["result"] for line in stream[3:13]
+    ]  # after the three replies
     backfill = json.dumps({"jsonrpc": "2.0", "id": 3, "result": [x for x in logs if "topics" in x]})
     reorged = json.loads(stream[-1])
     reorged["params"]["result"]["removed"] = True

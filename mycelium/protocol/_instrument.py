@@ -7,6 +7,11 @@ a ticker symbol packs its ASCII bytes from the most significant byte down ("BTC"
 0x4254430000000000), an EVM token uses the first 8 bytes of its address read big-endian.
 ``to_u64``/``from_u64`` give the original's compact key: venue in bits 48-63, asset type
 in bits 40-47, the low 40 bits of asset_id below (lossy for wider asset ids).
+
+A pair's quote currency is part of the instrument: ETH/USD, ETH/USDT and ETH/USDC are
+different markets (a stablecoin is not a dollar). It travels in the ``reserved`` byte as
+a ``QuoteCurrency`` (0 = USD, so every golden vector, all dollar-quoted, reads the same).
+This is our use of a byte the original leaves reserved.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Self
 
-__all__ = ["AssetType", "InstrumentId", "VenueId"]
+__all__ = ["AssetType", "InstrumentId", "QuoteCurrency", "VenueId"]
 
 _INSTRUMENT = struct.Struct("<QHBB")
 _ASSET_ID_BITS = 40
@@ -48,6 +53,25 @@ class AssetType(IntEnum):
     COIN = 51  # a native coin identified by its ticker, e.g. BTC, ETH
 
 
+class QuoteCurrency(IntEnum):
+    """What a pair is priced in (the instrument's ``reserved`` byte)."""
+
+    USD = 0
+    USDT = 1
+    USDC = 2
+    EUR = 3
+    BTC = 4
+    ETH = 5
+
+    @classmethod
+    def parse(cls, name: str) -> QuoteCurrency:
+        """The currency named ``name`` ("USD", "usdt"); raises ``ValueError`` for others."""
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError(f"unknown quote currency {name!r}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class InstrumentId:
     """A venue-qualified instrument; ``to_bytes`` gives its 12-byte wire form."""
@@ -76,6 +100,22 @@ class InstrumentId:
         if len(raw) != 20:
             raise ValueError(f"an EVM address is 20 bytes, got {len(raw)}")
         return cls(int.from_bytes(raw[:8], "big"), venue, asset_type)
+
+    @classmethod
+    def from_pair(cls, venue: int, base: str, quote: str | int) -> Self:
+        """A pair ("ETH", "USDT") at ``venue``: the base ticker, the quote in ``reserved``;
+        raises ``ValueError`` for an unknown quote currency or a bad ticker."""
+        currency = QuoteCurrency.parse(quote) if isinstance(quote, str) else QuoteCurrency(quote)
+        asset = cls.from_symbol(venue, base).asset_id
+        return cls(asset, venue, AssetType.COIN, int(currency))
+
+    @property
+    def quote(self) -> QuoteCurrency | None:
+        """The pair's quote currency, or None if ``reserved`` holds no known one."""
+        try:
+            return QuoteCurrency(self.reserved)
+        except ValueError:
+            return None
 
     @property
     def symbol(self) -> str | None:

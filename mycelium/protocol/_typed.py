@@ -11,13 +11,24 @@ converted to Python ints. Field names and offsets are those of the original Rust
 Deliberate deviations from the original, which we accept on purpose: ``QuoteTLV`` is 56
 bytes and ``ArbitrageSignalTLV`` 170 bytes (their real struct sizes), where the original's
 type registry says 52 and 168 and so rejects its own messages.
+
+The pool-event, pool-state and invalidation classes follow the original's ``#[repr(C)]``
+structs (``tlv/market_data.rs``, ``tlv/pool_state.rs``) as rustc lays them out today, with
+u128 aligned to 16 bytes as ``layouts.json`` shows for PoolSyncTLV: PoolMint/PoolBurn 208,
+PoolTick 64, PoolState 192, PoolLiquidity 208 (its source comment's 184 assumes 8-byte
+u128 alignment) and StateInvalidation 224 bytes; the fixed vectors inside the last two
+(``FixedVec``: a u16 count, padding, then every slot) are one bytes field each with a list
+accessor. The original defines no struct for the execution TLVs; ``OrderRequestTLV`` is this
+project's layout in the size the original's registry fixes (32 bytes), kept out of
+``TYPED_TLV_CLASSES`` so that tools do not read the original's order messages with it. The variable-size ``OrderBookTLV`` lives in ``_order_book``.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from enum import IntEnum
 from typing import Annotated, Any, ClassVar, Self, TypeVar, get_type_hints
 
 from mycelium.protocol._errors import EncodeError, PayloadSizeMismatch
@@ -28,10 +39,18 @@ __all__ = [
     "TYPED_TLV_CLASSES",
     "ArbitrageSignalTLV",
     "GasPriceTLV",
+    "InvalidationReason",
+    "OrderRequestTLV",
+    "PoolBurnTLV",
+    "PoolLiquidityTLV",
+    "PoolMintTLV",
+    "PoolStateTLV",
     "PoolSwapTLV",
     "PoolSyncTLV",
+    "PoolTickTLV",
     "QuoteTLV",
     "RecoveryRequestTLV",
+    "StateInvalidationTLV",
     "SystemHealthTLV",
     "TradeTLV",
     "TypedTLV",
@@ -114,8 +133,9 @@ _T = TypeVar("_T", bound=type[TypedTLV])
 TYPED_TLV_CLASSES: dict[int, type[TypedTLV]] = {}
 
 
-def typed_tlv(tlv_type: int, size: int) -> Callable[[_T], _T]:
-    """Compile a dataclass's annotated fields into its wire struct and register it."""
+def typed_tlv(tlv_type: int, size: int, *, register: bool = True) -> Callable[[_T], _T]:
+    """Compile a dataclass's annotated fields into its wire struct and register it (not a
+    layout of this project's own, which tools must not apply to the original's messages)."""
 
     def compile_layout(cls: _T) -> _T:
         hints = get_type_hints(cls, include_extras=True)
@@ -129,7 +149,8 @@ def typed_tlv(tlv_type: int, size: int) -> Callable[[_T], _T]:
         cls.SIZE = cls._STRUCT.size
         if size != cls.SIZE:
             raise TypeError(f"{cls.__name__} layout is {cls.SIZE} bytes, expected {size}")
-        TYPED_TLV_CLASSES[tlv_type] = cls
+        if register:
+            TYPED_TLV_CLASSES[tlv_type] = cls
         return cls
 
     return compile_layout
@@ -309,3 +330,192 @@ class ArbitrageSignalTLV(TypedTLV):
     priority: U16 = 0
     reserved: Annotated[bytes, "2s"] = bytes(2)
     timestamp_ns: U64 = 0
+
+
+@dataclass(slots=True)
+class _PoolLiquidityEvent(TypedTLV):
+    """The shared layout of PoolMintTLV and PoolBurnTLV (the original's twin structs): a V3
+    position's liquidity delta and the token amounts it moved, in native decimals."""
+
+    liquidity_delta: U128 = 0
+    amount0: U128 = 0
+    amount1: U128 = 0
+    timestamp_ns: U64 = 0
+    tick_lower: I32 = 0
+    tick_upper: I32 = 0
+    venue: U16 = 0
+    token0_decimals: U8 = 0
+    token1_decimals: U8 = 0
+    pool_address: Address = bytes(20)
+    pool_address_padding: AddressPadding = bytes(12)
+    provider_addr: Address = bytes(20)
+    provider_padding: AddressPadding = bytes(12)
+    token0_addr: Address = bytes(20)
+    token0_padding: AddressPadding = bytes(12)
+    token1_addr: Address = bytes(20)
+    token1_padding: AddressPadding = bytes(12)
+    _padding: Annotated[bytes, "12s"] = bytes(12)
+
+
+@typed_tlv(TLVType.POOL_MINT, 208)
+@dataclass(slots=True)
+class PoolMintTLV(_PoolLiquidityEvent):
+    """Liquidity added to a pool (a V3 Mint: the range, the owner, the amounts paid in)."""
+
+
+@typed_tlv(TLVType.POOL_BURN, 208)
+@dataclass(slots=True)
+class PoolBurnTLV(_PoolLiquidityEvent):
+    """Liquidity removed from a pool (a V3 Burn: the range, the owner, the amounts owed)."""
+
+
+@typed_tlv(TLVType.POOL_TICK, 64)
+@dataclass(slots=True)
+class PoolTickTLV(TypedTLV):
+    """A V3 tick crossed: the net liquidity that changes there and the price after."""
+
+    liquidity_net: I64 = 0
+    price_sqrt: U64 = 0
+    timestamp_ns: U64 = 0
+    tick: I32 = 0
+    venue: U16 = 0
+    pool_address: Address = bytes(20)
+    pool_address_padding: AddressPadding = bytes(12)
+    _padding: Annotated[bytes, "2s"] = bytes(2)
+
+
+@typed_tlv(TLVType.POOL_STATE, 192)
+@dataclass(slots=True)
+class PoolStateTLV(TypedTLV):
+    """A pool's full state (sent at start and now and then): reserves for V2, sqrt price,
+    tick and liquidity for V3, its fee in basis points and its tokens."""
+
+    reserve0: U128 = 0
+    reserve1: U128 = 0
+    sqrt_price_x96: U128 = 0
+    liquidity: U128 = 0
+    block_number: U64 = 0
+    timestamp_ns: U64 = 0
+    tick: I32 = 0
+    fee_rate: U32 = 0
+    venue: U16 = 0
+    pool_type: U8 = 0
+    token0_decimals: U8 = 0
+    token1_decimals: U8 = 0
+    _padding: Annotated[bytes, "3s"] = bytes(3)
+    pool_address: Address = bytes(20)
+    pool_address_padding: AddressPadding = bytes(12)
+    token0_addr: Address = bytes(20)
+    token0_padding: AddressPadding = bytes(12)
+    token1_addr: Address = bytes(20)
+    token1_padding: AddressPadding = bytes(12)
+
+
+MAX_POOL_TOKENS = 8
+MAX_INSTRUMENTS = 16
+
+
+def _fixed_slots(items: Sequence[bytes], slots: int, width: int, what: str) -> bytes:
+    """The element area of an original ``FixedVec``: the items, then zeroed slots."""
+    if not 0 < len(items) <= slots:
+        raise EncodeError(f"{what}: 1 to {slots} entries, got {len(items)}")
+    return b"".join(items).ljust(slots * width, b"\0")
+
+
+@typed_tlv(TLVType.POOL_LIQUIDITY, 208)
+@dataclass(slots=True)
+class PoolLiquidityTLV(TypedTLV):
+    """A pool's reserves of up to 8 tokens (u128, native decimals); ``reserves`` lists the
+    ``reserve_count`` valid ones."""
+
+    timestamp_ns: U64 = 0
+    _vec_align: Annotated[bytes, "8s"] = bytes(8)
+    reserve_count: U16 = 0
+    _count_padding: Annotated[bytes, "14s"] = bytes(14)
+    reserve_slots: Annotated[bytes, "128s"] = bytes(128)
+    pool_address: Address = bytes(20)
+    pool_address_padding: AddressPadding = bytes(12)
+    venue: U16 = 0
+    _padding: Annotated[bytes, "14s"] = bytes(14)
+
+    @classmethod
+    def make(cls, reserves: Sequence[int], **fields: Any) -> Self:
+        """A payload holding ``reserves``; raises ``EncodeError`` for none or more than 8."""
+        try:
+            words = [r.to_bytes(16, "little") for r in reserves]
+        except OverflowError:
+            raise EncodeError("PoolLiquidityTLV: a reserve does not fit u128") from None
+        slots = _fixed_slots(words, MAX_POOL_TOKENS, 16, "PoolLiquidityTLV reserves")
+        return cls(reserve_count=len(words), reserve_slots=slots, **fields)
+
+    @property
+    def reserves(self) -> list[int]:
+        """The valid reserves; raises ``ValueError`` for a count past the 8 slots."""
+        if self.reserve_count > MAX_POOL_TOKENS:
+            raise ValueError(f"PoolLiquidityTLV: reserve_count {self.reserve_count} > 8")
+        raw = self.reserve_slots
+        return [
+            int.from_bytes(raw[i * 16 : i * 16 + 16], "little") for i in range(self.reserve_count)
+        ]
+
+
+class InvalidationReason(IntEnum):
+    """Why a venue's state is no longer to be trusted (the original's numbers)."""
+
+    DISCONNECTION = 0
+    AUTHENTICATION_FAILURE = 1
+    RATE_LIMITED = 2
+    STALENESS = 3
+    MAINTENANCE = 4
+    RECOVERY = 5
+
+
+@typed_tlv(TLVType.STATE_INVALIDATION, 224)
+@dataclass(slots=True)
+class StateInvalidationTLV(TypedTLV):
+    """Up to 16 instruments of a venue whose state consumers must drop (``reason``: an
+    ``InvalidationReason``); ``instruments`` lists the ``instrument_count`` valid ones.
+    The original's ``sequence`` is ``invalidation_sequence`` here, apart from the header's."""
+
+    invalidation_sequence: U64 = 0
+    timestamp_ns: U64 = 0
+    instrument_count: U16 = 0
+    _count_padding: Annotated[bytes, "6s"] = bytes(6)
+    instrument_slots: Annotated[bytes, "192s"] = bytes(192)
+    venue: U16 = 0
+    reason: U8 = 0
+    _padding: Annotated[bytes, "5s"] = bytes(5)
+
+    @classmethod
+    def make(cls, instruments: Sequence[InstrumentId], **fields: Any) -> Self:
+        """A payload naming ``instruments``; raises ``EncodeError`` for none or more than 16."""
+        words = [i.to_bytes() for i in instruments]
+        slots = _fixed_slots(words, MAX_INSTRUMENTS, InstrumentId.SIZE, "StateInvalidationTLV")
+        return cls(instrument_count=len(words), instrument_slots=slots, **fields)
+
+    @property
+    def instruments(self) -> list[InstrumentId]:
+        """The valid instruments; raises ``ValueError`` for a count past the 16 slots."""
+        if self.instrument_count > MAX_INSTRUMENTS:
+            raise ValueError(f"StateInvalidationTLV: instrument_count {self.instrument_count} > 16")
+        size, raw = InstrumentId.SIZE, self.instrument_slots
+        return [
+            InstrumentId.from_bytes(raw[i * size : (i + 1) * size])
+            for i in range(self.instrument_count)
+        ]
+
+
+@typed_tlv(TLVType.ORDER_REQUEST, 32, register=False)
+@dataclass(slots=True)
+class OrderRequestTLV(TypedTLV):
+    """One leg of an order (this project's layout): buy (side 0) or sell (1) ``quantity``
+    of ``asset_id`` at ``venue`` for at most ``limit_price`` per unit, both 8-decimal
+    fixed point; ``leg`` numbers the legs of one signal's orders."""
+
+    signal_id: U32 = 0
+    venue: U16 = 0
+    side: U8 = 0
+    leg: U8 = 0
+    asset_id: U64 = 0
+    quantity: I64 = 0
+    limit_price: I64 = 0

@@ -165,6 +165,12 @@ class TLVType(IntEnum):
     RECOVERY_REQUEST = 110
     RECOVERY_RESPONSE = 111
     SEQUENCE_SYNC = 112
+    # Vendor (200-254): the original's ``VendorTLVType`` assignments; free for custom use
+    POOL_INFO = 200
+    POOL_CACHE_HEADER = 201
+    PROPRIETARY_DATA = 202
+    CUSTOM_METRICS = 203
+    EXPERIMENTAL_SIGNAL = 204
     # Marker of the extended form, never a payload type of its own
     EXTENDED = 255
 
@@ -241,8 +247,12 @@ def relay_domain_for_tlv_type(tlv_type: int) -> RelayDomain | None:
 
 
 def tlv_type_name(tlv_type: int) -> str:
-    """A readable name for any TLV type byte, for tools and error reports."""
+    """A readable name for any TLV type byte, for tools and error reports. The vendor
+    range reads "VENDOR" even where the enum names the original's assignment (POOL_INFO,
+    ...): another vendor may put its own payload under the same number."""
+    if 200 <= tlv_type <= 254:
+        return "VENDOR"
     try:
         return TLVType(tlv_type).name
     except ValueError:
-        return "VENDOR" if 200 <= tlv_type <= 254 else "UNKNOWN"
+        return "UNKNOWN"

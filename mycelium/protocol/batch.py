@@ -83,7 +83,8 @@ def message_dtype(kind: type[TypedTLV]) -> np.dtype:
             tlv_fields.append((name, "u1", (int(code[:-1]),)))
         else:
             tlv_fields.append((name, _NUMPY_CODES[code]))
-    dtype = np.dtype(_HEADER_FIELDS + tlv_fields)
+    # The TLV type rides in the metadata: two kinds may share a layout (PoolMint/PoolBurn).
+    dtype = np.dtype(_HEADER_FIELDS + tlv_fields, metadata={"tlv_type": kind.TLV_TYPE})
     assert dtype.itemsize == HEADER_SIZE + 2 + kind.SIZE and dtype.itemsize % 2 == 0
     return dtype
 
@@ -187,6 +188,9 @@ def _header_error(relay_domain: int, source: int, i: int) -> ProtocolError:
 
 
 def _kind_of(dtype: np.dtype) -> type[TypedTLV]:
+    tagged = TYPED_TLV_CLASSES.get((dtype.metadata or {}).get("tlv_type", -1))
+    if tagged is not None and message_dtype(tagged) == dtype:
+        return tagged
     for kind in TYPED_TLV_CLASSES.values():
         if message_dtype(kind) == dtype:
             return kind

@@ -22,25 +22,29 @@ import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from mycelium.protocol import RelayDomain, TypedTLV, encode_message
+from mycelium.protocol import OrderBookTLV, RelayDomain, TypedTLV, encode_message
 from mycelium.services.base import Malformed, Service
-from mycelium.services.feeds import file_lines, live_lines, paced
+from mycelium.services.feeds import LiveLink, file_lines, live_lines, paced
 
-__all__ = ["DEFAULT_RATE", "FeedAdapter", "market_message"]
+__all__ = ["DEFAULT_RATE", "FLAG_ARRIVAL_TIME", "FeedAdapter", "MarketTLV", "market_message"]
+
+#: What an adapter publishes: a fixed-layout payload or a variable-depth book.
+MarketTLV = TypedTLV | OrderBookTLV
 
 log = logging.getLogger("mycelium.services")
 
 #: Lines per second the generator emits unless told otherwise.
 DEFAULT_RATE = 300.0
+#: Header flag: the timestamps in this message are our arrival time, not the source's.
+FLAG_ARRIVAL_TIME = 0x01
 #: How much of a malformed line a log line quotes.
 QUOTE_CHARS = 160
 
 
-def market_message(source: int, tlv: TypedTLV, sequence: int) -> bytes:
-    """One TLV as a market-data message from ``source``."""
-    return encode_message(
-        RelayDomain.MARKET_DATA, source, [(tlv.TLV_TYPE, tlv.to_bytes())], sequence=sequence
-    )
+def market_message(source: int, tlv: MarketTLV, sequence: int, flags: int = 0) -> bytes:
+    """One TLV (a typed payload or an ``OrderBookTLV``) as a market-data message."""
+    return encode_message(RelayDomain.MARKET_DATA, source, [(tlv.TLV_TYPE, tlv.to_bytes())],
+                          sequence=sequence, flags=flags)  # fmt: skip
 
 
 class FeedAdapter(Service):
@@ -48,6 +52,8 @@ class FeedAdapter(Service):
 
     source: ClassVar[int]
     live_url: ClassVar[str]
+    #: A live feed silent this long is reconnected (None: never).
+    max_silence_s: ClassVar[float | None] = None
 
     def __init__(
         self,
@@ -67,6 +73,7 @@ class FeedAdapter(Service):
         self.rate = rate
         self.seed = seed
         self.sequence = 0
+        self.link = LiveLink(max_silence_s=self.max_silence_s)
         self._lines: Iterator[str] = iter(())
 
     # -- the decoder (pure) -----------------------------------------------------------
@@ -74,9 +81,13 @@ class FeedAdapter(Service):
         """The events in one feed line; raises Malformed."""
         raise NotImplementedError
 
-    def convert(self, event: Any, now_ns: int) -> TypedTLV | None:
+    def convert(self, event: Any, now_ns: int) -> MarketTLV | None:
         """One event as a TLV, or None if it carries nothing we publish; raises Malformed."""
         raise NotImplementedError
+
+    def message_flags(self, event: Any) -> int:
+        """Header flags of the message made of ``event`` (``FLAG_ARRIVAL_TIME``)."""
+        return 0
 
     def generate(self) -> Iterator[str]:
         """The built-in feed: endless lines in the real format, seeded by ``self.seed``."""
@@ -93,7 +104,7 @@ class FeedAdapter(Service):
             lines = file_lines(self.input)
             rate = self.rate
         elif self.live:
-            lines = live_lines(self.live_url, self.subscriptions(), self.stopping)
+            lines = live_lines(self.live_url, self.subscriptions(), self.stopping, self.link)
             rate = None
         else:
             lines = self.generate()
@@ -126,7 +137,8 @@ class FeedAdapter(Service):
                 self.counters.ignored += 1
                 continue
             self.sequence += 1
-            if not self.publish(market_message(self.source, tlv, self.sequence)):
+            flags = self.message_flags(event)
+            if not self.publish(market_message(self.source, tlv, self.sequence, flags)):
                 return
 
     def _skip(self, exc: Malformed, what: object) -> None:

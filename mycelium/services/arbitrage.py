@@ -1,80 +1,102 @@
-"""Flash arbitrage: best prices per asset across venues -> arbitrage signals and orders.
+"""Flash arbitrage: two pools on one chain, one transaction -> signals and orders.
 
 How this works
 --------------
-``Detector`` is sans-IO. It keeps, per asset ("ETH"), the latest state of every venue that
-quotes it: a top of book (Kraken QuoteTLV) or a pool's reserves (V2 PoolSyncTLV; for a
-V3 PoolSwapTLV the virtual reserves L/sqrtP and L*sqrtP, which price a small trade the
-same way). For every ordered pair of venues it costs buying ``trade_size`` at one and
-selling at the other:
+``Detector`` is sans-IO. It keeps the latest state of every configured pool: a V2 pool's
+reserves (PoolSyncTLV), a V3 pool's virtual reserves L/sqrtP and L*sqrtP with the bounds
+of its current tick interval (PoolSwapTLV). A flash arbitrage borrows the quote token
+(USDC) in a flash loan, buys the base token in one pool, sells it in another pool of the
+same two tokens and repays the loan plus its fee, all in one transaction; so only pools
+on one chain pair up. A centralised venue (Kraken) can never be a leg: its quotes only
+price the chain's native token (POL), which pays the gas. CEX<->DEX spreads are not
+signalled at all: they would need inventory on both sides and a transfer, which this
+strategy does not model.
 
-* a book fills at the ask / bid (no more than the size shown), paying the taker fee;
-* a pool fills on its constant-product curve after its fee; slippage is the distance
-  from the mid price;
-* each pool leg costs gas: ``gas_units_per_swap`` x the gas price of the latest
-  GasPriceTLV x the native token's USD price.
+For a pair (buy pool A, sell pool B) with quote in x, A pays out y = ga*x*Ab / (Aq + ga*x)
+base and B pays z = gb*y*Bq / (Bb + gb*y) quote (g = 1 - fee); the profit z - x - f*x
+(f: the flash-loan fee) is concave with its maximum at the closed form
+``x* = (sqrt(K*M / (1 + f)) - M) / N``, ``K = ga*gb*Ab*Bq``, ``M = Aq*Bb``,
+``N = ga*(Bb + gb*Ab)``. Where a V3 pool is involved the size is bounded so that its price
+stays inside the current tick interval (liquidity is assumed constant there: the
+liquidity of neighbouring ticks is unknown to us), and found by a golden-section search
+on that interval. All of it is ``Decimal`` (40 digits); results are rounded once, to
+8-decimal fixed point, so the signal's fields add up exactly.
 
-net = (sell reference - buy reference) - fees - slippage - gas, each rounded to
-8-decimal fixed point first, so the signal's fields add up exactly. The best pair is an
-opportunity when net >= ``min_profit_usd``. A small state machine per asset emits it
-once when it opens (or moves to another venue pair) and stays quiet while it persists;
-it re-arms when the spread closes.
-
-``FlashArbitrage`` feeds the detector from ``market_data`` and publishes each opportunity
-as an ArbitrageSignalTLV on ``signals`` and a two-leg order request on ``execution``.
+Gas is the chain's latest GasPriceTLV times the configured gas units (a flash loan plus
+one swap per pool) times the native token's latest Kraken mid price. Every input has a
+maximum age (per venue; gas and the native price too) measured against the newest
+timestamp seen: a stale input never opens a signal, and without gas or native price
+nothing opens. A per-pair state machine emits an opportunity once when it opens (or
+moves to other pools) and re-arms when it closes.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
 from mycelium.protocol import (
     ArbitrageSignalTLV,
     GasPriceTLV,
+    OrderRequestTLV,
     PoolSwapTLV,
     PoolSyncTLV,
     QuoteTLV,
     RelayDomain,
     SourceType,
     TLVType,
+    VenueId,
     encode_message,
 )
 from mycelium.services.base import Inbox, Service
-from mycelium.services.markets import (
-    POLYGON_CHAIN_ID,
-    QUOTE_TICKERS,
-    TOKENS,
-    VENUE_FEES_BPS,
-    asset_id,
-    pool_for,
-    ticker_of,
-    token_for_ticker,
-)
-from mycelium.services.orders import BUY, SELL, OrderRequest
+from mycelium.services.markets import POLYGON_CHAIN_ID, Pool, asset_id, load_pools, ticker_of
+from mycelium.services.orders import BUY, SELL
 
-__all__ = ["ArbitrageConfig", "Detector", "FlashArbitrage", "Opportunity", "VenueState"]
+__all__ = [
+    "ArbitrageConfig",
+    "Detector",
+    "FlashArbitrage",
+    "Opportunity",
+    "PoolView",
+    "VenuePrice",
+    "optimal_input",
+    "pair_output",
+]
 
 log = logging.getLogger("mycelium.services")
 
 Q8 = 100_000_000
-NO_POOL = bytes(20)
+ZERO = Decimal(0)
+PRECISION_DIGITS = 40
+#: Golden-section steps: the bracket shrinks to 0.618**60 ~ 3e-13 of the tick range.
+SEARCH_STEPS = 60
+_PHI = (Decimal(5).sqrt() - 1) / 2
+#: Tokens a pair's profit is counted in.
+STABLE_TICKERS = frozenset({"USDC", "USDT", "DAI", "USD"})
 
 
-def q8(value: float) -> int:
-    return round(value * Q8)
+def q8(value: Decimal) -> int:
+    """A decimal amount as 8-decimal fixed point, rounded half-even once."""
+    return int((value * Q8).to_integral_value(ROUND_HALF_EVEN))
 
 
 @dataclass(frozen=True)
 class ArbitrageConfig:
-    """Strategy parameters; the defaults are what ``mycelium service flash_arbitrage`` runs."""
+    """Strategy parameters; the defaults are what ``mycelium service flash_arbitrage`` runs.
+    Ages are seconds; gas units are this strategy's assumptions, not measured."""
 
-    trade_size: dict[str, float] = field(default_factory=lambda: {"ETH": 1.0, "BTC": 0.05})
-    min_profit_usd: float = 1.0
-    gas_units_per_swap: int = 150_000
-    gas_price_gwei: int = 50  # until the first GasPriceTLV
-    native_usd: float = 0.5  # POL, which pays Polygon gas
+    min_profit_usd: Decimal = Decimal(1)
+    flash_fee_bps: Decimal = Decimal(5)  # Aave V3's flash-loan premium, 0.05%
+    flash_loan_gas: int = 80_000
+    swap_gas: dict[int, int] = field(default_factory=lambda: {2: 110_000, 3: 160_000})
+    chain_id: int = POLYGON_CHAIN_ID
+    native_ticker: str = "POL"
+    max_age_s: dict[int, float] = field(default_factory=dict)  # venue -> seconds
+    default_max_age_s: float = 30.0
+    gas_max_age_s: float = 60.0
+    native_max_age_s: float = 60.0
     max_gas_price_gwei: int = 500
     slippage_tolerance_bps: int = 50
     valid_for_s: int = 2
@@ -82,63 +104,115 @@ class ArbitrageConfig:
 
 
 @dataclass
-class VenueState:
-    """One venue's view of one asset: a book (bid/ask with sizes) or a pool (reserves)."""
+class PoolView:
+    """One pool as the strategy prices it: reserves of base and quote in token units
+    (virtual for V3) and, for V3, how much base it can pay out or take in before its price
+    leaves the current tick interval."""
+
+    pool: Pool
+    base_is_token0: bool
+    reserve_base: Decimal
+    reserve_quote: Decimal
+    timestamp_ns: int
+    max_base_out: Decimal | None = None
+    max_base_in: Decimal | None = None
+
+    @property
+    def gamma(self) -> Decimal:
+        return 1 - Decimal(self.pool.fee_bps) / 10_000
+
+    @property
+    def mid(self) -> Decimal:
+        return self.reserve_quote / self.reserve_base
+
+    @property
+    def base(self) -> Any:
+        return self.pool.token0 if self.base_is_token0 else self.pool.token1
+
+    @property
+    def quote(self) -> Any:
+        return self.pool.token1 if self.base_is_token0 else self.pool.token0
+
+
+def pair_output(buy: PoolView, sell: PoolView, x: Decimal) -> tuple[Decimal, Decimal]:
+    """(base bought at ``buy`` for ``x`` quote, quote received selling it at ``sell``)."""
+    y = buy.gamma * x * buy.reserve_base / (buy.reserve_quote + buy.gamma * x)
+    z = sell.gamma * y * sell.reserve_quote / (sell.reserve_base + sell.gamma * y)
+    return y, z
+
+
+def _input_bound(buy: PoolView, sell: PoolView) -> Decimal | None:
+    """The most quote that keeps both V3 pools inside their tick intervals (None: V2 only)."""
+    limits = [b for b in (buy.max_base_out, None if sell.max_base_in is None
+                          else sell.max_base_in / sell.gamma) if b is not None]  # fmt: skip
+    if not limits:
+        return None
+    y = min(min(limits), buy.reserve_base * Decimal("0.999999"))
+    return y * buy.reserve_quote / (buy.gamma * (buy.reserve_base - y))
+
+
+def optimal_input(buy: PoolView, sell: PoolView, flash_fee: Decimal) -> Decimal:
+    """The quote input that maximises z - x - flash_fee*x (0 when nothing pays): the closed
+    form for two constant-product pools, a bounded golden-section search with V3."""
+    k = buy.gamma * sell.gamma * buy.reserve_base * sell.reserve_quote
+    m = buy.reserve_quote * sell.reserve_base
+    if k <= m * (1 + flash_fee):
+        return ZERO  # the first unit already loses
+    bound = _input_bound(buy, sell)
+    if bound is None:
+        n = buy.gamma * (sell.reserve_base + sell.gamma * buy.reserve_base)
+        return max(ZERO, ((k * m / (1 + flash_fee)).sqrt() - m) / n)
+
+    def profit(x: Decimal) -> Decimal:
+        return pair_output(buy, sell, x)[1] - x * (1 + flash_fee)
+
+    lo, hi = ZERO, bound
+    a, b = hi - _PHI * (hi - lo), lo + _PHI * (hi - lo)
+    fa, fb = profit(a), profit(b)
+    for _ in range(SEARCH_STEPS):
+        if fa < fb:
+            lo, a, fa = a, b, fb
+            b = lo + _PHI * (hi - lo)
+            fb = profit(b)
+        else:
+            hi, b, fb = b, a, fa
+            a = hi - _PHI * (hi - lo)
+            fa = profit(a)
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class VenuePrice:
+    """The latest price of an asset at a venue, for display (``venues``): floats, never
+    traded on."""
 
     venue: int
     pool: bytes
-    fee_bps: int
+    mid: float
     bid: float = 0.0
     ask: float = 0.0
-    bid_size: float = 0.0
-    ask_size: float = 0.0
-    reserve_base: float = 0.0
-    reserve_quote: float = 0.0
 
     @property
     def is_pool(self) -> bool:
-        return self.pool != NO_POOL
-
-    @property
-    def mid(self) -> float:
-        if self.is_pool:
-            return self.reserve_quote / self.reserve_base
-        return (self.bid + self.ask) / 2
-
-    def limit(self, side: int) -> float:
-        """The most this venue can fill on ``side`` (a pool: half its depth)."""
-        if self.is_pool:
-            return self.reserve_base / 2
-        return self.ask_size if side == BUY else self.bid_size
-
-    def fill(self, side: int, qty: float) -> tuple[float, float, float]:
-        """(reference value, fee, slippage) in USD of trading ``qty`` on ``side``.
-        Buying costs reference + fee + slippage; selling yields reference - fee - slippage."""
-        f = self.fee_bps / 10_000
-        if not self.is_pool:
-            ref = (self.ask if side == BUY else self.bid) * qty
-            return ref, ref * f, 0.0
-        rb, rq, mid = self.reserve_base, self.reserve_quote, self.mid
-        ref = mid * qty
-        if side == BUY:
-            net_in = rq * qty / (rb - qty)  # quote paid into the curve
-            return ref, net_in / (1 - f) - net_in, net_in - ref
-        net = qty * (1 - f)
-        return ref, ref * f, mid * net - rq * net / (rb + net)
+        return self.pool != bytes(20)
 
 
 @dataclass(frozen=True)
 class Opportunity:
-    """A priced two-venue trade; money fields are 8-decimal fixed-point USD."""
+    """A priced flash arbitrage; money fields are 8-decimal fixed point in the quote token
+    (USDC), quantity in the base token. ``buy_cost`` is the loan plus its fee,
+    ``sell_proceeds`` what the sale repays it with."""
 
     ticker: str
-    buy: VenueState
-    sell: VenueState
+    buy: PoolView
+    sell: PoolView
     quantity: int
+    capital: int
     buy_cost: int
     sell_proceeds: int
     gross: int
     fees: int
+    flash_fee: int
     slippage: int
     gas: int
     net: int
@@ -150,148 +224,203 @@ class Opportunity:
 class Detector:
     """Market data in (``update``), opportunities out; no I/O."""
 
-    def __init__(self, config: ArbitrageConfig | None = None) -> None:
+    def __init__(self, config: ArbitrageConfig | None = None,
+                 pools: dict[bytes, Pool] | None = None) -> None:  # fmt: skip
         self.config = config or ArbitrageConfig()
-        self.venues: dict[str, dict[tuple[int, bytes], VenueState]] = {}
-        self.gas_price_gwei = self.config.gas_price_gwei
-        self.open: dict[str, tuple[tuple[int, bytes], tuple[int, bytes]]] = {}
+        self.pools = load_pools() if pools is None else pools
+        self.views: dict[bytes, PoolView] = {}
+        self.gas: GasPriceTLV | None = None
+        self.native: tuple[Decimal, int] | None = None  # (USD mid, timestamp)
+        self.now_ns = 0
+        self.open: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+        self.stale_skips = 0
+        #: ticker -> (venue, pool) -> latest price: what a dashboard shows
+        self.venues: dict[str, dict[tuple[int, bytes], VenuePrice]] = {}
 
     def update(self, tlv_type: int, payload: bytes | memoryview) -> Opportunity | None:
         """Apply one market-data TLV; returns an opportunity when one opens."""
-        if tlv_type == TLVType.QUOTE:
-            ticker, ts = self._quote(QuoteTLV.from_bytes(payload))
-        elif tlv_type == TLVType.POOL_SYNC:
-            ticker, ts = self._sync(PoolSyncTLV.from_bytes(payload))
+        view: PoolView | None = None
+        if tlv_type == TLVType.POOL_SYNC:
+            view = self._sync(PoolSyncTLV.from_bytes(payload))
         elif tlv_type == TLVType.POOL_SWAP:
-            ticker, ts = self._swap(PoolSwapTLV.from_bytes(payload))
+            view = self._swap(PoolSwapTLV.from_bytes(payload))
         elif tlv_type == TLVType.GAS_PRICE:
-            self.gas_price_gwei = GasPriceTLV.from_bytes(payload).gas_price_gwei
+            gas = GasPriceTLV.from_bytes(payload)
+            if gas.venue == self.config.chain_id:
+                self.gas = gas
+                self._tick(gas.timestamp_ns)
+        elif tlv_type == TLVType.QUOTE:
+            self._quote(QuoteTLV.from_bytes(payload))
+        if view is None:
             return None
-        else:
-            return None  # trades move no book; other types are not ours
-        return None if ticker is None else self._evaluate(ticker, ts)
+        self.views[view.pool.address] = view
+        self.venues.setdefault(view.base.ticker, {})[(view.pool.venue, view.pool.address)] = (
+            VenuePrice(view.pool.venue, view.pool.address, float(view.mid))
+        )
+        self._tick(view.timestamp_ns)
+        return self._evaluate(view.pool)
 
-    # -- venue state ------------------------------------------------------------------
-    def _state(self, ticker: str, venue: int, pool: bytes, fee_bps: int) -> VenueState:
-        states = self.venues.setdefault(ticker, {})
-        state = states.get((venue, pool))
-        if state is None:
-            state = states[(venue, pool)] = VenueState(venue, pool, fee_bps)
-        return state
+    def _tick(self, timestamp_ns: int) -> None:
+        self.now_ns = max(self.now_ns, timestamp_ns)
 
-    def _quote(self, q: QuoteTLV) -> tuple[str | None, int]:
-        if q.bid_price <= 0 or q.ask_price <= 0:
-            return None, 0
-        ticker = ticker_of(q.asset_id)
-        s = self._state(ticker, q.venue_id, NO_POOL, VENUE_FEES_BPS.get(q.venue_id, 0))
-        s.bid, s.ask = q.bid_price / Q8, q.ask_price / Q8
-        s.bid_size, s.ask_size = q.bid_size / Q8, q.ask_size / Q8
-        return ticker, q.timestamp_ns
+    def _fresh(self, timestamp_ns: int, max_age_s: float) -> bool:
+        return self.now_ns - timestamp_ns <= max_age_s * 1e9
 
-    def _pool(
-        self, address: bytes, venue: int, tokens: tuple[bytes, bytes], reserves: tuple[float, float]
-    ) -> str | None:
-        """Store a pool's (human-unit) reserves of token0/token1 under its base asset."""
-        pool = pool_for(address)
-        t0, t1 = TOKENS.get(tokens[0]), TOKENS.get(tokens[1])
-        if pool is None or t0 is None or t1 is None or min(reserves) <= 0:
+    # -- state ------------------------------------------------------------------------
+    def _quote(self, q: QuoteTLV) -> None:
+        """A CEX quote of the native token prices gas; nothing else is taken from a CEX
+        (other quotes are only shown in ``venues``)."""
+        if not 0 < q.bid_price <= q.ask_price:
+            return
+        bid, ask = q.bid_price / Q8, q.ask_price / Q8
+        self.venues.setdefault(ticker_of(q.asset_id), {})[(q.venue_id, bytes(20))] = VenuePrice(
+            q.venue_id, bytes(20), (bid + ask) / 2, bid, ask
+        )
+        if ticker_of(q.asset_id) == self.config.native_ticker:
+            self.native = (Decimal(q.bid_price + q.ask_price) / (2 * Q8), q.timestamp_ns)
+            self._tick(q.timestamp_ns)
+
+    def _orient(self, pool: Pool) -> bool | None:
+        """True if token0 is the base (token1 the stable quote), None if neither is stable."""
+        stable0, stable1 = (
+            pool.token0.ticker in STABLE_TICKERS,
+            pool.token1.ticker in STABLE_TICKERS,
+        )
+        return None if stable0 == stable1 else stable1
+
+    def _sync(self, t: PoolSyncTLV) -> PoolView | None:
+        pool = self.pools.get(t.pool_address)
+        base0 = None if pool is None or pool.version != 2 else self._orient(pool)
+        if pool is None or base0 is None or min(t.reserve0, t.reserve1) <= 0:
             return None
-        r0, r1 = reserves[0] / 10**t0.decimals, reserves[1] / 10**t1.decimals
-        if t0.ticker in QUOTE_TICKERS and t1.ticker not in QUOTE_TICKERS:
-            ticker, base, quote = t1.ticker, r1, r0
-        elif t1.ticker in QUOTE_TICKERS and t0.ticker not in QUOTE_TICKERS:
-            ticker, base, quote = t0.ticker, r0, r1
-        else:
-            return None  # not priced in dollars
-        s = self._state(ticker, venue, address, pool.fee_bps)
-        s.reserve_base, s.reserve_quote = base, quote
-        return ticker
+        r0 = Decimal(t.reserve0).scaleb(-pool.token0.decimals)
+        r1 = Decimal(t.reserve1).scaleb(-pool.token1.decimals)
+        base, quote = (r0, r1) if base0 else (r1, r0)
+        return PoolView(pool, base0, base, quote, t.timestamp_ns)
 
-    def _sync(self, t: PoolSyncTLV) -> tuple[str | None, int]:
-        tokens = (t.token0_addr, t.token1_addr)
-        return self._pool(t.pool_address, t.venue, tokens, (t.reserve0, t.reserve1)), t.timestamp_ns
-
-    def _swap(self, t: PoolSwapTLV) -> tuple[str | None, int]:
-        sqrt_price = t.sqrt_price_x96_after_int / (1 << 96)
-        if sqrt_price <= 0 or t.liquidity_after <= 0:
-            return None, 0
-        token0, token1 = sorted((t.token_in_addr, t.token_out_addr))  # Uniswap orders them
-        reserves = (t.liquidity_after / sqrt_price, t.liquidity_after * sqrt_price)
-        return self._pool(t.pool_address, t.venue, (token0, token1), reserves), t.timestamp_ns
+    def _swap(self, t: PoolSwapTLV) -> PoolView | None:
+        pool = self.pools.get(t.pool_address)
+        base0 = None if pool is None or pool.version != 3 else self._orient(pool)
+        sqrt_x96 = t.sqrt_price_x96_after_int
+        if pool is None or base0 is None or sqrt_x96 <= 0 or t.liquidity_after <= 0:
+            return None
+        with localcontext() as ctx:
+            ctx.prec = PRECISION_DIGITS
+            sqrt_p = Decimal(sqrt_x96) / (1 << 96)
+            liquidity = Decimal(t.liquidity_after)
+            lower = t.tick_after // pool.tick_spacing * pool.tick_spacing
+            sqrt_lo = Decimal("1.0001") ** (Decimal(lower) / 2)
+            sqrt_hi = Decimal("1.0001") ** (Decimal(lower + pool.tick_spacing) / 2)
+            s0, s1 = -pool.token0.decimals, -pool.token1.decimals
+            r0, r1 = (liquidity / sqrt_p).scaleb(s0), (liquidity * sqrt_p).scaleb(s1)
+            # token0 out / token1 in move the price up to sqrt_hi; the reverse down to sqrt_lo
+            token0_out = (liquidity * (1 / sqrt_p - 1 / sqrt_hi)).scaleb(s0)
+            token0_in = (liquidity * (1 / sqrt_lo - 1 / sqrt_p)).scaleb(s0)
+            token1_out = (liquidity * (sqrt_p - sqrt_lo)).scaleb(s1)
+            token1_in = (liquidity * (sqrt_hi - sqrt_p)).scaleb(s1)
+        if base0:
+            return PoolView(pool, True, r0, r1, t.timestamp_ns, max(ZERO, token0_out),
+                            max(ZERO, token0_in))  # fmt: skip
+        return PoolView(pool, False, r1, r0, t.timestamp_ns, max(ZERO, token1_out),
+                        max(ZERO, token1_in))  # fmt: skip
 
     # -- pricing ----------------------------------------------------------------------
-    def _evaluate(self, ticker: str, timestamp_ns: int) -> Opportunity | None:
-        """Price every venue pair; emit the best one if it is new and pays enough."""
-        best: Opportunity | None = None
-        states = list(self.venues[ticker].values())
-        for buy in states:
-            for sell in states:
-                if buy is not sell:
-                    opp = self._price(ticker, buy, sell, timestamp_ns)
-                    if opp is not None and (best is None or opp.net > best.net):
-                        best = opp
-        if best is None or best.net < q8(self.config.min_profit_usd):
-            self.open.pop(ticker, None)
+    def _gas_usd(self, units: int) -> tuple[Decimal, int] | None:
+        """(gas cost in USD, gas price in gwei) if gas and native price are fresh."""
+        gas, native, c = self.gas, self.native, self.config
+        if gas is None or native is None:
             return None
-        pair = ((best.buy.venue, best.buy.pool), (best.sell.venue, best.sell.pool))
-        if self.open.get(ticker) == pair:
+        if not (self._fresh(gas.timestamp_ns, c.gas_max_age_s)
+                and self._fresh(native[1], c.native_max_age_s)):  # fmt: skip
+            return None
+        return Decimal(units * gas.gas_price_gwei).scaleb(-9) * native[0], gas.gas_price_gwei
+
+    def _evaluate(self, changed: Pool) -> Opportunity | None:
+        """Price every pair of fresh pools of the changed pool's tokens; emit the best one
+        if it is new and pays enough."""
+        key = (changed.token0.address, changed.token1.address)
+        candidates = []
+        for view in self.views.values():
+            if (view.pool.token0.address, view.pool.token1.address) != key:
+                continue
+            max_age = self.config.max_age_s.get(view.pool.venue, self.config.default_max_age_s)
+            if self._fresh(view.timestamp_ns, max_age):
+                candidates.append(view)
+            else:
+                self.stale_skips += 1
+        best: Opportunity | None = None
+        with localcontext() as ctx:
+            ctx.prec = PRECISION_DIGITS
+            for buy in candidates:
+                for sell in candidates:
+                    if buy is not sell:
+                        opp = self._price(buy, sell)
+                        if opp is not None and (best is None or opp.net > best.net):
+                            best = opp
+        if best is None or best.net < q8(self.config.min_profit_usd):
+            self.open.pop(key, None)
+            return None
+        pair = (best.buy.pool.address, best.sell.pool.address)
+        if self.open.get(key) == pair:
             return None  # still the same opportunity
-        self.open[ticker] = pair
+        self.open[key] = pair
         return best
 
-    def _price(
-        self, ticker: str, buy: VenueState, sell: VenueState, timestamp_ns: int
-    ) -> Opportunity | None:
-        size = self.config.trade_size.get(ticker, 0.0)
-        qty = min(size, buy.limit(BUY), sell.limit(SELL))
-        if qty <= 0:
+    def _price(self, buy: PoolView, sell: PoolView) -> Opportunity | None:
+        c = self.config
+        flash_fee = c.flash_fee_bps / 10_000
+        x = optimal_input(buy, sell, flash_fee)
+        if x <= 0:
             return None
-        buy_ref, buy_fee, buy_slip = buy.fill(BUY, qty)
-        sell_ref, sell_fee, sell_slip = sell.fill(SELL, qty)
-        pool_legs = buy.is_pool + sell.is_pool
-        gas_usd = (
-            pool_legs * self.config.gas_units_per_swap * self.gas_price_gwei * 1e-9
-            * self.config.native_usd
-        )  # fmt: skip
-        gross = q8(sell_ref) - q8(buy_ref)
-        fees = q8(buy_fee) + q8(sell_fee)
-        slippage = q8(buy_slip) + q8(sell_slip)
-        gas = q8(gas_usd)
-        spread = (sell_ref - buy_ref) / buy_ref * 10_000
+        units = c.flash_loan_gas + c.swap_gas[buy.pool.version] + c.swap_gas[sell.pool.version]
+        gas = self._gas_usd(units)
+        if gas is None:
+            return None
+        y, z = pair_output(buy, sell, x)
+        buy_ref, sell_ref = y * buy.mid, y * sell.mid
+        buy_fee = x * (1 - buy.gamma)
+        sell_fee = z * (1 - sell.gamma) / sell.gamma
+        slippage = (x - buy_fee - buy_ref) + (sell_ref - sell_fee - z)
+        gross, fees, flash = (
+            q8(sell_ref) - q8(buy_ref),
+            q8(buy_fee) + q8(sell_fee),
+            q8(x * flash_fee),
+        )
+        slip, gas_q8 = q8(slippage), q8(gas[0])
         return Opportunity(
-            ticker=ticker,
+            ticker=buy.base.ticker,
             buy=buy,
             sell=sell,
-            quantity=q8(qty),
-            buy_cost=q8(buy_ref + buy_fee + buy_slip),
-            sell_proceeds=q8(sell_ref - sell_fee - sell_slip),
+            quantity=q8(y),
+            capital=q8(x),
+            buy_cost=q8(x) + flash,  # the buy leg's all-in cost: the loan's fee included
+            sell_proceeds=q8(z),
             gross=gross,
-            fees=fees,
-            slippage=slippage,
-            gas=gas,
-            net=gross - fees - slippage - gas,
-            spread_bps=max(0, min(0xFFFF, round(spread))),
-            gas_price_gwei=self.gas_price_gwei,
-            timestamp_ns=timestamp_ns,
+            fees=fees + flash,
+            flash_fee=flash,
+            slippage=slip,
+            gas=gas_q8,
+            net=gross - fees - flash - slip - gas_q8,
+            spread_bps=max(0, min(0xFFFF, int((sell.mid / buy.mid - 1) * 10_000))),
+            gas_price_gwei=gas[1],
+            timestamp_ns=self.now_ns,
         )
 
 
 def signal_message(opp: Opportunity, signal_id: int, config: ArbitrageConfig) -> bytes:
     """The opportunity as an ArbitrageSignalTLV on the signal relay."""
-    usd = token_for_ticker("USD")
-    base = token_for_ticker(opp.ticker)
     signal = ArbitrageSignalTLV(
         strategy_id=config.strategy_id,
         signal_id=signal_id,
-        chain_id=POLYGON_CHAIN_ID,
-        source_pool=opp.buy.pool,
-        target_pool=opp.sell.pool,
-        source_venue=opp.buy.venue,
-        target_venue=opp.sell.venue,
-        token_in=usd.address if usd else NO_POOL,
-        token_out=base.address if base else NO_POOL,
+        chain_id=config.chain_id,
+        source_pool=opp.buy.pool.address,
+        target_pool=opp.sell.pool.address,
+        source_venue=opp.buy.pool.venue,
+        target_venue=opp.sell.pool.venue,
+        token_in=opp.buy.quote.address,
+        token_out=opp.buy.base.address,
         expected_profit_usd_q8=opp.gross,
-        required_capital_usd_q8=opp.buy_cost,
+        required_capital_usd_q8=opp.capital,
         spread_bps=opp.spread_bps,
         dex_fees_usd_q8=opp.fees,
         gas_cost_usd_q8=opp.gas,
@@ -311,14 +440,15 @@ def signal_message(opp: Opportunity, signal_id: int, config: ArbitrageConfig) ->
     )
 
 
-def order_legs(opp: Opportunity, signal_id: int) -> tuple[OrderRequest, OrderRequest]:
-    """Buy at the cheap venue, sell at the dear one; prices per unit include costs."""
+def order_legs(opp: Opportunity, signal_id: int) -> tuple[OrderRequestTLV, OrderRequestTLV]:
+    """Buy at the cheap pool, sell at the dear one; prices per unit include fees."""
     asset = asset_id(opp.ticker)
+    q = max(1, opp.quantity)
     return (
-        OrderRequest(signal_id, opp.buy.venue, BUY, 0, asset, opp.quantity,
-                     opp.buy_cost * Q8 // opp.quantity),
-        OrderRequest(signal_id, opp.sell.venue, SELL, 1, asset, opp.quantity,
-                     opp.sell_proceeds * Q8 // opp.quantity),
+        OrderRequestTLV(signal_id, opp.buy.pool.venue, BUY, 0, asset, opp.quantity,
+                        opp.buy_cost * Q8 // q),
+        OrderRequestTLV(signal_id, opp.sell.pool.venue, SELL, 1, asset, opp.quantity,
+                        opp.sell_proceeds * Q8 // q),
     )  # fmt: skip
 
 
@@ -327,7 +457,7 @@ def order_message(opp: Opportunity, signal_id: int) -> bytes:
     return encode_message(
         RelayDomain.EXECUTION,
         SourceType.ARBITRAGE_STRATEGY,
-        [(OrderRequest.TLV_TYPE, leg.to_bytes()) for leg in order_legs(opp, signal_id)],
+        [(TLVType.ORDER_REQUEST, leg.to_bytes()) for leg in order_legs(opp, signal_id)],
         sequence=signal_id,
     )
 
@@ -337,9 +467,10 @@ class FlashArbitrage(Service):
 
     name = "flash_arbitrage"
 
-    def __init__(self, *args: Any, config: ArbitrageConfig | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, config: ArbitrageConfig | None = None,
+                 pools: dict[bytes, Pool] | None = None, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
-        self.detector = Detector(config)
+        self.detector = Detector(config, pools)
         self.signals = 0
         self.last: Opportunity | None = None
         self._inbox: Inbox | None = None
@@ -359,12 +490,11 @@ class FlashArbitrage(Service):
         self.signals += 1
         self.last = opp
         log.info(
-            "signal %d: %s %.4f, buy at venue %d, sell at venue %d, net $%.2f",
-            self.signals, opp.ticker, opp.quantity / Q8, opp.buy.venue, opp.sell.venue,
-            opp.net / Q8,
+            "signal %d: %s %s, buy at venue %d, sell at venue %d, net $%s",
+            self.signals, opp.ticker, Decimal(opp.quantity).scaleb(-8), opp.buy.pool.venue,
+            opp.sell.pool.venue, Decimal(opp.net).scaleb(-8),
         )  # fmt: skip
-        config = self.detector.config
-        if self.publish(signal_message(opp, self.signals, config)):
+        if self.publish(signal_message(opp, self.signals, self.detector.config)):
             self.publish(order_message(opp, self.signals))
 
     def disconnect(self) -> None:
@@ -373,8 +503,10 @@ class FlashArbitrage(Service):
 
     def report(self) -> dict[str, Any]:
         prices = {
-            ticker: {f"{v.venue}:{v.pool.hex()[:8]}": round(v.mid, 4) for v in states.values()}
-            for ticker, states in self.detector.venues.items()
+            f"{VenueId(v.pool.venue).name}:{v.pool.address.hex()[:8]}": str(round(v.mid, 4))
+            for v in self.detector.views.values()
         }
-        return {"signals": self.signals, "gas_price_gwei": self.detector.gas_price_gwei,
+        gas = self.detector.gas
+        return {"signals": self.signals, "stale_skips": self.detector.stale_skips,
+                "gas_price_gwei": None if gas is None else gas.gas_price_gwei,
                 "prices": prices}  # fmt: skip

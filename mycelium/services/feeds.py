@@ -8,7 +8,11 @@ sends, so the adapters have one code path for all three. ``paced`` spaces any it
 out to a rate by waiting on the service's stop event (never a busy loop; a stop ends it
 at once). ``live_lines`` speaks just enough RFC 6455 to subscribe to a public feed and
 read text frames; the framing itself (``encode_frame``/``FrameParser``) is sans-IO. It
-reconnects with backoff until stopped. Nothing in the tests depends on the network.
+reconnects with backoff until stopped, and also when the feed falls silent for longer than
+its ``LiveLink.max_silence_s`` (a heartbeat watchdog: Kraken sends a heartbeat every
+second, so silence means a dead connection even when TCP has not noticed). Requests an
+adapter queues on the link's ``outbox`` (a resubscription) are sent on the open
+connection. Nothing in the tests depends on the network.
 """
 
 from __future__ import annotations
@@ -17,17 +21,19 @@ import base64
 import json
 import logging
 import os
+import queue
 import socket
 import ssl
 import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["FrameParser", "encode_frame", "file_lines", "live_lines", "paced"]
+__all__ = ["FrameParser", "LiveLink", "encode_frame", "file_lines", "live_lines", "paced"]
 
 log = logging.getLogger("mycelium.services")
 
@@ -37,6 +43,16 @@ READ_TIMEOUT_S = 1.0
 RECONNECT_MAX_S = 30.0
 #: Largest frame a feed may send us.
 MAX_FRAME_BYTES = 16 << 20
+
+
+@dataclass
+class LiveLink:
+    """What an adapter and its live connection share: requests to send, the silence
+    after which the connection counts as dead, and how often that happened."""
+
+    max_silence_s: float | None = None
+    outbox: queue.SimpleQueue[dict[str, Any]] = field(default_factory=queue.SimpleQueue)
+    silent_reconnects: int = 0
 
 
 def file_lines(path: str | os.PathLike[str]) -> Iterator[str]:
@@ -165,20 +181,30 @@ def _handshake(url: str) -> socket.socket:
     return sock
 
 
-def _session(url: str, subscribe: list[dict[str, Any]], stop: threading.Event) -> Iterator[str]:
+def _session(
+    url: str, subscribe: list[dict[str, Any]], stop: threading.Event, link: LiveLink
+) -> Iterator[str]:
     """One connection: subscribe, then yield text messages until closed or stopped."""
     sock = _handshake(url)
     parser = FrameParser()
     try:
         for request in subscribe:
             sock.sendall(encode_frame(OP_TEXT, json.dumps(request).encode()))
+        heard = time.monotonic()
         while not stop.is_set():
+            while not link.outbox.empty():
+                sock.sendall(encode_frame(OP_TEXT, json.dumps(link.outbox.get()).encode()))
             try:
                 data = sock.recv(65536)
             except TimeoutError:
+                silent = time.monotonic() - heard
+                if link.max_silence_s is not None and silent > link.max_silence_s:
+                    link.silent_reconnects += 1
+                    raise ConnectionError(f"no message for {silent:.1f}s") from None
                 continue
             if not data:
                 raise ConnectionError("the feed closed the connection")
+            heard = time.monotonic()
             for opcode, payload in parser.feed(data):
                 if opcode == OP_TEXT:
                     yield payload.decode("utf-8", errors="replace")
@@ -190,12 +216,18 @@ def _session(url: str, subscribe: list[dict[str, Any]], stop: threading.Event) -
         sock.close()
 
 
-def live_lines(url: str, subscribe: list[dict[str, Any]], stop: threading.Event) -> Iterator[str]:
+def live_lines(
+    url: str,
+    subscribe: list[dict[str, Any]],
+    stop: threading.Event,
+    link: LiveLink | None = None,
+) -> Iterator[str]:
     """Text messages of a live WebSocket feed, reconnecting with backoff until stopped."""
+    link = LiveLink() if link is None else link
     delay = 1.0
     while not stop.is_set():
         try:
-            for line in _session(url, subscribe, stop):
+            for line in _session(url, subscribe, stop, link):
                 delay = 1.0
                 yield line
         except OSError as exc:  # ConnectionError, ssl.SSLError, socket errors

@@ -1,5 +1,5 @@
-"""Kraken collector: Kraken WebSocket v2 ``trade`` and ``ticker`` messages -> TradeTLV and
-QuoteTLV messages on ``market_data``.
+"""Kraken collector: Kraken WebSocket v2 ``trade``, ``ticker`` and ``book`` messages ->
+TradeTLV, QuoteTLV and OrderBookTLV messages on ``market_data``.
 
 How this works
 --------------
@@ -7,15 +7,26 @@ How this works
 (``type`` snapshot or update) carries a ``data`` list; each entry is one event. Heartbeat,
 status and method replies (subscribe acks) carry none and are ignored. ``convert`` turns
 an entry into a typed TLV: numbers are parsed as decimals (``parse_float=Decimal``) and
-scaled to 8-decimal fixed point exactly; a trade's RFC 3339 timestamp keeps all its
-digits; a ticker is stamped on arrival unless it carries a timestamp. Instruments are the
-pair's base ticker at venue KRAKEN (``ETH/USD`` -> asset "ETH"), as the golden vectors
-do; a pair not quoted in US dollars is ignored. The generator writes the same shapes.
+scaled to 8-decimal fixed point exactly; a value with more decimals (PEPE at 0.000012345)
+is refused as malformed, logged and counted, never rounded (the book carries such values
+exactly in its own scale). A trade's RFC 3339 timestamp keeps all its digits; a ticker
+is stamped on arrival unless it carries a timestamp. The instrument is the pair: the
+base ticker at venue KRAKEN with the quote currency in its ``reserved`` byte
+(``ETH/USD``, ``ETH/USDT`` and ``ETH/USDC`` differ; USD reads as the golden vectors do);
+a pair quoted in a currency ``QuoteCurrency`` does not know is ignored.
+
+The ``book`` channel (``kraken_book``) keeps a local book per pair at the configured
+depth and checks Kraken's CRC32 after every message; on a mismatch the collector counts
+it, drops the book and resubscribes the pair (on a live feed: unsubscribe, subscribe).
+A subscription Kraken refuses (``"success": false``) is logged and counted. A live feed
+that sends nothing for ``max_silence_s`` is reconnected (Kraken sends a heartbeat every
+second). The generator writes the same shapes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,20 +35,24 @@ from itertools import count
 from typing import Any
 
 from mycelium.protocol import (
-    AssetType,
+    InstrumentId,
+    PrecisionLoss,
+    QuoteCurrency,
     QuoteTLV,
     SourceType,
     TradeTLV,
     TypedTLV,
     VenueId,
-    to_fixed,
+    to_fixed_exact,
 )
-from mycelium.services.adapter import FeedAdapter
+from mycelium.services.adapter import FeedAdapter, MarketTLV
 from mycelium.services.base import Malformed
-from mycelium.services.markets import QUOTE_TICKERS, asset_id
+from mycelium.services.kraken_book import BookKeeper, OutOfSync
 from mycelium.services.synthetic import PriceModel, wall_clock
 
-__all__ = ["KrakenCollector", "convert", "generate", "split"]
+__all__ = ["BOOK_DEPTH", "KrakenCollector", "convert", "generate", "instrument_of", "split"]
+
+log = logging.getLogger("mycelium.services")
 
 
 def _json(obj: object) -> str:
@@ -46,8 +61,13 @@ def _json(obj: object) -> str:
 
 
 LIVE_URL = "wss://ws.kraken.com/v2"
-SYMBOLS = ["ETH/USD", "BTC/USD"]
+SYMBOLS = ["ETH/USD", "BTC/USD", "POL/USD"]
 CHANNELS = ("trade", "ticker")
+BOOK_CHANNEL = "book"
+#: Levels per side of the ``book`` subscription (Kraken offers 10, 25, 100, 500, 1000).
+BOOK_DEPTH = 10
+#: Kraken sends a heartbeat every second; this much silence means the feed is dead.
+MAX_SILENCE_S = 10.0
 SIDES = {"buy": 0, "sell": 1}
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
 
@@ -55,19 +75,25 @@ Event = tuple[str, dict[str, Any]]
 
 
 def split(line: str) -> list[Event]:
-    """The (channel, entry) events of one v2 message; [] for heartbeats, status, acks."""
+    """The (channel, entry) events of one v2 message; [] for heartbeats, status, acks; a
+    refused request is one ("error", reply) event. A book entry's channel is
+    "book:snapshot" or "book:update"."""
     try:
         doc = json.loads(line, parse_float=Decimal)
     except ValueError as exc:
         raise Malformed(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise Malformed(f"expected a JSON object, got {type(doc).__name__}")
+    if "method" in doc and doc.get("success") is False:
+        return [("error", doc)]
     channel = doc.get("channel")
-    if channel not in CHANNELS:
+    if channel not in (*CHANNELS, BOOK_CHANNEL):
         return []
     data = doc.get("data")
     if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
         raise Malformed(f"{channel} message without a list of objects in 'data'")
+    if channel == BOOK_CHANNEL:
+        channel = f"book:{doc.get('type')}"
     return [(channel, entry) for entry in data]
 
 
@@ -79,20 +105,25 @@ def _number(entry: dict[str, Any], key: str, *, positive: bool = True) -> int:
     if value < 0 or (positive and value == 0):
         raise Malformed(f"field {key!r} must be {'positive' if positive else '>= 0'}: {value}")
     try:
-        return to_fixed(value)
+        return to_fixed_exact(value)
+    except PrecisionLoss as exc:
+        raise Malformed(f"field {key!r}: {exc}; refused rather than rounded") from None
     except ValueError as exc:
         raise Malformed(f"field {key!r}: {exc}") from None
 
 
-def _base(entry: dict[str, Any]) -> str | None:
-    """The base ticker of a USD pair ("ETH/USD" -> "ETH"), None for another quote."""
+def instrument_of(entry: dict[str, Any]) -> InstrumentId | None:
+    """The pair's instrument ("ETH/USDT" -> ETH quoted in USDT at KRAKEN), None for a
+    quote currency we do not know."""
     symbol = entry.get("symbol")
     if not isinstance(symbol, str) or symbol.count("/") != 1:
         raise Malformed(f"bad symbol {symbol!r}")
     base, quote = symbol.split("/")
     if not (base.isalnum() and base.isascii() and 0 < len(base) <= 8):
         raise Malformed(f"bad symbol {symbol!r}")
-    return base if quote in QUOTE_TICKERS else None
+    if quote.upper() not in QuoteCurrency.__members__:
+        return None
+    return InstrumentId.from_pair(VenueId.KRAKEN, base, quote)
 
 
 def timestamp_ns(text: Any) -> int:
@@ -109,16 +140,12 @@ def timestamp_ns(text: Any) -> int:
 
 
 def convert(event: Event, now_ns: int) -> TypedTLV | None:
-    """A trade entry as a TradeTLV, a ticker entry as a QuoteTLV (None: not a USD pair)."""
+    """A trade entry as a TradeTLV, a ticker entry as a QuoteTLV (None: an unknown quote
+    currency)."""
     channel, entry = event
-    base = _base(entry)
-    if base is None:
+    pair = instrument_of(entry)
+    if pair is None:
         return None
-    instrument = {
-        "asset_id": asset_id(base),
-        "venue_id": VenueId.KRAKEN,
-        "asset_type": AssetType.COIN,
-    }
     if channel == "trade":
         side = SIDES.get(entry.get("side"))  # type: ignore[arg-type]
         if side is None:
@@ -128,7 +155,10 @@ def convert(event: Event, now_ns: int) -> TypedTLV | None:
             volume=_number(entry, "qty"),
             timestamp_ns=timestamp_ns(entry.get("timestamp")),
             side=side,
-            **instrument,
+            asset_id=pair.asset_id,
+            venue_id=pair.venue,
+            asset_type=pair.asset_type,
+            reserved=pair.reserved,
         )
     bid, ask = _number(entry, "bid"), _number(entry, "ask")
     if bid > ask:
@@ -139,7 +169,10 @@ def convert(event: Event, now_ns: int) -> TypedTLV | None:
         ask_price=ask,
         ask_size=_number(entry, "ask_qty", positive=False),
         timestamp_ns=now_ns if "timestamp" not in entry else timestamp_ns(entry["timestamp"]),
-        **instrument,
+        asset_id=pair.asset_id,
+        venue_id=pair.venue,
+        asset_type=pair.asset_type,
+        reserved=pair.reserved,
     )
 
 
@@ -169,7 +202,7 @@ def generate(seed: int, clock: Iterator[int]) -> Iterator[str]:
         model.step()
         for symbol in SYMBOLS:
             mid = model.price("kraken", symbol.split("/")[0])
-            decimals = 1 if mid > 10_000 else 2
+            decimals = 1 if mid > 10_000 else 2 if mid > 10 else 4
             half = max(mid * 0.00005, 10**-decimals)
             bid, ask = round(mid - half, decimals), round(mid + half, decimals)
             s = stats[symbol]
@@ -189,7 +222,8 @@ def generate(seed: int, clock: Iterator[int]) -> Iterator[str]:
                 "ask": ask, "ask_qty": round(rng.uniform(1, 20), 8),
                 "last": round(mid, decimals), "volume": round(s["volume"], 8),
                 "vwap": round(mid, decimals), "low": s["low"], "high": s["high"],
-                "change": change, "change_pct": round(100 * change / mid, 2)}]})  # fmt: skip
+                "change": change, "change_pct": round(100 * change / mid, 2),
+                "timestamp": _iso(now)}]})  # fmt: skip
         if tick % 20 == 19:
             yield _json({"channel": "heartbeat"})
 
@@ -201,14 +235,62 @@ class KrakenCollector(FeedAdapter):
     source = SourceType.KRAKEN
     live_url = LIVE_URL
 
+    max_silence_s = MAX_SILENCE_S
+
     split = staticmethod(split)
-    convert = staticmethod(convert)
+
+    def __init__(self, *args: Any, depth: int = BOOK_DEPTH, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.books = BookKeeper(depth)
+        self.checksum_mismatches = 0
+        self.resubscribes = 0
+        self.subscription_errors = 0
+
+    def convert(self, event: Any, now_ns: int) -> MarketTLV | None:
+        channel, entry = event
+        if channel == "error":
+            self.subscription_errors += 1
+            log.error("%s: Kraken refused %s: %s", self.name, _json(entry.get("method")),
+                      entry.get("error"))  # fmt: skip
+            return None
+        if not channel.startswith("book:"):
+            return convert(event, now_ns)
+        pair = instrument_of(entry)
+        if pair is None:
+            return None
+        stamp = entry.get("timestamp")
+        try:
+            return self.books.apply(channel[5:], entry, pair,
+                                    now_ns if stamp is None else timestamp_ns(stamp))  # fmt: skip
+        except OutOfSync as exc:
+            self.checksum_mismatches += 1
+            log.warning("%s: %s; resubscribing", self.name, exc)
+            self._resubscribe(exc.symbol)
+            return None
+
+    def _resubscribe(self, symbol: str) -> None:
+        """Ask for a fresh snapshot of one pair's book."""
+        self.resubscribes += 1
+        for method in ("unsubscribe", "subscribe"):
+            self.link.outbox.put({"method": method, "params": self._book_params([symbol])})
+
+    def _book_params(self, symbols: list[str]) -> dict[str, Any]:
+        return {"channel": BOOK_CHANNEL, "symbol": symbols, "depth": self.books.depth}
 
     def generate(self) -> Iterator[str]:
         return generate(self.seed, wall_clock())
 
     def subscriptions(self) -> list[dict[str, Any]]:
         return [
-            {"method": "subscribe", "params": {"channel": channel, "symbol": SYMBOLS}}
-            for channel in CHANNELS
-        ]
+            *({"method": "subscribe", "params": {"channel": channel, "symbol": SYMBOLS}}
+              for channel in CHANNELS),
+            {"method": "subscribe", "params": self._book_params(SYMBOLS)},
+        ]  # fmt: skip
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "book_checksum_mismatches": self.checksum_mismatches,
+            "resubscribes": self.resubscribes,
+            "subscription_errors": self.subscription_errors,
+            "silent_reconnects": self.link.silent_reconnects,
+        }

@@ -1,6 +1,6 @@
-"""Polygon adapter: Uniswap V2 ``Sync`` / V3 ``Swap`` event logs, as ``eth_getLogs`` and
-``eth_subscribe`` return them, -> PoolSyncTLV / PoolSwapTLV on ``market_data``; new block
-heads -> GasPriceTLV.
+"""Polygon adapter: Uniswap V2 ``Sync`` / ``Swap`` and V3 ``Swap`` / ``Mint`` / ``Burn``
+event logs, as ``eth_getLogs`` and ``eth_subscribe`` return them, -> PoolSyncTLV /
+PoolSwapTLV / PoolMintTLV / PoolBurnTLV on ``market_data``; new block heads -> GasPriceTLV.
 
 How this works
 --------------
@@ -10,10 +10,18 @@ another response (a subscription id, an error: nothing to publish). ``convert`` 
 log by its topic0 from the hex ABI encoding: a Sync's data is two 32-byte words (reserve0,
 reserve1, uint112 each); a V3 Swap has sender and recipient in topics[1..2] and five words
 of data (amount0 and amount1 int256 from the pool's view, positive = paid in;
-sqrtPriceX96 uint160; liquidity uint128; tick int24). Every width is range-checked. A log
-of a pool we do not know, of another event, or marked ``removed`` (a reorg) is ignored.
-Token addresses and decimals come from the pool table (``markets``). Logs carry no time:
-``blockTimestamp`` is used when a node adds it, else the arrival time.
+sqrtPriceX96 uint160; liquidity uint128; tick int24); a V2 Swap has four uint words
+(amount0In, amount1In, amount0Out, amount1Out) and becomes a PoolSwapTLV without price or
+liquidity (its Sync carries the reserves); a V3 Mint has owner, tickLower, tickUpper in
+topics and (sender, amount, amount0, amount1) as data, a Burn the same topics and
+(amount, amount0, amount1). Every width is range-checked. A log of a pool we do not know,
+of another event, or marked ``removed`` (a reorg) is ignored.
+
+Pools, their tokens and decimals come from configuration (``markets.load_pools``). Logs
+carry no time of their own: ``blockTimestamp`` is used when the node adds it; otherwise
+the message is stamped on arrival and its header carries ``FLAG_ARRIVAL_TIME``. The gas
+price is the head's base fee plus the priority fee the node last answered to
+``eth_maxPriorityFeePerGas`` (0, a lower bound, until it has).
 """
 
 from __future__ import annotations
@@ -23,13 +31,31 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from mycelium.protocol import GasPriceTLV, PoolSwapTLV, PoolSyncTLV, SourceType, TypedTLV
-from mycelium.services.adapter import FeedAdapter
+from mycelium.protocol import (
+    GasPriceTLV,
+    PoolBurnTLV,
+    PoolMintTLV,
+    PoolSwapTLV,
+    PoolSyncTLV,
+    SourceType,
+    TypedTLV,
+)
+from mycelium.services.adapter import FLAG_ARRIVAL_TIME, FeedAdapter
 from mycelium.services.base import Malformed
-from mycelium.services.markets import POLYGON_CHAIN_ID, POOLS, Pool, pool_for
+from mycelium.services.markets import POLYGON_CHAIN_ID, POOLS, Pool, load_pools
 from mycelium.services.synthetic import PriceModel, wall_clock
 
-__all__ = ["SWAP_V3_TOPIC", "SYNC_TOPIC", "PolygonAdapter", "convert", "generate", "split"]
+__all__ = [
+    "BURN_V3_TOPIC",
+    "MINT_V3_TOPIC",
+    "SWAP_V2_TOPIC",
+    "SWAP_V3_TOPIC",
+    "SYNC_TOPIC",
+    "PolygonAdapter",
+    "convert",
+    "generate",
+    "split",
+]
 
 
 def _json(obj: object) -> str:
@@ -39,9 +65,20 @@ def _json(obj: object) -> str:
 
 SYNC_TOPIC = "0x1c411e9a96e071241c2f21f7726b17ae89e3cab4c78be50e062b03a9fffbbad1"
 SWAP_V3_TOPIC = "0xc42079f94a6350d7e6235f29174924f928cc2ac818eb64fed8004e115fbcca67"
+SWAP_V2_TOPIC = "0xd78ad95fa46c994b6551d0da85fc275fe613ce37657fb8d5e3d130840159d822"
+MINT_V3_TOPIC = "0x7a53080ba414158be7ec69b987b5fb7d07dee101fe85488f0853ae16239d0bde"
+BURN_V3_TOPIC = "0x0c396cd989a39f4459b5fa1aed6a9a8dcdbc45908acfd67e028cd568da98982c"
+#: topic0 -> (pool version, topics, data words)
+EVENTS = {
+    SYNC_TOPIC: (2, 1, 2),
+    SWAP_V2_TOPIC: (2, 3, 4),
+    SWAP_V3_TOPIC: (3, 3, 5),
+    MINT_V3_TOPIC: (3, 4, 4),
+    BURN_V3_TOPIC: (3, 4, 3),
+}
 LIVE_URL = "wss://polygon-bor-rpc.publicnode.com"
-#: Tip added to the base fee for the gas price we report (Polygon's usual minimum).
-PRIORITY_FEE_GWEI = 30
+#: Request id of our ``eth_maxPriorityFeePerGas`` call: its reply is the priority fee.
+PRIORITY_FEE_REQUEST_ID = 4
 WORD = 32
 Q96 = 1 << 96
 
@@ -49,7 +86,8 @@ Event = tuple[str, dict[str, Any]]
 
 
 def split(line: str) -> list[Event]:
-    """("log", log) and ("head", block) events of one JSON-RPC message."""
+    """("log", log), ("head", block) and ("priority_fee", reply) events of one JSON-RPC
+    message."""
     try:
         doc = json.loads(line)
     except ValueError as exc:
@@ -66,6 +104,8 @@ def split(line: str) -> list[Event]:
         result = doc["result"]
         if isinstance(result, list):
             return [_event(x) for x in result]
+        if doc.get("id") == PRIORITY_FEE_REQUEST_ID:
+            return [("priority_fee", doc)]
         return []  # a subscription id, true/false: a reply, not data
     if "error" in doc:
         return []
@@ -123,38 +163,49 @@ def _int(word: bytes, bits: int, what: str) -> int:
     return value
 
 
-def convert(event: Event, now_ns: int) -> TypedTLV | None:
-    """A Sync log as PoolSyncTLV, a V3 Swap log as PoolSwapTLV, a head as GasPriceTLV;
-    None for a log we do not publish."""
+def convert(
+    event: Event, now_ns: int, pools: dict[bytes, Pool] | None = None, priority_fee_wei: int = 0
+) -> TypedTLV | None:
+    """A log as its TLV (Sync, Swap, Mint, Burn), a head as GasPriceTLV; None for a log we
+    do not publish. ``pools`` defaults to the packaged table."""
     kind, obj = event
     if kind == "head":
-        return _gas(obj)
-    if obj.get("removed") is True:
+        return _gas(obj, priority_fee_wei)
+    if kind != "log" or obj.get("removed") is True:
         return None
-    pool = pool_for(_hex(obj.get("address"), "address", 20))
+    pool = (POOLS if pools is None else pools).get(_hex(obj.get("address"), "address", 20))
     topics = obj.get("topics")
     if not isinstance(topics, list) or not topics:
         raise Malformed("log without topics")
     topic0 = topics[0].lower() if isinstance(topics[0], str) else topics[0]
-    if pool is None or topic0 not in (SYNC_TOPIC, SWAP_V3_TOPIC):
+    shape = EVENTS.get(topic0)
+    if pool is None or shape is None or shape[0] != pool.version:
         return None
+    _, n_topics, n_words = shape
     for i, topic in enumerate(topics):
         _hex(topic, f"topics[{i}]", WORD)
-    data = _hex(obj.get("data"), "data")
+    if len(topics) != n_topics:
+        raise Malformed(f"this event has {n_topics} topics, got {len(topics)}")
+    words = _words(_hex(obj.get("data"), "data"), n_words, "event")
     block = _quantity(obj.get("blockNumber"), "blockNumber")
-    stamp = obj.get("blockTimestamp")
-    ts = now_ns if stamp is None else _quantity(stamp, "blockTimestamp") * 1_000_000_000
-    if topic0 == SYNC_TOPIC and pool.version == 2:
-        return _sync(pool, data, block, ts)
-    if topic0 == SWAP_V3_TOPIC and pool.version == 3:
-        if len(topics) != 3:
-            raise Malformed(f"a V3 Swap has 3 topics, got {len(topics)}")
-        return _swap(pool, data, block, ts)
-    return None
+    ts = block_time_ns(obj, now_ns)
+    if topic0 == SYNC_TOPIC:
+        return _sync(pool, words, block, ts)
+    if topic0 == SWAP_V2_TOPIC:
+        return _swap_v2(pool, words, block, ts)
+    if topic0 == SWAP_V3_TOPIC:
+        return _swap(pool, words, block, ts)
+    return _liquidity(pool, topic0 == MINT_V3_TOPIC, topics, words, ts)
 
 
-def _sync(pool: Pool, data: bytes, block: int, ts: int) -> PoolSyncTLV:
-    r0, r1 = _words(data, 2, "Sync")
+def block_time_ns(log: dict[str, Any], now_ns: int) -> int:
+    """The log's ``blockTimestamp`` in ns, or ``now_ns`` when the node sent none."""
+    stamp = log.get("blockTimestamp")
+    return now_ns if stamp is None else _quantity(stamp, "blockTimestamp") * 1_000_000_000
+
+
+def _sync(pool: Pool, words: list[bytes], block: int, ts: int) -> PoolSyncTLV:
+    r0, r1 = words
     return PoolSyncTLV(
         reserve0=_uint(r0, 112, "reserve0"),
         reserve1=_uint(r1, 112, "reserve1"),
@@ -169,12 +220,9 @@ def _sync(pool: Pool, data: bytes, block: int, ts: int) -> PoolSyncTLV:
     )
 
 
-def _swap(pool: Pool, data: bytes, block: int, ts: int) -> PoolSwapTLV:
-    w = _words(data, 5, "Swap")
-    amount0, amount1 = _int(w[0], 256, "amount0"), _int(w[1], 256, "amount1")
-    sqrt_price = _uint(w[2], 160, "sqrtPriceX96")
-    liquidity = _uint(w[3], 128, "liquidity")
-    tick = _int(w[4], 24, "tick")
+def _swap_tlv(pool: Pool, amount0: int, amount1: int, block: int, ts: int,
+              **v3: Any) -> PoolSwapTLV:  # fmt: skip
+    """A swap from the pool's view (positive = paid in) as token in and out."""
     if amount0 > 0 >= amount1:
         token_in, token_out, amount_in, amount_out = pool.token0, pool.token1, amount0, -amount1
     elif amount1 > 0 >= amount0:
@@ -188,30 +236,68 @@ def _swap(pool: Pool, data: bytes, block: int, ts: int) -> PoolSwapTLV:
     return PoolSwapTLV(
         amount_in=amount_in,
         amount_out=amount_out,
-        liquidity_after=liquidity,
         timestamp_ns=ts,
         block_number=block,
-        tick_after=tick,
         venue=pool.venue,
         amount_in_decimals=token_in.decimals,
         amount_out_decimals=token_out.decimals,
         pool_address=pool.address,
         token_in_addr=token_in.address,
         token_out_addr=token_out.address,
-        sqrt_price_x96_after=sqrt_price.to_bytes(32, "little"),
+        **v3,
     )
 
 
-def _gas(head: dict[str, Any]) -> GasPriceTLV | None:
+def _swap(pool: Pool, w: list[bytes], block: int, ts: int) -> PoolSwapTLV:
+    amount0, amount1 = _int(w[0], 256, "amount0"), _int(w[1], 256, "amount1")
+    sqrt_price = _uint(w[2], 160, "sqrtPriceX96")
+    return _swap_tlv(pool, amount0, amount1, block, ts,
+                     liquidity_after=_uint(w[3], 128, "liquidity"),
+                     tick_after=_int(w[4], 24, "tick"),
+                     sqrt_price_x96_after=sqrt_price.to_bytes(32, "little"))  # fmt: skip
+
+
+def _swap_v2(pool: Pool, w: list[bytes], block: int, ts: int) -> PoolSwapTLV:
+    """amount0In, amount1In, amount0Out, amount1Out: net of each token, the pool's view."""
+    in0, in1, out0, out1 = (_uint(word, 256, "amount") for word in w)
+    return _swap_tlv(pool, in0 - out0, in1 - out1, block, ts)
+
+
+def _liquidity(pool: Pool, mint: bool, topics: list[str], w: list[bytes],
+               ts: int) -> PoolMintTLV | PoolBurnTLV:  # fmt: skip
+    owner = bytes.fromhex(topics[1][2:])
+    if owner[:12] != bytes(12):
+        raise Malformed("owner topic is not an address")
+    lower = _int(bytes.fromhex(topics[2][2:]), 24, "tickLower")
+    upper = _int(bytes.fromhex(topics[3][2:]), 24, "tickUpper")
+    if lower >= upper:
+        raise Malformed(f"tickLower {lower} >= tickUpper {upper}")
+    amounts = w[1:] if mint else w
+    liquidity = _uint(amounts[0], 128, "amount")
+    amount0, amount1 = _uint(amounts[1], 128, "amount0"), _uint(amounts[2], 128, "amount1")
+    cls = PoolMintTLV if mint else PoolBurnTLV
+    return cls(liquidity_delta=liquidity, amount0=amount0, amount1=amount1, timestamp_ns=ts,
+               tick_lower=lower, tick_upper=upper, venue=pool.venue,
+               token0_decimals=pool.token0.decimals, token1_decimals=pool.token1.decimals,
+               pool_address=pool.address, provider_addr=owner[12:],
+               token0_addr=pool.token0.address, token1_addr=pool.token1.address)  # fmt: skip
+
+
+def _gwei(wei: int) -> int:
+    """Wei as whole gwei, rounded up (a gas price is a bid: never under-state it)."""
+    return min(-(-wei // 1_000_000_000), 0xFFFFFFFF)
+
+
+def _gas(head: dict[str, Any], priority_fee_wei: int) -> GasPriceTLV | None:
     if "baseFeePerGas" not in head:
         return None  # a chain without EIP-1559: no base fee to report
-    base = round(_quantity(head["baseFeePerGas"], "baseFeePerGas") / 1e9)
+    base = _quantity(head["baseFeePerGas"], "baseFeePerGas")
     return GasPriceTLV(
         block_number=_quantity(head.get("number"), "number"),
         timestamp_ns=_quantity(head.get("timestamp"), "timestamp") * 1_000_000_000,
-        gas_price_gwei=min(base + PRIORITY_FEE_GWEI, 0xFFFFFFFF),
-        base_fee_gwei=min(base, 0xFFFFFFFF),
-        priority_fee_gwei=PRIORITY_FEE_GWEI,
+        gas_price_gwei=_gwei(base + priority_fee_wei),
+        base_fee_gwei=_gwei(base),
+        priority_fee_gwei=_gwei(priority_fee_wei),
         venue=POLYGON_CHAIN_ID,
     )
 
@@ -286,6 +372,7 @@ def generate(seed: int, clock: Iterator[int]) -> Iterator[str]:
     base_fee = 40e9
     yield _json({"jsonrpc": "2.0", "id": 1, "result": SUBSCRIPTION})
     yield _json({"jsonrpc": "2.0", "id": 2, "result": SUBSCRIPTION})
+    yield _json({"jsonrpc": "2.0", "id": PRIORITY_FEE_REQUEST_ID, "result": hex(30 * 10**9)})
     tx = rng.getrandbits(200)
     index = 0
     for tick, now in enumerate(clock):
@@ -315,15 +402,31 @@ class PolygonAdapter(FeedAdapter):
     source = SourceType.POLYGON
     live_url = LIVE_URL
     split = staticmethod(split)
-    convert = staticmethod(convert)
+
+    def __init__(self, *args: Any, pools: dict[bytes, Pool] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pools = load_pools() if pools is None else pools
+        self.priority_fee_wei = 0
+
+    def convert(self, event: Any, now_ns: int) -> TypedTLV | None:
+        if event[0] == "priority_fee":
+            self.priority_fee_wei = _quantity(event[1].get("result"), "priority fee")
+            return None
+        return convert(event, now_ns, self.pools, self.priority_fee_wei)
+
+    def message_flags(self, event: Any) -> int:
+        kind, obj = event
+        return FLAG_ARRIVAL_TIME if kind == "log" and "blockTimestamp" not in obj else 0
 
     def generate(self) -> Iterator[str]:
         return generate(self.seed, wall_clock())
 
     def subscriptions(self) -> list[dict[str, Any]]:
-        pools = ["0x" + address.hex() for address in POOLS]
+        pools = ["0x" + address.hex() for address in self.pools]
         return [
             {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
-             "params": ["logs", {"address": pools, "topics": [[SYNC_TOPIC, SWAP_V3_TOPIC]]}]},
+             "params": ["logs", {"address": pools, "topics": [list(EVENTS)]}]},
             {"jsonrpc": "2.0", "id": 2, "method": "eth_subscribe", "params": ["newHeads"]},
+            {"jsonrpc": "2.0", "id": PRIORITY_FEE_REQUEST_ID,
+             "method": "eth_maxPriorityFeePerGas", "params": []},
         ]  # fmt: skip

@@ -1,16 +1,21 @@
-"""Portfolio: positions and PnL from the strategy's orders and signals.
+"""Portfolio: fills per venue with their fees, realised and unrealised PnL, exactly.
 
 How this works
 --------------
 ``Book`` is sans-IO: ``apply(message)`` takes parsed messages from ``execution`` (order
 requests, treated as filled at their limit price: this is a paper book) and ``signals``
-(arbitrage signals). Quantities and prices are 8-decimal fixed point, so cash is kept
-exactly as an integer scaled by 10**16. Positions are per asset and venue: an arbitrage
-leaves +q at the venue it bought at and -q where it sold, flat overall, and its cash is
-the realised spread after fees and slippage. A signal's gas cost is charged once its
-orders arrive (the two come on different topics, in either order). PnL marks the net
-position at the last traded price, so with flat arbitrage it equals the sum of the
-executed signals' net profit, which the report shows beside it as a check.
+(arbitrage signals). Quantities and prices are 8-decimal fixed point and every sum is an
+exact ``Fraction``; nothing is a float until the report. Each fill is kept per venue
+(quantity, notional, fee); the fee a venue charged is read out of the limit price, which
+includes it, with the venue's fee rate from the pool table (Kraken's taker fee for a
+centralised venue): a buy of notional n paid n*f, a sale of n paid n*f/(1-f).
+
+PnL is average-cost on each asset's net position across venues: a fill that reduces the
+position realises (price - average cost) on the reduced quantity; the rest is unrealised
+at the last fill price. An arbitrage buys and sells the same quantity, so it realises its
+spread at once. A signal's gas is charged when its orders arrive (the two come on
+different topics, in either order); the sum of the executed signals' net profit is shown
+beside the PnL as a check (``expected_pnl_usd``).
 
 ``Portfolio`` runs a book on ``execution`` (queue group "portfolio") and ``signals`` and
 logs a summary every ``REPORT_EVERY_S``.
@@ -20,34 +25,77 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
-from mycelium.protocol import ArbitrageSignalTLV, Message, RelayDomain, TLVType
+from mycelium.protocol import ArbitrageSignalTLV, Message, OrderRequestTLV, RelayDomain, TLVType
 from mycelium.services.base import Inbox, Service
-from mycelium.services.markets import ticker_of
-from mycelium.services.orders import BUY, OrderRequest
+from mycelium.services.markets import VENUE_FEES_BPS, Pool, load_pools, ticker_of
+from mycelium.services.orders import BUY
 
 __all__ = ["Book", "Portfolio"]
 
 log = logging.getLogger("mycelium.services")
 
 Q8 = 100_000_000
-Q16 = Q8 * Q8
 REPORT_EVERY_S = 5.0
 
 
-class Book:
-    """Positions, cash and PnL of the orders and signals applied so far."""
+@dataclass
+class VenueFills:
+    """What one venue filled of one asset."""
 
-    def __init__(self) -> None:
-        self.positions: dict[tuple[str, int], int] = {}  # (ticker, venue) -> q8 quantity
-        self.cash_q16 = 0
-        self.last_price: dict[str, int] = {}  # ticker -> q8 USD
+    quantity: Fraction = Fraction(0)  # signed: bought minus sold
+    notional: Fraction = Fraction(0)  # traded value, both sides
+    fees: Fraction = Fraction(0)
+    fills: int = 0
+
+
+@dataclass
+class Position:
+    """An asset's net position across venues at its average cost."""
+
+    quantity: Fraction = Fraction(0)
+    cost: Fraction = Fraction(0)  # of the open quantity
+    realised: Fraction = Fraction(0)
+    last_price: Fraction = Fraction(0)
+
+    def fill(self, signed_qty: Fraction, price: Fraction) -> None:
+        """Average-cost accounting of one fill."""
+        self.last_price = price
+        if self.quantity == 0 or (self.quantity > 0) == (signed_qty > 0):
+            self.quantity += signed_qty
+            self.cost += signed_qty * price
+            return
+        direction = 1 if signed_qty > 0 else -1
+        closed = min(abs(signed_qty), abs(self.quantity)) * direction  # signed like the fill
+        average = self.cost / self.quantity
+        self.realised += -closed * (price - average)  # selling a long above cost gains
+        self.quantity += closed
+        self.cost += closed * average
+        rest = signed_qty - closed
+        if rest:
+            self.fill(rest, price)
+
+    @property
+    def unrealised(self) -> Fraction:
+        return self.quantity * self.last_price - self.cost
+
+
+class Book:
+    """Fills, positions and PnL of the orders and signals applied so far."""
+
+    def __init__(self, pools: dict[bytes, Pool] | None = None) -> None:
+        pools = load_pools() if pools is None else pools
+        self.fee_bps = {**VENUE_FEES_BPS, **{p.venue: p.fee_bps for p in pools.values()}}
+        self.venues: dict[tuple[str, int], VenueFills] = {}
+        self.assets: dict[str, Position] = {}
         self.orders = 0
         self.legs = 0
         self.signals = 0
-        self.gas_q8 = 0
-        self.expected_q8 = 0
+        self.gas = Fraction(0)
+        self.expected = Fraction(0)
         self._signal_costs: dict[int, tuple[int, int]] = {}  # id -> (gas, net) awaiting orders
         self._executed: set[int] = set()  # ids whose orders came before their signal
 
@@ -55,7 +103,7 @@ class Book:
         """Apply one parsed message; TLVs of other types are left alone."""
         domain = message.header.relay_domain
         if domain == RelayDomain.EXECUTION:
-            legs = [OrderRequest.from_bytes(t.payload) for t in message.tlvs
+            legs = [OrderRequestTLV.from_bytes(t.payload) for t in message.tlvs
                     if t.type == TLVType.ORDER_REQUEST]  # fmt: skip
             if legs:
                 self.orders += 1
@@ -67,13 +115,19 @@ class Book:
                 if t.type == TLVType.ARBITRAGE_SIGNAL:
                     self._signal(ArbitrageSignalTLV.from_bytes(t.payload))
 
-    def _fill(self, leg: OrderRequest) -> None:
+    def _fill(self, leg: OrderRequestTLV) -> None:
         ticker = ticker_of(leg.asset_id)
-        signed = leg.quantity if leg.side == BUY else -leg.quantity
-        key = (ticker, leg.venue)
-        self.positions[key] = self.positions.get(key, 0) + signed
-        self.cash_q16 -= signed * leg.limit_price
-        self.last_price[ticker] = leg.limit_price
+        qty, price = Fraction(leg.quantity, Q8), Fraction(leg.limit_price, Q8)
+        signed = qty if leg.side == BUY else -qty
+        notional = qty * price
+        rate = Fraction(self.fee_bps.get(leg.venue, 0), 10_000)
+        fee = notional * rate if leg.side == BUY else notional * rate / (1 - rate)
+        fills = self.venues.setdefault((ticker, leg.venue), VenueFills())
+        fills.quantity += signed
+        fills.notional += notional
+        fills.fees += fee
+        fills.fills += 1
+        self.assets.setdefault(ticker, Position()).fill(signed, price)
         self.legs += 1
 
     def _signal(self, s: ArbitrageSignalTLV) -> None:
@@ -92,36 +146,43 @@ class Book:
             self._charge(*costs)
 
     def _charge(self, gas_q8: int, net_q8: int) -> None:
-        self.gas_q8 += gas_q8
-        self.expected_q8 += net_q8
+        self.gas += Fraction(gas_q8, Q8)
+        self.expected += Fraction(net_q8, Q8)
 
     # -- figures ----------------------------------------------------------------------
-    def net_positions(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for (ticker, _venue), qty in self.positions.items():
-            out[ticker] = out.get(ticker, 0) + qty
-        return out
+    def realised(self) -> Fraction:
+        """Realised PnL of all assets, less gas (fees are inside the fill prices)."""
+        return sum((p.realised for p in self.assets.values()), Fraction(0)) - self.gas
 
-    def pnl_usd(self) -> float:
-        """Cash plus the net positions at their last price, less gas."""
-        marked = sum(q * self.last_price.get(t, 0) for t, q in self.net_positions().items())
-        return (self.cash_q16 + marked) / Q16 - self.gas_q8 / Q8
+    def unrealised(self) -> Fraction:
+        return sum((p.unrealised for p in self.assets.values()), Fraction(0))
 
     def report(self) -> dict[str, Any]:
-        """JSON-ready figures (floats in units and dollars)."""
+        """JSON-ready figures (floats in units and dollars, rounded to 1e-8)."""
+
+        def f(x: Fraction) -> float:
+            return round(float(x), 8)
+
         positions: dict[str, dict[str, float]] = {}
-        for (ticker, venue), qty in sorted(self.positions.items()):
-            positions.setdefault(ticker, {})[str(venue)] = qty / Q8
+        venues: dict[str, dict[str, dict[str, float | int]]] = {}
+        for (ticker, venue), v in sorted(self.venues.items()):
+            positions.setdefault(ticker, {})[str(venue)] = f(v.quantity)
+            venues.setdefault(ticker, {})[str(venue)] = {
+                "quantity": f(v.quantity), "notional_usd": f(v.notional),
+                "fees_usd": f(v.fees), "fills": v.fills}  # fmt: skip
         return {
             "orders": self.orders,
             "legs": self.legs,
             "signals": self.signals,
             "positions": positions,
-            "net_positions": {t: q / Q8 for t, q in sorted(self.net_positions().items())},
-            "cash_usd": round(self.cash_q16 / Q16, 8),
-            "gas_usd": self.gas_q8 / Q8,
-            "pnl_usd": round(self.pnl_usd(), 8),
-            "expected_pnl_usd": self.expected_q8 / Q8,
+            "venues": venues,
+            "net_positions": {t: f(p.quantity) for t, p in sorted(self.assets.items())},
+            "fees_usd": f(sum((v.fees for v in self.venues.values()), Fraction(0))),
+            "gas_usd": f(self.gas),
+            "realised_pnl_usd": f(self.realised()),
+            "unrealised_pnl_usd": f(self.unrealised()),
+            "pnl_usd": f(self.realised() + self.unrealised()),
+            "expected_pnl_usd": f(self.expected),
         }
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 __all__ = ["BASE_PRICES", "PriceModel", "wall_clock"]
 
 #: Starting USD prices of the assets the feeds carry.
-BASE_PRICES = {"ETH": 2000.0, "BTC": 30000.0}
+BASE_PRICES = {"ETH": 2000.0, "BTC": 30000.0, "POL": 0.5}
 #: Per-step volatility of the shared walk (relative).
 WALK_SIGMA = 0.0002
 #: Chance per step that a venue's price jumps away from the market, and its size range.

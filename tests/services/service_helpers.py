@@ -127,31 +127,6 @@ def v3_state(price: float, depth_eth: float = 1500.0) -> tuple[int, int]:
     return int(raw**0.5 * (1 << 96)), int(depth_eth * 10**18 / raw**0.5)
 
 
-Q8 = 100_000_000
-GAS_PER_POOL_LEG = 150_000 * 50e-9 * 0.5  # default gas units x 50 gwei x $0.5 (POL)
-
-
-def expected_kraken_to_quickswap(
-    ask: float, pool_price: float, qty: float = 1.0, gas_gwei: int = 50
-) -> dict[str, float]:
-    """The opportunity computed by hand: buy ``qty`` at Kraken's ask, sell into the pool."""
-    buy_ref = ask * qty
-    buy_fee = buy_ref * 0.0026
-    rb, rq = (x / 10**d for x, d in zip(pool_reserves(pool_price)[::-1], (18, 6), strict=True))
-    mid = rq / rb
-    net_in = qty * 0.997
-    out = rq * net_in / (rb + net_in)
-    sell_ref, sell_fee, sell_slip = mid * qty, mid * qty * 0.003, mid * net_in - out
-    return {
-        "gross": sell_ref - buy_ref,
-        "fees": buy_fee + sell_fee,
-        "slippage": sell_slip,
-        "gas": GAS_PER_POOL_LEG * gas_gwei / 50,
-        "buy_cost": buy_ref + buy_fee,
-        "sell_proceeds": out,
-    }
-
-
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("".join(line + "\n" for line in lines))
     return path

@@ -40,7 +40,7 @@ from mycelium.protocol import (
     parse_message,
 )
 from mycelium.services import kraken, polygon
-from mycelium.services.adapter import market_message
+from mycelium.services.adapter import FLAG_ARRIVAL_TIME, market_message
 from mycelium.services.base import Malformed
 from mycelium.services.feeds import OP_PING, OP_TEXT, FrameParser, encode_frame
 
@@ -107,8 +107,8 @@ def test_kraken_control_messages_carry_no_events(line: str) -> None:
     assert kraken.split(line) == []
 
 
-def test_kraken_pairs_not_in_dollars_are_ignored() -> None:
-    assert one(kraken, ticker("ETH/BTC", 0.05, 0.0501)) is None
+def test_kraken_pairs_in_an_unknown_quote_currency_are_ignored() -> None:
+    assert one(kraken, ticker("ETH/GBP", 1500, 1501)) is None
 
 
 @pytest.mark.parametrize(
@@ -179,13 +179,19 @@ def test_v3_swap_log_becomes_a_pool_swap_tlv() -> None:
     )  # fmt: skip
 
 
-def test_new_head_becomes_a_gas_price_tlv() -> None:
-    assert one(polygon, notification(new_head(45_400_000_000))) == GasPriceTLV(
+def test_new_head_becomes_a_gas_price_tlv_with_the_feeds_priority_fee() -> None:
+    adapter = polygon.PolygonAdapter(None)
+    head = polygon.split(notification(new_head(45_400_000_000)))[0]
+    assert adapter.convert(head, NOW).priority_fee_gwei == 0  # type: ignore[union-attr]
+    reply = json.dumps({"jsonrpc": "2.0", "id": polygon.PRIORITY_FEE_REQUEST_ID,
+                        "result": hex(30_000_000_001)})  # fmt: skip
+    assert adapter.convert(polygon.split(reply)[0], NOW) is None
+    assert adapter.convert(head, NOW) == GasPriceTLV(
         block_number=BLOCK,
         timestamp_ns=BLOCK_TIME * 10**9,
-        gas_price_gwei=45 + polygon.PRIORITY_FEE_GWEI,
-        base_fee_gwei=45,
-        priority_fee_gwei=polygon.PRIORITY_FEE_GWEI,
+        gas_price_gwei=76,  # 75.400000001 gwei, rounded up: a bid is never under-stated
+        base_fee_gwei=46,
+        priority_fee_gwei=31,
         venue=137,
     )
 
@@ -197,10 +203,13 @@ def test_get_logs_reply_and_bare_logs_are_accepted() -> None:
     assert polygon.convert(polygon.split(json.dumps(logs[1]))[0], NOW).reserve1 == 4
 
 
-def test_logs_without_block_time_are_stamped_on_arrival() -> None:
+def test_logs_without_block_time_are_stamped_on_arrival_and_flagged() -> None:
     entry = sync_log(1, 2)
+    adapter = polygon.PolygonAdapter(None)
+    assert adapter.message_flags(polygon.split(json.dumps(entry))[0]) == 0
     del entry["blockTimestamp"]
     assert one(polygon, json.dumps(entry)).timestamp_ns == NOW
+    assert adapter.message_flags(polygon.split(json.dumps(entry))[0]) == FLAG_ARRIVAL_TIME
 
 
 @pytest.mark.parametrize(

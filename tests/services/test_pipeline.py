@@ -8,7 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -16,15 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from service_helpers import (
+    BLOCK_TIME,
     ETH_ASSET,
     HEARTBEAT,
     QUICKSWAP,
     STATUS,
     SUBSCRIBED,
+    SUSHISWAP,
     UNISWAP_V3,
     USDC,
     WETH,
-    expected_kraken_to_quickswap,
     new_head,
     notification,
     pool_reserves,
@@ -50,6 +50,7 @@ from mycelium.protocol import (
     parse_message,
 )
 from mycelium.services import SERVICES, ServiceProcess
+from mycelium.services.arbitrage import ArbitrageConfig, Detector, signal_message
 from mycelium.services.kraken import KrakenCollector
 from mycelium.services.orders import BUY, SELL, OrderRequest
 from mycelium.services.polygon import PolygonAdapter
@@ -116,37 +117,37 @@ def test_events_at_both_adapters_reach_every_consumer_field_by_field(
         Consumer("signals", broker.socket) as sig,
         Consumer("execution", broker.socket, group="test") as ex,
     ):
-        before = time.time_ns()
-        kraken_input = [STATUS, SUBSCRIBED, ticker("ETH/USD", 1999.5, 2000.0, 3.5, 4.25),
-                        HEARTBEAT, trade()]  # fmt: skip
+        kraken_input = [STATUS, SUBSCRIBED, stamped(ticker("ETH/USD", 1999.5, 2000.0, 3.5, 4.25)),
+                        stamped(ticker("POL/USD", 0.4999, 0.5001, 1000, 1000)), HEARTBEAT,
+                        trade()]  # fmt: skip
         stats = finished(services("kraken_collector", "--input",
                                   str(write_lines(tmp_path / "kraken.jsonl", kraken_input))))  # fmt: skip
-        assert (stats["received"], stats["published"], stats["ignored"]) == (5, 2, 3)
-        quote_msg, trade_msg = receive(md, 2)
-        after = time.time_ns()
+        assert (stats["received"], stats["published"], stats["ignored"]) == (6, 3, 3)
+        quote_msg, pol_msg, trade_msg = receive(md, 3)
 
         sqrt_price, liquidity = v3_state(2050.0)
         polygon_input = [
+            json.dumps({"jsonrpc": "2.0", "id": 4, "result": hex(30 * 10**9)}),
             notification(new_head(45_000_000_000)),
-            notification(sync_log(*pool_reserves(2100.0))),
+            notification(sync_log(*pool_reserves(2000.0))),
+            notification(sync_log(*pool_reserves(2100.0), pool=SUSHISWAP)),
             notification(swap_log(-2_050_000_000, 10**18, sqrt_price, liquidity, 200_450)),
         ]
         stats = finished(services("polygon_adapter", "--input",
                                   str(write_lines(tmp_path / "polygon.jsonl", polygon_input))))  # fmt: skip
-        assert (stats["received"], stats["published"], stats["ignored"]) == (3, 3, 0)
-        gas_msg, sync_msg, swap_msg = receive(md, 3)
+        assert (stats["received"], stats["published"], stats["ignored"]) == (5, 4, 1)
+        gas_msg, sync_msg, sushi_msg, swap_msg = receive(md, 4)
 
         # market_data, as published by the adapters
-        headers = [(m.header.relay_domain, m.header.source, m.header.sequence)
-                   for m in (quote_msg, trade_msg, gas_msg, sync_msg, swap_msg)]  # fmt: skip
-        assert headers == [(1, 2, 1), (1, 2, 2), (1, 4, 1), (1, 4, 2), (1, 4, 3)]
+        market = (quote_msg, pol_msg, trade_msg, gas_msg, sync_msg, sushi_msg, swap_msg)
+        headers = [(m.header.relay_domain, m.header.source, m.header.sequence) for m in market]
+        assert headers == [(1, 2, 1), (1, 2, 2), (1, 2, 3), (1, 4, 1), (1, 4, 2), (1, 4, 3),
+                           (1, 4, 4)]  # fmt: skip
         tlv_type, payload = only_tlv(quote_msg)
-        quote = QuoteTLV.from_bytes(payload)
-        assert tlv_type == 2 and before <= quote.timestamp_ns <= after
-        assert quote == QuoteTLV(asset_id=ETH_ASSET, bid_price=199_950_000_000,
-                                 bid_size=350_000_000, ask_price=200_000_000_000,
-                                 ask_size=425_000_000, timestamp_ns=quote.timestamp_ns,
-                                 venue_id=VenueId.KRAKEN, asset_type=51)  # fmt: skip
+        assert tlv_type == 2 and QuoteTLV.from_bytes(payload) == QuoteTLV(
+            asset_id=ETH_ASSET, bid_price=199_950_000_000, bid_size=350_000_000,
+            ask_price=200_000_000_000, ask_size=425_000_000, timestamp_ns=BLOCK_TIME * 10**9,
+            venue_id=VenueId.KRAKEN, asset_type=51)  # fmt: skip
         assert only_tlv(trade_msg)[0] == 1
         assert TradeTLV.from_bytes(only_tlv(trade_msg)[1]) == TradeTLV(
             asset_id=0x4254430000000000, price=2_650_010_000_000, volume=120_000,
@@ -158,7 +159,7 @@ def test_events_at_both_adapters_reach_every_consumer_field_by_field(
             block_number=50_000_123, timestamp_ns=1_700_000_000 * 10**9, gas_price_gwei=75,
             base_fee_gwei=45, priority_fee_gwei=30, venue=137,
         )  # fmt: skip
-        reserve0, reserve1 = pool_reserves(2100.0)
+        reserve0, reserve1 = pool_reserves(2000.0)
         assert only_tlv(sync_msg)[0] == 16
         assert PoolSyncTLV.from_bytes(only_tlv(sync_msg)[1]) == PoolSyncTLV(
             reserve0=reserve0, reserve1=reserve1, timestamp_ns=1_700_000_000 * 10**9,
@@ -175,26 +176,29 @@ def test_events_at_both_adapters_reach_every_consumer_field_by_field(
             token_out_addr=USDC.address, sqrt_price_x96_after=sqrt_price.to_bytes(32, "little"),
         )  # fmt: skip
 
-        # signals: one opportunity, Kraken's ask against QuickSwap at 2100, gas at 75 gwei
+        # signals: one flash arbitrage, QuickSwap at 2000 against SushiSwap at 2100, exactly
+        # what the sans-IO detector makes of the same market data
+        detector = Detector()
+        (want,) = [o for m in market for t in m.tlvs if (o := detector.update(t.type, t.payload))]
         (signal_msg,) = receive(sig, 1)
         assert (signal_msg.header.relay_domain, signal_msg.header.source,
                 signal_msg.header.sequence) == (2, 20, 1)  # fmt: skip
         tlv_type, payload = only_tlv(signal_msg)
         signal = ArbitrageSignalTLV.from_bytes(payload)
-        want = expected_kraken_to_quickswap(2000.0, 2100.0, gas_gwei=75)
         assert tlv_type == 32
+        assert signal == ArbitrageSignalTLV.from_bytes(
+            parse_message(signal_message(want, 1, ArbitrageConfig())).tlvs[0].payload
+        )
         assert (signal.strategy_id, signal.signal_id, signal.chain_id) == (21, 1, 137)
-        assert (signal.source_venue, signal.target_venue) == (VenueId.KRAKEN, VenueId.QUICKSWAP)
-        assert (signal.source_pool, signal.target_pool) == (bytes(20), QUICKSWAP.address)
+        assert (signal.source_venue, signal.target_venue) == (VenueId.QUICKSWAP,
+                                                              VenueId.SUSHISWAP_POLYGON)  # fmt: skip
+        assert (signal.source_pool, signal.target_pool) == (QUICKSWAP.address, SUSHISWAP.address)
         assert (signal.token_in, signal.token_out) == (USDC.address, WETH.address)
-        assert signal.gas_cost_usd_q8 == round(want["gas"] * Q8) == 562_500
-        for field, name in (("expected_profit_usd_q8", "gross"), ("dex_fees_usd_q8", "fees"),
-                            ("slippage_usd_q8", "slippage"),
-                            ("required_capital_usd_q8", "buy_cost")):  # fmt: skip
-            assert getattr(signal, field) == pytest.approx(want[name] * Q8, abs=1), field
+        # a flash loan and two V2 swaps at 75 gwei, POL at $0.5
+        assert signal.gas_cost_usd_q8 == round(300_000 * 75e-9 * 0.5 * Q8) == 1_125_000
         assert signal.net_profit_usd_q8 == (signal.expected_profit_usd_q8 - signal.dex_fees_usd_q8
                                             - signal.slippage_usd_q8 - signal.gas_cost_usd_q8)  # fmt: skip
-        assert signal.spread_bps == 500
+        assert signal.net_profit_usd_q8 > Q8
         assert signal.timestamp_ns == 1_700_000_000 * 10**9  # the pool update that opened it
 
         # execution: both legs of the order, in one message
@@ -202,28 +206,36 @@ def test_events_at_both_adapters_reach_every_consumer_field_by_field(
         assert (order_msg.header.relay_domain, order_msg.header.sequence) == (3, 1)
         legs = [OrderRequest.from_bytes(t.payload) for t in order_msg.tlvs]
         assert [t.type for t in order_msg.tlvs] == [40, 40]
-        assert legs[0] == OrderRequest(1, VenueId.KRAKEN, BUY, 0, ETH_ASSET, Q8,
-                                       signal.required_capital_usd_q8)  # fmt: skip
-        assert legs[1].limit_price == pytest.approx(want["sell_proceeds"] * Q8, abs=1)
-        assert legs[1] == OrderRequest(1, VenueId.QUICKSWAP, SELL, 1, ETH_ASSET, Q8,
-                                       legs[1].limit_price)  # fmt: skip
+        q = want.quantity
+        assert legs == [
+            OrderRequest(1, VenueId.QUICKSWAP, BUY, 0, ETH_ASSET, q, want.buy_cost * Q8 // q),
+            OrderRequest(1, VenueId.SUSHISWAP_POLYGON, SELL, 1, ETH_ASSET, q,
+                         want.sell_proceeds * Q8 // q),
+        ]  # fmt: skip
 
         # the services that consume them
         portfolio, arbitrage, dashboard = (consumers[n] for n in CONSUMER_SERVICES)
         wait_for(lambda: portfolio.stats().get("orders") == 1 and portfolio.stats()["signals"] == 1,
                  START_S, "the portfolio to book the order")  # fmt: skip
         book = portfolio.stats()
-        assert book["positions"] == {"ETH": {"101": 1.0, "400": -1.0}}
+        assert book["positions"] == {"ETH": {"400": q / Q8, "401": -q / Q8}}
         assert book["pnl_usd"] == pytest.approx(signal.net_profit_usd_q8 / Q8, abs=1e-6)
         assert book["expected_pnl_usd"] == signal.net_profit_usd_q8 / Q8
-        wait_for(lambda: dashboard.stats().get("seen") == {"market_data": 5, "signals": 1,
+        wait_for(lambda: dashboard.stats().get("seen") == {"market_data": 7, "signals": 1,
                                                             "execution": 1},
                  START_S, "the dashboard to see everything")  # fmt: skip
-        wait_for(lambda: arbitrage.stats().get("received") == 5, START_S, "the strategy")
+        wait_for(lambda: arbitrage.stats().get("received") == 7, START_S, "the strategy")
         assert arbitrage.stats()["signals"] == 1
         assert arbitrage.stats()["published"] == 2
         assert md.recv_many(100, timeout=0) == sig.recv_many(100, timeout=0) == []
         assert ex.recv_many(100, timeout=0) == []
+
+
+def stamped(line: str, stamp: str = "2023-11-14T22:13:20.000000Z") -> str:
+    """A Kraken ticker carrying a timestamp, so that both feeds share one clock."""
+    doc = json.loads(line)
+    doc["data"][0]["timestamp"] = stamp
+    return json.dumps(doc)
 
 
 def test_every_service_starts_from_its_default_config(
