@@ -1,0 +1,149 @@
+"""Import: a JetStream stream into the local topic, each message into the ring once.
+
+How this works
+--------------
+A durable pull consumer per host and topic (``link.ensure_consumer``) hands out batches
+in stream order, at most one unacknowledged batch at a time. For each batch the importer
+drops what it has already put into the ring (stream sequence <= its cursor) and what this
+host exported itself (origin header: no echo), publishes the rest into the ring (waiting
+while the ring is full: nothing is acked before it is in the ring), then advances its
+cursor and acks the batch cumulatively. The cursor is a word in a small mmap'd file in
+the state directory, so it survives a SIGKILL of the bridge: a batch redelivered after a
+crash is recognised and dropped. The one window left is between the ring publish and the
+cursor store (a few bytecodes): a SIGKILL exactly there re-imports that batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mmap
+import os
+import struct
+from pathlib import Path
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from mycelium.aio import AsyncProducer
+from mycelium.bridge import headers
+from mycelium.bridge.figures import ImportFigures
+from mycelium.bridge.source import LoopGuard
+from mycelium.config import BridgeConfig
+from mycelium.errors import BackpressureTimeout
+
+__all__ = ["ImportCursor", "Importer"]
+
+#: How long one fetch waits for messages before it asks again.
+FETCH_WAIT_S = 1.0
+#: Backoff between tries while the local ring is full (seconds).
+RING_RETRY_MIN_S = 50e-6
+RING_RETRY_MAX_S = 5e-3
+
+_CURSOR = struct.Struct("<Q")
+
+
+class ImportCursor:
+    """The last stream sequence put into the local ring, in an mmap'd 8-byte file."""
+
+    def __init__(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < _CURSOR.size:
+                os.ftruncate(fd, _CURSOR.size)
+            self._map = mmap.mmap(fd, _CURSOR.size)
+        finally:
+            os.close(fd)
+
+    @property
+    def value(self) -> int:
+        return int(_CURSOR.unpack_from(self._map)[0])
+
+    @value.setter
+    def value(self, seq: int) -> None:
+        _CURSOR.pack_into(self._map, 0, seq)  # the page cache keeps it through a SIGKILL
+
+    def close(self) -> None:
+        self._map.close()
+
+
+class Importer:
+    """One imported topic."""
+
+    def __init__(
+        self,
+        cfg: BridgeConfig,
+        host: str,
+        topic: str,
+        producer: AsyncProducer,
+        cursor: ImportCursor,
+        figures: ImportFigures,
+        guard: LoopGuard | None,
+    ) -> None:
+        self.cfg = cfg
+        self.host = host
+        self.topic = topic
+        self.producer = producer
+        self.cursor = cursor
+        self.figures = figures
+        self.guard = guard
+        figures.last_stream_seq = cursor.value
+
+    def _select(self, msgs: list[Msg]) -> list[bytes]:
+        """The payloads of ``msgs`` still to go into the ring (duplicates and own dropped)."""
+        done = self.cursor.value
+        out = []
+        for msg in msgs:
+            if msg.metadata.sequence.stream <= done:
+                self.figures.duplicates_dropped += 1
+            elif (msg.headers or {}).get(headers.ORIGIN) == self.host:
+                self.figures.own_dropped += 1
+            else:
+                if self.guard is not None:
+                    self.guard.note(msg.data)
+                out.append(msg.data)
+        return out
+
+    async def _into_ring(self, payloads: list[bytes]) -> None:
+        """Publish all of ``payloads``, waiting (off the loop) as long as the ring stays full.
+
+        The producer core's own count of what went in is used, not ``AsyncProducer``'s
+        (whose timeout drops a partial batch's count): nothing is published twice.
+        """
+        core = self.producer.core
+        done = 0
+        delay = RING_RETRY_MIN_S
+        while done < len(payloads):
+            try:
+                done += core.publish_many(self.topic, payloads[done:])
+            except BackpressureTimeout as exc:
+                done += getattr(exc, "published", 0)
+                self.figures.ring_full_waits += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RING_RETRY_MAX_S)
+
+    async def run(self, js: JetStreamContext, stream: str, stopping: asyncio.Event) -> None:
+        """Import until ``stopping`` is set; raises nats errors when the link fails."""
+        durable = headers.durable_name(self.host, self.topic)
+        sub = await js.pull_subscribe_bind(durable, stream)
+        try:
+            while not stopping.is_set():
+                try:
+                    msgs = await sub.fetch(self.cfg.fetch_batch, timeout=FETCH_WAIT_S)
+                except nats.errors.TimeoutError:
+                    continue
+                self.figures.acks_pending = len(msgs)
+                payloads = self._select(msgs)
+                await self._into_ring(payloads)
+                last = msgs[-1].metadata
+                self.cursor.value = max(self.cursor.value, last.sequence.stream)
+                await msgs[-1].ack()
+                self.figures.imported += len(payloads)
+                self.figures.acks_pending = 0
+                self.figures.lag = last.num_pending
+                self.figures.last_stream_seq = self.cursor.value
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass  # the connection is gone already; the durable consumer stays
