@@ -16,6 +16,7 @@ cursor store (a few bytecodes): a SIGKILL exactly there re-imports that batch.
 from __future__ import annotations
 
 import asyncio
+import logging
 import mmap
 import os
 import struct
@@ -41,6 +42,8 @@ RING_RETRY_MIN_S = 50e-6
 RING_RETRY_MAX_S = 5e-3
 
 _CURSOR = struct.Struct("<Q")
+
+log = logging.getLogger("mycelium.bridge")
 
 
 class ImportCursor:
@@ -125,6 +128,13 @@ class Importer:
     async def run(self, js: JetStreamContext, stream: str, stopping: asyncio.Event) -> None:
         """Import until ``stopping`` is set; raises nats errors when the link fails."""
         durable = headers.durable_name(self.host, self.topic)
+        info = await js.stream_info(stream)
+        if info.state.last_seq < self.cursor.value:
+            # The stream was deleted and made anew: its sequences start again.
+            log.warning(
+                "stream %s restarted at %d; import cursor reset", stream, info.state.last_seq
+            )
+            self.cursor.value = 0
         sub = await js.pull_subscribe_bind(durable, stream)
         try:
             while not stopping.is_set():

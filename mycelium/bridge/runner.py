@@ -143,7 +143,8 @@ class Bridge:
                 log.warning("cannot reach NATS (%r); next try in %.2fs", exc, wait)
                 await asyncio.sleep(wait)
                 continue
-            self.figures.connected, self.figures.server = True, str(nc.connected_url or "")
+            url = nc.connected_url
+            self.figures.connected, self.figures.server = True, url.netloc if url else ""
             if not first:
                 self.figures.reconnects += 1
             first, attempt = False, attempt + 1

@@ -52,13 +52,19 @@ class BridgeProcess:
         self.log_path = state_dir.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> BridgeProcess:
+    def start(self, wait: bool = True) -> BridgeProcess:
+        """Start it; with ``wait``, return once its status file says it is connected."""
         cmd = [sys.executable, "-m", "mycelium", "bridge", "--socket", self.socket]
         cmd += ["--config", str(self.config), "--state-dir", str(self.state_dir)]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.status().get("connected"), BRIDGE_READY_S, "bridge connected")
+        if wait:
+            self.wait_connected()
         return self
+
+    def wait_connected(self) -> dict[str, Any]:
+        return wait_for(lambda: self.status().get("connected") and self.status(), BRIDGE_READY_S,
+                        "bridge connected")  # fmt: skip
 
     def status(self) -> dict[str, Any]:
         if self.proc is not None and self.proc.poll() is not None:

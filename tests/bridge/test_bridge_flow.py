@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bridge_kit import check_exact, collect, make_payload, number, produce
+from bridge_kit import check_exact, collect, produce
 from harness import Processes, wait_for
 
 from mycelium import Consumer
@@ -28,8 +28,9 @@ def test_100k_numbered_messages_arrive_in_order_and_identical(
         (got,) = collect([c], MESSAGES)
     check_exact(got, "A", MESSAGES)
     status = wait_for(
-        lambda: (s := bridges["B"].status())["imports"]["market_data"]["imported"] == MESSAGES
-        and s,
+        lambda: (
+            (s := bridges["B"].status())["imports"]["market_data"]["imported"] == MESSAGES and s
+        ),
         30,
         "B's figures",
     )
