@@ -22,7 +22,6 @@ import os
 import struct
 from pathlib import Path
 
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -140,7 +139,9 @@ class Importer:
             while not stopping.is_set():
                 try:
                     msgs = await sub.fetch(self.cfg.fetch_batch, timeout=FETCH_WAIT_S)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py raises both its own and asyncio's
+                    continue
+                if not msgs:
                     continue
                 self.figures.acks_pending = len(msgs)
                 payloads = self._select(msgs)

@@ -139,9 +139,11 @@ def check_exact(received: list[bytes], host: str, count: int, start: int = 0) ->
         seen = set(numbers)
         lost = [i for i in expected if i not in seen]
         dups = len(numbers) - len(seen)
+        breaks = [(k, numbers[k - 1], numbers[k]) for k in range(1, len(numbers))
+                  if numbers[k] != numbers[k - 1] + 1][:5]  # fmt: skip
         raise AssertionError(
             f"{len(numbers)} received of {count}: {len(lost)} lost (first {lost[:5]}), "
-            f"{dups} duplicates, in order: {numbers == sorted(numbers)}"
+            f"{dups} duplicates; first breaks (index, before, after): {breaks}"
         )
     bad = [p for p in received if p != make_payload(host, number(p))]
     assert not bad, f"{len(bad)} payloads differ from what was published"
