@@ -89,7 +89,6 @@ class Exporter:
             n += 1
         if n:
             self.figures.exported += n
-            self.figures.in_flight = len(self.unacked)
             self.source.ack()
         return n
 
@@ -131,5 +130,8 @@ class Exporter:
                 item = _Sent(record, headers.export_headers(self.host, self.topic, *record[1:]))
                 self.unacked.append(item)
                 await self._send(js, item)
-            self.figures.in_flight = len(self.unacked)
-            self.figures.echoes_dropped = self.source.echoes
+
+    def sync_figures(self) -> None:
+        """Copy the figures kept elsewhere (for the status file and metrics)."""
+        self.figures.in_flight = len(self.unacked)
+        self.figures.echoes_dropped = self.source.echoes

@@ -91,20 +91,30 @@ class Importer:
         self.guard = guard
         figures.last_stream_seq = cursor.value
 
-    def _select(self, msgs: list[Msg]) -> list[bytes]:
-        """The payloads of ``msgs`` still to go into the ring (duplicates and own dropped)."""
+    def _select(self, msgs: list[Msg]) -> tuple[list[bytes], Msg]:
+        """The payloads of ``msgs`` still to go into the ring, and the message to ack.
+
+        Anything at or below the highest sequence seen so far is a redelivery, even within
+        one batch: a fetch can return late deliveries of an earlier request together with
+        their redelivered copies (nats-py queues both). The stream delivers in order, and
+        redelivers in order what it delivered, so nothing new hides below that mark.
+        """
         done = self.cursor.value
+        top = msgs[0]
         out = []
         for msg in msgs:
-            if msg.metadata.sequence.stream <= done:
+            seq = msg.metadata.sequence.stream
+            if seq <= done:
                 self.figures.duplicates_dropped += 1
-            elif (msg.headers or {}).get(headers.ORIGIN) == self.host:
+                continue
+            done, top = seq, msg
+            if (msg.headers or {}).get(headers.ORIGIN) == self.host:
                 self.figures.own_dropped += 1
-            else:
-                if self.guard is not None:
-                    self.guard.note(msg.data)
-                out.append(msg.data)
-        return out
+                continue
+            if self.guard is not None:
+                self.guard.note(msg.data)
+            out.append(msg.data)
+        return out, top
 
     async def _into_ring(self, payloads: list[bytes]) -> None:
         """Publish all of ``payloads``, waiting (off the loop) as long as the ring stays full.
@@ -144,11 +154,11 @@ class Importer:
                 if not msgs:
                     continue
                 self.figures.acks_pending = len(msgs)
-                payloads = self._select(msgs)
+                payloads, top = self._select(msgs)
                 await self._into_ring(payloads)
-                last = msgs[-1].metadata
+                last = top.metadata
                 self.cursor.value = max(self.cursor.value, last.sequence.stream)
-                await msgs[-1].ack()
+                await top.ack()  # cumulative: everything up to it
                 self.figures.imported += len(payloads)
                 self.figures.acks_pending = 0
                 self.figures.lag = last.num_pending

@@ -162,11 +162,14 @@ class Bridge:
                 await link.close_quietly(nc)
             await asyncio.sleep(link.backoff_s(0, self.cfg))
 
+    def _write_status(self) -> None:
+        for exporter in self.exporters:
+            exporter.sync_figures()
+        write_status(self.status_path, self.figures)
+
     async def _report(self) -> None:
         while True:
-            for exporter in self.exporters:
-                exporter.figures.in_flight = len(exporter.unacked)
-            write_status(self.status_path, self.figures)
+            self._write_status()
             await asyncio.sleep(STATUS_INTERVAL_S)
 
     async def run(self) -> None:
@@ -187,7 +190,7 @@ class Bridge:
                 await reporter
             if metrics is not None:
                 metrics.close()
-            write_status(self.status_path, self.figures)
+            self._write_status()
             await self._close_local()
 
 
