@@ -3,6 +3,7 @@ groups, loops."""
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ from bridge_kit import check_exact, collect, number, produce
 from harness import Processes, wait_for
 
 from mycelium import Consumer
-from mycelium.bridge.natsd import NatsServer
+from mycelium.bridge.natsd import NatsServer, free_port
 
 MESSAGES = 100_000
 
@@ -84,3 +85,32 @@ def test_two_hosts_exporting_and_importing_one_topic_do_not_echo(
         check_exact([p for p in got if p[8:9] == b"A"], "A", count)
         check_exact([p for p in got if p[8:9] == b"B"], "B", count)
         assert len(got) == 2 * count
+
+
+def test_bridge_figures_in_the_status_file_and_on_the_metrics_endpoint(
+    nats_server: NatsServer, hosts: Callable[..., Any], procs: Processes
+) -> None:
+    count = 1_000
+    port = free_port()
+    a, b, bridges = hosts(
+        [nats_server.url],
+        A='export = ["signals"]',
+        B=f'import = ["signals"]\nmetrics = "127.0.0.1:{port}"',
+    )
+    with Consumer("signals", b.socket) as c:
+        bridges["B"].start()
+        bridges["A"].start()
+        procs.start(produce, a.socket, "signals", "A", count, 0)
+        (got,) = collect([c], count)
+    check_exact(got, "A", count)
+    wait_for(
+        lambda: bridges["B"].status()["imports"]["signals"]["imported"] == count, 30, "figures"
+    )
+    status = bridges["B"].status()
+    assert (
+        status["imports"]["signals"] | {"lag": 0, "acks_pending": 0} == status["imports"]["signals"]
+    )
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    assert f'mycelium_bridge_import_imported{{bridge="B",topic="signals"}} {count}' in text
+    assert 'mycelium_bridge_connected{bridge="B"} 1' in text
