@@ -87,18 +87,20 @@ class Bridge:
         for topic in dict.fromkeys(self.cfg.import_):
             cursor = ImportCursor(self.state_dir / f"import-{topic}.seq")
             self._cursors.append(cursor)
-            fig = self.figures.imports.setdefault(topic, ImportFigures())
+            imported = self.figures.imports.setdefault(topic, ImportFigures())
             assert self._producer is not None
             self.importers.append(
-                Importer(self.cfg, self.host, topic, self._producer, cursor, fig, guards.get(topic))
+                Importer(
+                    self.cfg, self.host, topic, self._producer, cursor, imported, guards.get(topic)
+                )
             )
         for topic in dict.fromkeys(self.cfg.export):
             source = await open_export_source(
                 topic, self.socket_path, self.host, guards.get(topic), BROKER_WAIT_S
             )
             self._sources.append(source)
-            fig = self.figures.exports.setdefault(topic, ExportFigures())
-            self.exporters.append(Exporter(self.cfg, self.host, topic, source, fig))
+            exported = self.figures.exports.setdefault(topic, ExportFigures())
+            self.exporters.append(Exporter(self.cfg, self.host, topic, source, exported))
 
     async def _close_local(self) -> None:
         for source in self._sources:
@@ -196,8 +198,8 @@ class Bridge:
 
 async def _until_done_or_lost(work: list[asyncio.Task[None]], lost: asyncio.Event) -> None:
     """Wait for every task; raise the first failure, or SessionLost when ``lost`` is set."""
-    watch = asyncio.create_task(lost.wait())
-    pending = set(work)
+    watch: asyncio.Task[Any] = asyncio.create_task(lost.wait())
+    pending: set[asyncio.Task[Any]] = set(work)
     try:
         while pending:
             done, _ = await asyncio.wait(pending | {watch}, return_when=asyncio.FIRST_COMPLETED)

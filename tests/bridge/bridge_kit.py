@@ -63,8 +63,9 @@ class BridgeProcess:
         return self
 
     def wait_connected(self) -> dict[str, Any]:
-        return wait_for(lambda: self.status().get("connected") and self.status(), BRIDGE_READY_S,
+        status: dict[str, Any] = wait_for(lambda: self.status().get("connected") and self.status(), BRIDGE_READY_S,
                         "bridge connected")  # fmt: skip
+        return status
 
     def status(self) -> dict[str, Any]:
         if self.proc is not None and self.proc.poll() is not None:

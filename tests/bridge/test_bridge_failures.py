@@ -56,7 +56,7 @@ def _run(
         # lists: a SIGKILL exactly there re-imports that batch).
         def ready(n: int) -> bool:
             status = bridges["B"].status()
-            return status["imports"]["market_data"]["imported"] >= MESSAGES // 3
+            return bool(status["imports"]["market_data"]["imported"] >= MESSAGES // 3)
 
         crashed: list[int] = []
         progress = _once(lambda: crash(bridges), ready, crashed)
