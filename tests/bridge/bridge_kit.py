@@ -63,9 +63,12 @@ class BridgeProcess:
         return self
 
     def wait_connected(self) -> dict[str, Any]:
-        status: dict[str, Any] = wait_for(lambda: self.status().get("connected") and self.status(), BRIDGE_READY_S,
-                        "bridge connected")  # fmt: skip
-        return status
+        def connected() -> dict[str, Any]:
+            status = self.status()
+            return status if status.get("connected") else {}
+
+        found: dict[str, Any] = wait_for(connected, BRIDGE_READY_S, "bridge connected")
+        return found
 
     def status(self) -> dict[str, Any]:
         if self.proc is not None and self.proc.poll() is not None:
