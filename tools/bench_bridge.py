@@ -172,9 +172,12 @@ def bridge_run(socks: dict[str, str], n: int, size: int, rate: float) -> tuple[f
                 proc.kill()
 
 
-async def nats_publish_rate(url: str, n: int, size: int, in_flight: int) -> float:
-    """nats-py alone: ``n`` JetStream publishes with ``in_flight`` acks outstanding, msg/s."""
+async def nats_publish_rate(url: str, n: int, size: int, in_flight: int, headers: bool) -> float:
+    """nats-py alone: ``n`` JetStream publishes with ``in_flight`` acks outstanding, msg/s;
+    with ``headers``, the bridge's six headers on each (its message id among them)."""
     import nats
+
+    from mycelium.bridge.headers import export_headers
 
     nc = await nats.connect(url)
     try:
@@ -182,7 +185,14 @@ async def nats_publish_rate(url: str, n: int, size: int, in_flight: int) -> floa
         await js.add_stream(name=f"BENCH_{size}", subjects=[f"bench.{size}"])
         payload = b"\0" * size
         t0 = time.perf_counter()
-        acks = [await js.publish_async(f"bench.{size}", payload) for _ in range(n)]
+        acks = [
+            await js.publish_async(
+                f"bench.{size}",
+                payload,
+                headers=export_headers("bench", "t", "p", k, k) if headers else None,
+            )
+            for k in range(n)
+        ]
         await asyncio.gather(*acks)
         rate = n / (time.perf_counter() - t0)
         await js.delete_stream(f"BENCH_{size}")
@@ -251,9 +261,11 @@ def main() -> int:
             }
             for size in (64, 1024):
                 secs, _ = bridge_run(socks, n, size, 0)
-                alone = asyncio.run(nats_publish_rate(server.url, n, size, 1024))
+                alone = asyncio.run(nats_publish_rate(server.url, n, size, 1024, False))
+                with_headers = asyncio.run(nats_publish_rate(server.url, n, size, 1024, True))
                 results[f"bridge_{size}B_msg_s"] = round(n / secs)
                 results[f"nats_py_js_publish_{size}B_msg_s"] = round(alone)
+                results[f"nats_py_js_publish_headers_{size}B_msg_s"] = round(with_headers)
                 results[f"ratio_{size}B"] = round(n / secs / alone, 3)
             _, lat = bridge_run(socks, lat_n, 64, args.rate)
             rtt = asyncio.run(nats_round_trip(server.url, lat_n, args.rate))
@@ -273,7 +285,9 @@ def main() -> int:
     for size in (64, 1024):
         print(f"A -> B through NATS, {size:>4} B: {results[f'bridge_{size}B_msg_s']:>9,} msg/s   "
               f"nats-py JetStream publish alone: {results[f'nats_py_js_publish_{size}B_msg_s']:>9,}"
-              f" msg/s   ratio {results[f'ratio_{size}B']:.2f} (target >= 0.80)")  # fmt: skip
+              f" msg/s   ratio {results[f'ratio_{size}B']:.2f} (target >= 0.80)   "
+              f"(nats-py with the bridge's headers: "
+              f"{results[f'nats_py_js_publish_headers_{size}B_msg_s']:,} msg/s)")  # fmt: skip
     print(f"latency at {args.rate:,.0f} msg/s, 64 B: bridge p50 {results['bridge_latency_p50_us']}"
           f" us / p99 {results['bridge_latency_p99_us']} us;   nats-py core pub->sub p50 "
           f"{results['nats_py_core_p50_us']} us / p99 {results['nats_py_core_p99_us']} us")  # fmt: skip

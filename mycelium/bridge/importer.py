@@ -36,6 +36,10 @@ __all__ = ["ImportCursor", "Importer"]
 
 #: How long one fetch waits for messages before it asks again.
 FETCH_WAIT_S = 1.0
+#: After a fetch this small (a trickle), wait this long so the next one carries a batch:
+#: a round trip per message would cap the rate at one per round trip.
+SMALL_FETCH = 16
+LINGER_S = 0.002
 #: Backoff between tries while the local ring is full (seconds).
 RING_RETRY_MIN_S = 50e-6
 RING_RETRY_MAX_S = 5e-3
@@ -163,6 +167,8 @@ class Importer:
                 self.figures.acks_pending = 0
                 self.figures.lag = last.num_pending
                 self.figures.last_stream_seq = self.cursor.value
+                if len(msgs) < SMALL_FETCH and last.num_pending == 0:
+                    await asyncio.sleep(LINGER_S)
         finally:
             try:
                 await sub.unsubscribe()
