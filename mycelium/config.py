@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_CONFIG_RESOURCE",
     "MAX_MESSAGE_SIZE_LIMIT_BYTES",
     "MIN_FRAMES_PER_LANE",
+    "BridgeConfig",
     "BrokerConfig",
     "PerformanceConfig",
     "Routing",
@@ -177,12 +178,48 @@ class TopicConfig(_Section, kw_only=True):
         return max(min(wanted, perf.max_lane_bytes), next_pow2(self.min_lane_bytes()))
 
 
+class BridgeConfig(_Section, kw_only=True):
+    """``[bridge]``: the NATS JetStream bridge of this host (``mycelium bridge``, docs/distribution.md).
+
+    The broker ignores it; the bridge process reads it (its command-line options win).
+    """
+
+    nats: tuple[Annotated[str, msgspec.Meta(min_length=1)], ...] = ("nats://127.0.0.1:4222",)
+    #: Origin host name in message ids and headers; default: the machine's hostname.
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+    subject_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "mycelium"
+    export: tuple[_TopicName, ...] = ()
+    import_: tuple[_TopicName, ...] = msgspec.field(default=(), name="import")
+    #: Import cursors and the status file; default: ``bridge-<name>`` beside the socket.
+    state_dir: str | None = None
+    #: ``HOST:PORT`` of the bridge's Prometheus endpoint; unset: none.
+    metrics: str | None = None
+    retention: Literal["limits", "interest", "workqueue"] = "limits"
+    storage: Literal["file", "memory"] = "file"
+    #: Stream byte limit; 0: unlimited.
+    max_bytes: _NonNegative = 0
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    duplicate_window_ms: _Positive = 120_000
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 1024
+    publish_ack_timeout_ms: _Positive = 5000
+    fetch_batch: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 256
+    ack_wait_ms: _Positive = 5000
+    deliver: Literal["all", "new"] = "all"
+    reconnect_wait_min_ms: _Positive = 100
+    reconnect_wait_max_ms: _Positive = 5000
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    creds: str | None = None
+
+
 class BrokerConfig(_Section, kw_only=True):
     """A whole broker config; build it with load_config / parse_config, which validate it."""
 
     server: ServerConfig = ServerConfig()
     topics: tuple[TopicConfig, ...]
     performance: PerformanceConfig = PerformanceConfig()
+    bridge: BridgeConfig = BridgeConfig()
 
     def topic(self, name: str) -> TopicConfig:
         """The topic called ``name``; raises UnknownTopic if none is."""
@@ -218,6 +255,12 @@ def _cross_field_problems(cfg: BrokerConfig) -> Iterator[tuple[str, str]]:
             "performance.max_lane_bytes",
             f"max_lane_bytes {cfg.performance.max_lane_bytes} must be a power of two",
         )
+    for key, names in (("bridge.export", cfg.bridge.export), ("bridge.import", cfg.bridge.import_)):
+        for i, name in enumerate(names):
+            if name not in seen:
+                yield f"{key}[{i}]", f"{name!r} is not a topic of this config"
+    if cfg.bridge.reconnect_wait_max_ms < cfg.bridge.reconnect_wait_min_ms:
+        yield "bridge.reconnect_wait_max_ms", "must be >= reconnect_wait_min_ms"
     if cfg.server.client_timeout_ms <= cfg.server.heartbeat_interval_ms:
         yield (
             "server.client_timeout_ms",
