@@ -97,17 +97,13 @@ def per_message_cases(n: int) -> list[tuple[str, Callable[[], None], float | Non
 
     def parse() -> None:
         for raw in messages:
-            parse_message(raw)
-
-    def parse_and_read_payload() -> None:
-        for raw in messages:
-            parse_message(raw).tlvs[0].payload  # noqa: B018 - the access is what we time
+            for tlv in parse_message(raw).tlvs:
+                tlv.type, tlv.payload  # noqa: B018 - a user reads them; so does the benchmark
 
     return [
         ("MessageBuilder chain", builder_chain, None),
         ("encode_message", one_call, 1.1e6),
-        ("parse_message", parse, 1.65e6),
-        ("parse_message + .tlvs", parse_and_read_payload, None),
+        ("parse (every TLV read)", parse, 1.65e6),
     ]
 
 

@@ -6,12 +6,13 @@ of TLVs. A standard TLV is ``[type][len][payload]`` (payload <= 255 bytes); an e
 is ``[255][0][type][len u16][payload]``. The CRC-32 (``zlib.crc32``) covers bytes [0:28]
 and everything from byte 32 on.
 
-``parse_message`` validates everything eagerly, in the order the error classes document,
-but decodes lazily: the header is one ``unpack_from`` tuple turned into a ``Header`` named
-tuple, and a message with a single standard TLV (the common case) is checked with a few
-byte reads and no allocation; its ``TLV`` is built on first access to ``Message.tlvs``.
-Other messages get their TLV list from the validating walk. Payloads are zero-copy
-memoryview slices of the raw bytes.
+``parse_message`` validates and decodes everything eagerly, in the order the error classes
+document: the header is one ``unpack_from`` tuple turned into a ``Header`` named tuple, a
+message with a single standard TLV (the common case) is checked with a few byte reads and
+gets its one ``TLV`` directly, other messages get their TLV list from the validating walk.
+Nothing is deferred, so a benchmark of ``parse_message`` times the whole parse. A standard
+TLV's payload (at most 255 bytes) is a slice of ``raw`` (a copy for bytes, cheaper than a
+view at that size); an extended TLV's payload is a zero-copy memoryview.
 
 ``encode_message`` and ``MessageBuilder`` share ``_tlv_head`` (one TLV header, with the
 checks the parser would apply) and ``_seal`` (header + checksum around the joined TLVs).
@@ -72,7 +73,6 @@ _pack_standard_head = struct.Struct("<BB").pack
 _pack_extended_head = struct.Struct("<BBBH").pack
 _crc32 = zlib.crc32
 _new_tuple = tuple.__new__
-_new_object = object.__new__
 
 _CRC_END = 28  # the checksum field occupies bytes [28:32]
 _FIRST_TLV = HEADER_SIZE
@@ -94,34 +94,24 @@ class Header(NamedTuple):
 
 
 class TLV(NamedTuple):
-    """One TLV: its type byte, its payload (a memoryview into the message) and its form."""
+    """One TLV: its type byte, its payload (a slice of the message) and its form."""
 
     type: int
-    payload: memoryview | bytes
+    payload: Buffer
     extended: bool = False
 
 
-class Message:
+class Message(NamedTuple):
     """A parsed, fully validated message: ``header``, ``tlvs`` and the ``raw`` bytes.
 
-    The TLV list is built on first access; payloads are views of ``raw``, so a mutable
-    ``raw`` (bytearray) must not change while the message is in use.
+    A named tuple, so building one is a single allocation and each field read is a C-level
+    getter. Payloads are views of ``raw``, so a mutable ``raw`` (bytearray) must not change
+    while the message is in use.
     """
 
-    __slots__ = ("_tlvs", "header", "raw")
-
     header: Header
+    tlvs: list[TLV]
     raw: Buffer
-    _tlvs: list[TLV] | None  # None: a single standard TLV, not built yet
-
-    @property
-    def tlvs(self) -> list[TLV]:
-        """The message's TLVs in wire order."""
-        tlvs = self._tlvs
-        if tlvs is None:  # parse_message's fast path: one standard TLV filling the payload
-            raw = self.raw
-            tlvs = self._tlvs = [_new_tuple(TLV, (raw[32], memoryview(raw)[34:], False))]
-        return tlvs
 
     def __repr__(self) -> str:
         return f"Message(header={self.header!r}, tlvs={self.tlvs!r})"
@@ -155,24 +145,21 @@ def parse_message(raw: Buffer, verify_checksum: bool = True) -> Message:
     end = HEADER_SIZE + size
     if end > n:
         raise MessageTooSmall(end, n)
-    # Fast path: exactly one standard TLV ([32] type, [33] length) filling the payload.
-    # Only its fixed size needs checking; Message.tlvs builds its TLV on first access.
+    # Fast path: exactly one standard TLV ([32] type, [33] length) filling the payload:
+    # only its fixed size needs checking, and its TLV is built without the general walk.
     if end == n and size > 1 and raw[33] + 2 == size and raw[32] != EXTENDED_TLV_MARKER:
-        fixed = FIXED_SIZE_BY_TYPE[raw[32]]
+        tlv_type = raw[32]
+        fixed = FIXED_SIZE_BY_TYPE[tlv_type]
         if fixed is not None and fixed != size - 2:
-            raise PayloadSizeMismatch(raw[32], fixed, size - 2, 0)
-        tlvs = None
+            raise PayloadSizeMismatch(tlv_type, fixed, size - 2, 0)
+        tlvs = [_new_tuple(TLV, (tlv_type, raw[34:], False))]
     else:
         tlvs = _read_tlvs(raw, end)
     if not IS_RELAY_DOMAIN[h[1]]:
         raise InvalidRelayDomain(h[1])
     if not IS_KNOWN_SOURCE[h[3]]:
         raise UnknownSource(h[3])
-    message = _new_object(Message)
-    message.header = _new_tuple(Header, h)
-    message.raw = raw
-    message._tlvs = tlvs
-    return message
+    return _new_tuple(Message, (_new_tuple(Header, h), tlvs, raw))
 
 
 def _read_tlvs(raw: Buffer, end: int) -> list[TLV]:
@@ -202,11 +189,14 @@ def _read_tlvs(raw: Buffer, end: int) -> list[TLV]:
             raise TruncatedTLV(
                 pos - _FIRST_TLV, f"needs {length} payload bytes, {end - start} remain"
             )
-        if not extended:
+        if extended:
+            payload: Buffer = view[start:stop]
+        else:
             fixed = FIXED_SIZE_BY_TYPE[tlv_type]
             if fixed is not None and fixed != length:
                 raise PayloadSizeMismatch(tlv_type, fixed, length, pos - _FIRST_TLV)
-        tlvs.append(_new_tuple(TLV, (tlv_type, view[start:stop], extended)))
+            payload = raw[start:stop]
+        tlvs.append(_new_tuple(TLV, (tlv_type, payload, extended)))
         pos = stop
     if end < len(raw):
         raise TruncatedTLV(end - _FIRST_TLV, f"{len(raw) - end} bytes follow the declared payload")

@@ -81,7 +81,7 @@ def test_public_names_exist_and_package_does_no_io() -> None:
             assert not roots & forbidden, f"{path.name} imports {roots & forbidden}"
 
 
-def test_parse_exposes_header_and_a_zero_copy_payload() -> None:
+def test_parse_exposes_header_and_payload() -> None:
     raw = one_trade(flags=3)
     message = parse_message(raw)
     assert message.raw is raw
@@ -91,7 +91,7 @@ def test_parse_exposes_header_and_a_zero_copy_payload() -> None:
     assert h.checksum == message_checksum(raw)
     (tlv,) = message.tlvs
     assert (tlv.type, tlv.extended) == (TLVType.TRADE, False)
-    assert isinstance(tlv.payload, memoryview) and tlv.payload.obj is raw
+    assert type(tlv.payload) is bytes  # a standard TLV: a slice, cheaper than a view
     assert TradeTLV.from_bytes(tlv.payload) == TRADE
     assert message.tlvs is message.tlvs  # built once
     assert "TradeTLV" not in repr(message) and "relay_domain=1" in repr(message)
@@ -229,3 +229,10 @@ def test_encoders_refuse_unknown_domain_and_source() -> None:
     with pytest.raises(PayloadSizeMismatch) as info:
         encode_message(1, 1, [(TLVType.TRADE, bytes(41))])
     assert (info.value.expected, info.value.actual) == (40, 41)
+
+
+def test_extended_payloads_are_zero_copy_views_and_standard_ones_are_slices() -> None:
+    raw = encode_message(1, 1, [(3, b"abc"), (200, b"x" * 300)], sequence=1, timestamp=TS)
+    standard, extended = parse_message(raw).tlvs
+    assert type(standard.payload) is bytes and standard.payload == b"abc"
+    assert isinstance(extended.payload, memoryview) and extended.payload.obj is raw
