@@ -17,62 +17,66 @@ from web_helpers import Chromium, Command, Page
 from mycelium.shm.segment import broker_id_for, list_segments
 
 TOPICS = ("market_data", "signals", "execution")
+TABLES = ("trades", "books", "signals", "positions")
 
-
-def published_cell(topic: str) -> str:
-    """JS: the published count the page shows for ``topic`` (commas stripped), or null."""
-    return (f"(c => c && Number(c.textContent.replaceAll(',', '')))(document.querySelector("
-            f"'[data-topic={topic}] [data-field=published]'))")  # fmt: skip
-
-
-def number(element_id: str) -> str:
-    return f"Number(document.getElementById('{element_id}').textContent.replaceAll(',', ''))"
+#: What the page shows, read in one evaluation (a loaded machine makes each one slow).
+READ = """(() => {
+  const num = (el) => (el ? Number(el.textContent.replaceAll(",", "")) : null);
+  const published = {};
+  for (const row of document.querySelectorAll("#topics tr[data-topic]")) {
+    published[row.dataset.topic] = num(row.querySelector("[data-field=published]"));
+  }
+  const rows = {};
+  for (const id of %s) rows[id] = document.querySelectorAll(`#${id} td:not(.empty)`).length;
+  return {
+    broker: document.getElementById("broker")?.textContent ?? "",
+    published, rows,
+    stats_seq: num(document.getElementById("stats-seq")),
+    seen: num(document.getElementById("seen-market_data")),
+    pnl: document.getElementById("pnl-usd")?.textContent ?? "",
+    sparklines: document.querySelectorAll("#topics svg polyline").length,
+  };
+})()""" % json.dumps(TABLES)  # noqa: UP031 (the JS is full of braces)
 
 
 def broker_published(socket: str) -> dict[str, int]:
     """The broker's published count per topic, from ``mycelium status --json``."""
     out = subprocess.run([sys.executable, "-m", "mycelium", "status", "--json", "--socket",
-                          socket], capture_output=True, check=True, timeout=30).stdout  # fmt: skip
+                          socket], capture_output=True, check=True, timeout=60).stdout  # fmt: skip
     return {t["name"]: t["published"] for t in json.loads(out)["topics"]}
 
 
 async def check_page(page: Page, shot: Path) -> dict[str, Any]:
-    await page.wait_for(published_cell("market_data"), what="the topic table")
-    header = await page.evaluate("document.getElementById('broker').textContent")
-    socket = header.split(" on ", 1)[1].split(" · ", 1)[0]
+    first = await page.poll(READ, lambda r: r["published"].get("market_data"), "the topics")
+    socket = first["broker"].split(" on ", 1)[1].split(" · ", 1)[0]
 
     # The rendered numbers change...
-    first = await page.evaluate(published_cell("market_data"))
-    await page.wait_for(f"{published_cell('market_data')} > {first}", what="a newer count")
+    count = first["published"]["market_data"]
+    await page.poll(READ, lambda r: r["published"]["market_data"] > count, "a newer count")
 
-    # ...and agree with the broker: every count shown after a stats sample that began
-    # after `before` was taken lies between `before` and `after`.
+    # ...and agree with the broker: counts drawn from a stats sample that began after
+    # `before` was taken lie between `before` and `after`.
     before = await asyncio.to_thread(broker_published, socket)
-    seq = await page.evaluate(number("stats-seq"))
-    await page.wait_for(f"{number('stats-seq')} >= {seq + 2}", what="fresh broker stats")
-    shown = {t: await page.evaluate(published_cell(t)) for t in TOPICS}
+    seq = (await page.evaluate(READ))["stats_seq"]
+    shown = await page.poll(READ, lambda r: r["stats_seq"] >= seq + 2, "fresh broker stats")
     after = await asyncio.to_thread(broker_published, socket)
     for t in TOPICS:
-        assert before[t] <= shown[t] <= after[t], (t, before, shown, after)
+        assert before[t] <= shown["published"][t] <= after[t], (t, before, shown, after)
 
-    # The rest of the page is drawn from the same stream: trades, books, signals, PnL.
-    for table in ("trades", "books", "signals", "positions"):
-        await page.wait_for(f"document.querySelectorAll('#{table} td:not(.empty)').length > 0",
-                            what=f"rows in {table}")  # fmt: skip
-    await page.wait_for(f"{number('seen-market_data')} > 0", what="the dashboard's counts")
-    await page.wait_for("document.getElementById('pnl-usd').textContent.startsWith('$')")
-    await page.wait_for("document.querySelectorAll('#topics svg polyline').length === 3",
-                        what="three sparklines")  # fmt: skip
+    # The rest of the page comes from the same stream: trades, books, signals, positions,
+    # the dashboard's own counts, the PnL and the sparklines.
+    await page.poll(READ, lambda r: all(r["rows"].values()) and r["seen"] > 0
+                    and r["pnl"].startswith("$") and r["sparklines"] == 3,
+                    "every panel filled")  # fmt: skip
     await page.screenshot(shot)
-    return {"socket": socket, "shown": shown}
+    return {"socket": socket, "shown": shown["published"]}
 
 
 def test_page_in_chromium_agrees_with_broker_stats(tmp_path: Path) -> None:
     demo = Command(tmp_path, "demo", "demo", "--json", "--duration", "600", "--http", "0")
     browser: Chromium | None = None
     try:
-        url = demo.url()
-        browser = Chromium(tmp_path, url)
+        browser = Chromium(tmp_path, demo.url())
         port = browser.devtools_port()
 
         async def drive() -> dict[str, Any]:

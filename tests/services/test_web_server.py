@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 from service_helpers import ETH_ASSET, Q8, wait_for
+from typer.testing import CliRunner
 from web_helpers import Command
 
 from mycelium import Producer
+from mycelium.cli import app
 from mycelium.errors import ConfigError
 from mycelium.protocol import (
     AssetType,
@@ -189,6 +189,5 @@ def test_remote_addresses_need_allow_remote(text: str) -> None:
 )  # fmt: skip
 def test_cli_refuses_bad_http_addresses(args: list[str], message: str) -> None:
     """Refused before anything starts: no broker is needed, nothing is left behind."""
-    done = subprocess.run([sys.executable, "-m", "mycelium", *args], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 2 and message in done.stderr, done.stderr
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 2 and message in done.output, done.output

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,14 +142,17 @@ class Page:
         path.write_bytes(base64.b64decode(result["data"]))
         return path
 
-    async def wait_for(self, expression: str, timeout: float = START_S, what: str = "") -> Any:
-        """Evaluate ``expression`` until it is truthy; fail after ``timeout`` s."""
+    async def poll(
+        self, expression: str, check: Callable[[Any], Any], what: str, timeout: float = START_S
+    ) -> Any:
+        """Evaluate ``expression`` until ``check`` passes on its value, which is returned;
+        fail after ``timeout`` s."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             value = await self.evaluate(expression)
-            if value:
+            if check(value):
                 return value
             if loop.time() >= deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what or expression}")
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}: {value}")
             await asyncio.sleep(POLL_S)
