@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +192,15 @@ def test_cli_refuses_bad_http_addresses(args: list[str], message: str) -> None:
     """Refused before anything starts: no broker is needed, nothing is left behind."""
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 2 and message in done.output, done.output
+
+
+def test_cli_reports_a_port_in_use(tmp_path: Path) -> None:
+    """A port another process holds: a clear error, exit code 1, nothing started."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = CliRunner().invoke(app, ["service", "dashboard", "--http", f"127.0.0.1:{port}",
+                                        "--socket", str(tmp_path / "none.sock")])  # fmt: skip
+    assert done.exit_code == 1, done.output
+    assert f"cannot serve on 127.0.0.1:{port}" in done.output
