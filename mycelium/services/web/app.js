@@ -9,11 +9,12 @@ const qty = (v) => v.toFixed(4);
 const esc = (v) => String(v).replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 let received = 0;
 
-// Table rows: `cells(item)` gives [html, className] pairs; numbers use class "n".
+// Table rows: `cells(item)` gives [html, className, field] per cell; numbers use class "n",
+// and a field name becomes data-field (what the tests read).
 function fill(id, items, cells, attrs = () => "") {
   const html = items.map((item) => `<tr ${attrs(item)}>` +
     cells(item).map(([v, cls, field]) =>
-      `<td class="${cls || ""}"${field ? ` data-field="${field}"` : ""}>${v}</td>`).join("") +
+      `<td class="${esc(cls || "")}"${field ? ` data-field="${field}"` : ""}>${v}</td>`).join("") +
     "</tr>").join("");
   $(id).innerHTML = html || '<tr><td class="empty">none yet</td></tr>';
 }
