@@ -6,6 +6,7 @@ coordinator and ``mycelium --help`` starts fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -235,6 +236,27 @@ def bridge(
 
 
 # -- trading services: service, top, demo (mycelium/services, docs/services.md) ---------------
+HttpOption = typer.Option(
+    None, "--http", help="Dashboard: serve the web page on [HOST:]PORT (default host 127.0.0.1)."
+)
+AllowRemoteOption = typer.Option(
+    False, "--allow-remote", help="Let --http bind a non-loopback address (no authentication)."
+)
+
+
+def _listen(http: str | None, allow_remote: bool) -> tuple[str, int] | None:
+    """``--http`` as (host, port), refused with exit code 2 when bad or not loopback."""
+    if http is None:
+        return None
+    from mycelium.errors import ConfigError
+    from mycelium.services.web import parse_listen
+
+    try:
+        return parse_listen(http, allow_remote=allow_remote)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from exc
+
+
 @app.command()
 def service(
     name: str = typer.Argument(
@@ -259,6 +281,8 @@ def service(
         None, "--stats-file", help="Keep the service's counters in this JSON file."
     ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
+    http: str | None = HttpOption,
+    allow_remote: bool = AllowRemoteOption,
 ) -> None:
     """Run one trading service in the foreground; prints its counters as JSON at the end."""
     from mycelium.errors import MyceliumError
@@ -274,12 +298,21 @@ def service(
         options |= {"input": input, "live": live, "rate": rate, "seed": seed}
     elif input is not None or live or rate is not None:
         raise _fail("--input, --live and --rate are for the adapters only", 2)
+    if http is not None and name != "dashboard":
+        raise _fail("--http is for the dashboard only", 2)
+    listen = _listen(http, allow_remote)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         svc = cls(socket, **options)
-        serve(svc)
+        with contextlib.ExitStack() as stack:
+            if listen is not None:
+                from mycelium.services.web import WebServer
+
+                page = stack.enter_context(WebServer(svc, socket, *listen))  # type: ignore[arg-type]
+                typer.echo(f"dashboard page: {page.url}", err=True)
+            serve(svc)
     except (MyceliumError, ValueError, OSError) as exc:
         raise _fail(f"{name}: {exc}") from exc
     typer.echo(json.dumps(svc.snapshot()))
@@ -310,16 +343,19 @@ def demo(
     as_json: bool = typer.Option(
         False, "--json", help="No live view; print per-service counts as JSON at the end."
     ),
+    http: str | None = HttpOption,
+    allow_remote: bool = AllowRemoteOption,
 ) -> None:
     """Run a private broker, every service on generated feeds, and the dashboard."""
     from mycelium.services.demo import run_demo
 
+    listen = _listen(http, allow_remote)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        result = run_demo(duration, quiet=as_json)
+        result = run_demo(duration, quiet=as_json, http=listen)
     except KeyboardInterrupt as exc:
         raise typer.Exit(130) from exc
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:
         raise _fail(str(exc)) from exc
     if as_json:
         typer.echo(json.dumps(result, indent=2))

@@ -7,7 +7,10 @@ trades, latest quotes and pool prices per venue, gas, signals, and a portfolio `
 the orders and signals (the dashboard reads ``execution`` in a queue group of its own,
 "dashboard", so it sees every order without taking any from the portfolio service). A
 lock guards it: the ``Dashboard`` service fills it in its thread while the terminal
-thread renders it.
+thread renders it. When the service falls behind on ``market_data`` (more than
+``SHED_BACKLOG`` messages waiting) it still reads and counts every message but files none
+until it has caught up (``shed``): a view never slows the producers, whose rings it would
+otherwise fill. Signals and orders are always filed, so positions and PnL stay exact.
 
 ``render`` builds the rich view from a state snapshot plus the broker's stats document
 (topics, rates, lag per consumer). ``run_top`` starts the service in a thread and
@@ -39,7 +42,7 @@ from mycelium.protocol import (
     VenueId,
 )
 from mycelium.services.arbitrage import Detector
-from mycelium.services.base import Inbox, Service
+from mycelium.services.base import BATCH, Inbox, Service
 from mycelium.services.markets import ticker_of
 from mycelium.services.portfolio import Book
 
@@ -47,7 +50,9 @@ __all__ = ["Dashboard", "DashboardState", "render", "run_top"]
 
 Q8 = 100_000_000
 ROWS = 8
-TOPICS = {RelayDomain.MARKET_DATA: "market_data", RelayDomain.SIGNAL: "signals",
+#: Market data waiting beyond this many messages is counted, not filed (see ``shed``).
+SHED_BACKLOG = 2 * BATCH
+TOPICS: dict[int, str] = {RelayDomain.MARKET_DATA: "market_data", RelayDomain.SIGNAL: "signals",
           RelayDomain.EXECUTION: "execution"}  # fmt: skip
 
 
@@ -69,6 +74,7 @@ class DashboardState:
         self.prices = Detector()  # its venue table is the best-price view
         self.gas_gwei: int | None = None
         self.book = Book()
+        self.shed = 0  # market-data messages counted but not filed, to keep up
 
     def apply(self, message: Message) -> None:
         with self.lock:
@@ -80,6 +86,14 @@ class DashboardState:
                 self.book.apply(message)
             for tlv in message.tlvs:
                 self._tlv(tlv.type, tlv.payload)
+
+    def count(self, message: Message) -> None:
+        """Count a message as seen without filing it: the cheap path while behind."""
+        with self.lock:
+            topic = TOPICS.get(message.header.relay_domain)
+            if topic is not None:
+                self.counts[topic] += 1
+            self.shed += 1
 
     def _tlv(self, tlv_type: int, payload: Any) -> None:
         if tlv_type == TLVType.TRADE:
@@ -100,6 +114,7 @@ class DashboardState:
         with self.lock:
             return {
                 "counts": dict(self.counts),
+                "shed": self.shed,
                 "trades": list(self.trades),
                 "signals": list(self.signals),
                 "prices": [
@@ -194,15 +209,19 @@ class Dashboard(Service):
 
     def step(self) -> None:
         assert self._inbox is not None
+        behind = self._inbox.consumers[0].backlog() > SHED_BACKLOG  # market_data
         for message in self._inbox.messages():
-            self.view.apply(message)
+            if behind and message.header.relay_domain == RelayDomain.MARKET_DATA:
+                self.view.count(message)
+            else:
+                self.view.apply(message)
 
     def disconnect(self) -> None:
         if self._inbox is not None:
             self._inbox.close()
 
     def report(self) -> dict[str, Any]:
-        return {"seen": dict(self.view.counts)}
+        return {"seen": dict(self.view.counts), "shed": self.view.shed}
 
 
 def broker_stats(socket_path: str | None) -> dict[str, Any] | None:

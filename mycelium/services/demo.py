@@ -6,7 +6,8 @@ Everything lives in a fresh temp directory: the broker's socket (never the user'
 one), the logs and the services' stats files. The broker and the services are child
 processes in sessions of their own, so a Ctrl-C reaches only this process, which then
 stops them in pipeline order: the feeds first, then (once the broker reports no lag) the
-strategy, then the portfolio; the dashboard runs here, in a thread. Consumers start
+strategy, then the portfolio; the dashboard runs here, in a thread (and with ``http``,
+its web page in another: ``mycelium.services.web``). Consumers start
 before producers, so no message is published before its consumers exist. Every child is
 stopped with SIGTERM, killed by PID after a timeout, and the broker's shared-memory
 objects are checked for (and removed if a crash left any) before the directory goes.
@@ -30,6 +31,7 @@ from rich.console import Console
 
 from mycelium.services.base import ServiceProcess
 from mycelium.services.dashboard import Dashboard, broker_stats, run_top
+from mycelium.services.web import WebServer
 from mycelium.shm.segment import broker_id_for, list_segments, unlink_quietly
 
 __all__ = ["run_demo"]
@@ -99,13 +101,16 @@ def run_demo(
     quiet: bool = False,
     refresh: float = 1.0,
     console: Console | None = None,
+    http: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """Run the whole pipeline for ``duration`` seconds (None: until Ctrl-C); returns the
-    per-service counts. ``quiet``: no live view (the dashboard still consumes)."""
+    per-service counts. ``quiet``: no live view (the dashboard still consumes). ``http``:
+    (host, port) to serve the dashboard's web page on; its URL goes to stderr."""
     workdir = Path(tempfile.mkdtemp(prefix="mycelium-demo-"))
     broker = _Broker(workdir)
     children: dict[str, ServiceProcess] = {}
     dashboard: Dashboard | None = None
+    page: WebServer | None = None
     result: dict[str, Any] = {
         "broker": {"id": broker_id_for(broker.socket), "socket": broker.socket}
     }
@@ -114,6 +119,9 @@ def run_demo(
         for name in CONSUMERS:
             children[name] = ServiceProcess(name, broker.socket, workdir).start()
         dashboard = Dashboard(broker.socket).start()
+        if http is not None:
+            page = WebServer(dashboard, broker.socket, *http).start()
+            print(f"dashboard page: {page.url}", file=sys.stderr, flush=True)
         for name in CONSUMERS:
             _wait(children[name].is_ready, START_TIMEOUT_S, name)
         for name in FEEDS:
@@ -135,6 +143,8 @@ def run_demo(
     finally:
         for child in children.values():
             child.stop(STOP_TIMEOUT_S)
+        if page is not None:
+            page.stop()
         if dashboard is not None:
             dashboard.stop()
         broker.stop()
