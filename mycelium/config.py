@@ -48,6 +48,7 @@ __all__ = [
     "MAX_MESSAGE_SIZE_LIMIT_BYTES",
     "MIN_FRAMES_PER_LANE",
     "BrokerConfig",
+    "MetricsConfig",
     "PerformanceConfig",
     "Routing",
     "ServerConfig",
@@ -58,6 +59,7 @@ __all__ = [
     "load_config",
     "next_pow2",
     "parse_config",
+    "parse_listen",
 ]
 
 #: Package data file holding the embedded default config.
@@ -145,6 +147,21 @@ class PerformanceConfig(_Section, kw_only=True):
     stats_interval_ms: _Positive = 1000
 
 
+class MetricsConfig(_Section, kw_only=True):
+    """The Prometheus endpoint: off unless ``listen`` names a HOST:PORT."""
+
+    listen: str | None = None
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """(host, port) of a ``HOST:PORT`` (``[::1]:9464`` for IPv6). Raises ValueError."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT (for example 127.0.0.1:9464)")
+    return host, int(port)
+
+
 class TopicConfig(_Section, kw_only=True):
     """One topic: its routing, how much it buffers and the largest message it takes."""
 
@@ -183,6 +200,7 @@ class BrokerConfig(_Section, kw_only=True):
     server: ServerConfig = ServerConfig()
     topics: tuple[TopicConfig, ...]
     performance: PerformanceConfig = PerformanceConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def topic(self, name: str) -> TopicConfig:
         """The topic called ``name``; raises UnknownTopic if none is."""
@@ -218,6 +236,11 @@ def _cross_field_problems(cfg: BrokerConfig) -> Iterator[tuple[str, str]]:
             "performance.max_lane_bytes",
             f"max_lane_bytes {cfg.performance.max_lane_bytes} must be a power of two",
         )
+    if cfg.metrics.listen is not None:
+        try:
+            parse_listen(cfg.metrics.listen)
+        except ValueError as exc:
+            yield "metrics.listen", str(exc)
     if cfg.server.client_timeout_ms <= cfg.server.heartbeat_interval_ms:
         yield (
             "server.client_timeout_ms",

@@ -66,6 +66,7 @@ from mycelium.shm.layout import (
     LANE_STATIC,
     LANE_STATIC_OFF,
     LANE_TAIL_VERSION_Q,
+    LANE_TIMEOUTS_Q,
     LANE_WRITE_Q,
     SLOT_COUNT_Q,
     SLOT_CURSOR_Q,
@@ -609,6 +610,7 @@ class LaneWriter:
                 else:
                     now = time.monotonic()
                     if now >= deadline:
+                        self._hq[LANE_TIMEOUTS_Q] += 1  # for stats; we are its only writer
                         raise BackpressureTimeout(
                             f"lane {self.seg.name}: ring full for {self.backpressure_timeout_s}s"
                             f" (a reader is {need_end - cap - floor} bytes too far behind);"
