@@ -67,9 +67,11 @@ def test_example_configs_load(path: Path) -> None:
     assert _topic_names(cfg) == EXAMPLE_TOPICS
 
 
-def test_trading_example_sets_socket_and_performance() -> None:
+def test_trading_example_leaves_the_socket_to_the_environment() -> None:
+    """A socket_path in an example would override $MYCELIUM_SOCKET for the broker only,
+    and a plain `mycelium status` would not find it."""
     cfg = load_config(str(CONFIGS / "trading.toml"))
-    assert cfg.server.socket_path == "/run/mycelium/broker.sock"
+    assert cfg.server.socket_path is None
     assert cfg.performance != PerformanceConfig()
 
 

@@ -185,6 +185,7 @@ class Coordinator:
             os.getpid(),
             len(self.state.topo.topics),
             ", adopted existing segments" if adopted else "",
+            extra=fields("started", pid=os.getpid()),
         )
         sweeper = asyncio.create_task(self._sweep_loop())
         try:
@@ -428,8 +429,9 @@ class Coordinator:
 
     def _event(self, conn: _Connection, event: str, what: str, **extra: Any) -> None:
         """One INFO line per control-plane event, with the client's name, pid and role."""
-        log.info(
-            "%s %s: %s %s",
+        log.log(
+            logging.DEBUG if conn.session.role == "admin" else logging.INFO,
+            "%s (pid %d): %s %s",
             conn.name,
             conn.pid,
             event,
