@@ -29,6 +29,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from mycelium.logs import JsonFormatter
 from mycelium.services.dashboard import Q8, Dashboard, broker_stats, venue_name
 
 __all__ = ["LogPane", "render", "run_top", "sparkline"]
@@ -182,12 +183,15 @@ def _lower(console: Console, view: dict[str, Any], width: int, rows: int) -> Ite
 
 
 class LogPane(logging.Handler):
-    """Keeps the last log lines for the view to show, formatted as the process asked."""
+    """Keeps the last log lines for the view to show: JSON if the process logs JSON,
+    else short text lines (time, level, message), so the message fits the width."""
 
     def __init__(self, formatter: logging.Formatter | None) -> None:
         super().__init__()
         self.lines: deque[str] = deque(maxlen=LOG_KEEP)
-        self.setFormatter(formatter or logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        if not isinstance(formatter, JsonFormatter):
+            formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+        self.setFormatter(formatter)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record).replace("\n", " "))
@@ -222,22 +226,23 @@ def run_top(
     stop = stop or threading.Event()
     console = console or Console()
     own = dashboard is None
-    service = dashboard or Dashboard(socket_path).start()
+    with LogPane.capture() as pane:  # from before the first message to after the last
+        service = dashboard or Dashboard(socket_path).start()
 
-    def frame(logs: Sequence[str]) -> Group:
-        width, height = console.size
-        return render(service.view.snapshot(), broker_stats(socket_path), width=width,
-                      height=height, logs=logs, console=console)  # fmt: skip
+        def frame() -> Group:
+            width, height = console.size
+            return render(service.view.snapshot(), broker_stats(socket_path), width=width,
+                          height=height, logs=pane.lines, console=console)  # fmt: skip
 
-    try:
-        if once:
-            stop.wait(refresh)
-            console.print(frame(()))
-            return
-        with LogPane.capture() as pane, Live(console=console, auto_refresh=False) as live:
-            while not stop.is_set():
-                live.update(frame(pane.lines), refresh=True)
+        try:
+            if once:
                 stop.wait(refresh)
-    finally:
-        if own:
-            service.stop()
+                console.print(frame())
+                return
+            with Live(console=console, auto_refresh=False) as live:
+                while not stop.is_set():
+                    live.update(frame(), refresh=True)
+                    stop.wait(refresh)
+        finally:
+            if own:
+                service.stop()
