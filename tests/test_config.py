@@ -165,6 +165,15 @@ BAD_CONFIGS = {
     "socket mode too large": ("[server]\nsocket_mode = 0o1777\n" + TOPIC, "server.socket_mode"),
     "negative gid": ("[server]\nallowed_gids = [-1]\n" + TOPIC, "server.allowed_gids[0]"),
     "empty socket path": ('[server]\nsocket_path = ""\n' + TOPIC, "server.socket_path"),
+    "metrics listen without a port": (
+        '[metrics]\nlisten = "localhost"\n' + TOPIC,
+        "metrics.listen",
+    ),
+    "metrics port out of range": (
+        '[metrics]\nlisten = "127.0.0.1:70000"\n' + TOPIC,
+        "metrics.listen",
+    ),
+    "unknown metrics key": ("[metrics]\nport = 9464\n" + TOPIC, "metrics.port"),
     "bad routing": (TOPIC + 'routing = "broadcast"\n', "topics[0].routing"),
     "bad wait strategy": (
         TOPIC + '[performance]\nwait_strategy = "sleep"\n',
