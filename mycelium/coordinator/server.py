@@ -428,7 +428,8 @@ class Coordinator:
         return future.result(SNAPSHOT_TIMEOUT_S)
 
     def _event(self, conn: _Connection, event: str, what: str, **extra: Any) -> None:
-        """One INFO line per control-plane event, with the client's name, pid and role."""
+        """One line per control-plane event (INFO; DEBUG for admin commands such as
+        `status`), with the client's name and pid."""
         log.log(
             logging.DEBUG if conn.session.role == "admin" else logging.INFO,
             "%s (pid %d): %s %s",
