@@ -40,6 +40,8 @@ LOG_KEEP = 100
 LOG_SHOWN = 2
 #: Rows of each lower table when the terminal is tall enough.
 MAX_ROWS = 8
+#: ``--once`` prints a frame this tall at most (it scrolls; only MAX_ROWS bounds tables).
+ONCE_HEIGHT = 1000
 Cell = str | Text
 
 
@@ -142,7 +144,7 @@ def render(
         parts.append(consumers)
         left -= _height(consumers)
     if left > 3:
-        parts.extend(_lower(console, view, width, min(MAX_ROWS, left - 2)))
+        parts.extend(_lower(console, view, width, left))
     parts.append(Text(f"PnL ${book['pnl_usd']:,.2f} (signals ${book['expected_pnl_usd']:,.2f}), "
                       f"{book['orders']} orders", style="bold", no_wrap=True,
                       overflow="crop"))  # fmt: skip
@@ -154,8 +156,11 @@ def _topic_lag(stats: dict[str, Any], topic: str) -> int:
     return max((c["lag"] for c in stats["consumers"] if c["topic"] == topic), default=0)
 
 
-def _lower(console: Console, view: dict[str, Any], width: int, rows: int) -> Iterator[Columns]:
-    """Trades beside signals (each half the width); prices beside positions if wide."""
+def _lower(console: Console, view: dict[str, Any], width: int, lines: int) -> Iterator[Columns]:
+    """Trades beside signals (each half the width), then prices beside positions if the
+    ``lines`` left hold both pairs (title and header each, and at least two rows)."""
+    both = lines >= 2 * (2 + 2)
+    rows = min(MAX_ROWS, (lines // 2 if both else lines) - 2)
     half = (width - 2) // 2
     trades = _fit(console, "Latest trades", ["asset", "side", "Price", "Qty", "venue", "time"],
                   [[asset, Text(side, style="green" if side == "buy" else "red"),
@@ -167,7 +172,7 @@ def _lower(console: Console, view: dict[str, Any], width: int, rows: int) -> Ite
                      venue_name(s.target_venue), str(s.spread_bps), str(s.signal_id)]
                     for s in view["signals"]], half, rows)  # fmt: skip
     yield Columns([trades, signals], width=half, padding=(0, 1))
-    if width < 120:
+    if not both:
         return
     gas = view["gas_gwei"]
     prices = _fit(console, f"Prices (gas {gas if gas is not None else '-'} gwei)",
@@ -229,15 +234,15 @@ def run_top(
     with LogPane.capture() as pane:  # from before the first message to after the last
         service = dashboard or Dashboard(socket_path).start()
 
-        def frame() -> Group:
-            width, height = console.size
-            return render(service.view.snapshot(), broker_stats(socket_path), width=width,
-                          height=height, logs=pane.lines, console=console)  # fmt: skip
+        def frame(height: int | None = None) -> Group:
+            return render(service.view.snapshot(), broker_stats(socket_path),
+                          width=console.width, height=height or console.height,
+                          logs=pane.lines, console=console)  # fmt: skip
 
         try:
-            if once:
+            if once:  # printed, not redrawn: as tall as it needs
                 stop.wait(refresh)
-                console.print(frame())
+                console.print(frame(ONCE_HEIGHT))
                 return
             with Live(console=console, auto_refresh=False) as live:
                 while not stop.is_set():
