@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,14 +60,46 @@ def decode(
 
 
 SocketOption = typer.Option(
-    None, "--socket", "-s", help="Control socket path (default: $MYCELIUM_SOCKET, ...)."
+    None,
+    "--socket",
+    "-s",
+    help="Control socket path (default: the config's socket_path, $MYCELIUM_SOCKET, "
+    "$XDG_RUNTIME_DIR/mycelium/broker.sock, /tmp/mycelium-$UID/broker.sock).",
 )
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
+ConfigFileOption = typer.Option(
+    None, "--config", "-c", help="Find the broker of this config (its [server] socket_path)."
+)
+LogLevelOption = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR.")
+LogFormatOption = typer.Option(
+    "text", "--log-format", help="text, or json: one JSON object per line, stable keys."
+)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    """Validate and apply --log-level / --log-format: one error line and exit 2 if bad."""
+    from mycelium.errors import ConfigError
+    from mycelium.logs import setup_logging
+
+    try:
+        setup_logging(level, fmt)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from exc
+
+
+def _socket_of(socket: str | None, config: Path | None) -> str | None:
+    """--socket, else the socket_path of --config's file, else None (the default).
+    Raises ConfigError for an unreadable or invalid config."""
+    if socket or config is None:
+        return socket
+    from mycelium.config import load_config
+
+    return load_config(config).server.socket_path
 
 
 @app.command()
@@ -77,21 +108,31 @@ def broker(
         None, "--config", "-c", help="Broker config (TOML); default: the embedded one."
     ),
     socket: str | None = SocketOption,
-    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
+    metrics: str | None = typer.Option(
+        None, "--metrics", help="Serve Prometheus /metrics on HOST:PORT (overrides [metrics])."
+    ),
+    log_level: str = LogLevelOption,
+    log_format: str = LogFormatOption,
 ) -> None:
     """Run the coordinator in the foreground (SIGTERM/SIGINT stop it, SIGHUP reloads)."""
-    from mycelium.config import load_config
+    import msgspec
+
+    from mycelium.config import MetricsConfig, load_config, parse_listen
     from mycelium.coordinator.server import run_broker
     from mycelium.errors import BrokerUnavailable, ConfigError, SegmentError
     from mycelium.paths import resolve_socket_path
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _setup_logging(log_level, log_format)
     try:
         cfg = load_config(config)
     except ConfigError as exc:
         raise _fail(f"bad config: {exc}", 2) from exc
+    if metrics is not None:
+        try:
+            parse_listen(metrics)
+        except ValueError as exc:
+            raise _fail(f"--metrics: {exc}", 2) from exc
+        cfg = msgspec.structs.replace(cfg, metrics=MetricsConfig(listen=metrics))
     path = resolve_socket_path(socket or cfg.server.socket_path)
     try:
         run_broker(cfg, path, str(config) if config else None)
@@ -99,22 +140,34 @@ def broker(
         raise _fail(str(exc), 1) from exc
 
 
-def _stats(socket: str | None) -> dict[str, Any]:
+@app.command()
+def status(
+    socket: str | None = SocketOption,
+    as_json: bool = JsonOption,
+    config: Path | None = ConfigFileOption,
+) -> None:
+    """Topics, lanes, consumers, rates and lag of the running broker.
+
+    With --json the output is always one JSON document, an error included
+    (``{"error": {"type": ..., "message": ...}}``, exit 1)."""
     from mycelium.client.admin import admin_request
     from mycelium.control.wire import StatsRequest
-    from mycelium.errors import MyceliumError
+    from mycelium.errors import ConfigError, MyceliumError
+
+    def fail(exc: MyceliumError, code: int) -> typer.Exit:
+        if not as_json:
+            return _fail(str(exc), code)
+        typer.echo(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}}))
+        return typer.Exit(code)
 
     try:
-        reply = admin_request(StatsRequest(), socket)
+        target = _socket_of(socket, config)
+    except ConfigError as exc:
+        raise fail(exc, 2) from exc
+    try:
+        doc = admin_request(StatsRequest(), target).stats  # type: ignore[union-attr]
     except MyceliumError as exc:
-        raise _fail(str(exc)) from exc
-    return reply.stats  # type: ignore[union-attr]
-
-
-@app.command()
-def status(socket: str | None = SocketOption, as_json: bool = JsonOption) -> None:
-    """Topics, lanes, consumers, rates and lag of the running broker."""
-    doc = _stats(socket)
+        raise fail(exc, 1) from exc
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
@@ -124,9 +177,13 @@ def status(socket: str | None = SocketOption, as_json: bool = JsonOption) -> Non
 
 
 @app.command()
-def stats(socket: str | None = SocketOption, as_json: bool = JsonOption) -> None:
+def stats(
+    socket: str | None = SocketOption,
+    as_json: bool = JsonOption,
+    config: Path | None = ConfigFileOption,
+) -> None:
     """The same as ``status``."""
-    status(socket, as_json)
+    status(socket, as_json, config)
 
 
 @app.command()
@@ -196,7 +253,8 @@ def bridge(
     tls_ca: str | None = typer.Option(None, "--tls-ca", help="CA bundle for NATS TLS."),
     tls_cert: str | None = typer.Option(None, "--tls-cert", help="Client certificate (TLS)."),
     tls_key: str | None = typer.Option(None, "--tls-key", help="Client key (TLS)."),
-    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
+    log_level: str = LogLevelOption,
+    log_format: str = LogFormatOption,
 ) -> None:
     """Bridge topics to and from other hosts through NATS JetStream (docs/distribution.md)."""
     import msgspec
@@ -205,9 +263,7 @@ def bridge(
     from mycelium.config import BridgeConfig, load_config
     from mycelium.errors import ConfigError, MyceliumError
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _setup_logging(log_level, log_format)
     try:
         cfg = load_config(config) if config else None
         base = cfg.bridge if cfg else BridgeConfig()
@@ -280,7 +336,8 @@ def service(
     stats_file: Path | None = typer.Option(
         None, "--stats-file", help="Keep the service's counters in this JSON file."
     ),
-    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
+    log_level: str = LogLevelOption,
+    log_format: str = LogFormatOption,
     http: str | None = HttpOption,
     allow_remote: bool = AllowRemoteOption,
 ) -> None:
@@ -291,6 +348,7 @@ def service(
     from mycelium.services.base import serve
 
     cls = SERVICES.get(name)
+    _setup_logging(log_level, log_format)
     if cls is None:
         raise _fail(f"unknown service {name!r}; one of: {', '.join(SERVICES)}", 2)
     options: dict[str, Any] = {"duration": duration, "stats_file": stats_file}
@@ -301,9 +359,6 @@ def service(
     if http is not None and name != "dashboard":
         raise _fail("--http is for the dashboard only", 2)
     listen = _listen(http, allow_remote)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         svc = cls(socket, **options)
         with contextlib.ExitStack() as stack:
@@ -321,12 +376,24 @@ def service(
 @app.command()
 def top(
     socket: str | None = SocketOption,
+    config: Path | None = ConfigFileOption,
     refresh: float = typer.Option(1.0, "--refresh", help="Seconds between redraws."),
     once: bool = typer.Option(False, "--once", help="Print one frame and exit."),
+    log_level: str = typer.Option("WARNING", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
+    log_format: str = LogFormatOption,
 ) -> None:
-    """Live view: topics, rates, lag per consumer, latest trades, signals and positions."""
-    from mycelium.services.dashboard import broker_stats, run_top
+    """Live view: topics, rates, lag per consumer, latest trades, signals and positions.
 
+    Log lines go to the view's own log pane (never over the display)."""
+    from mycelium.errors import ConfigError
+    from mycelium.services.dashboard import broker_stats
+    from mycelium.services.top import run_top
+
+    _setup_logging(log_level, log_format)
+    try:
+        socket = _socket_of(socket, config)
+    except ConfigError as exc:
+        raise _fail(f"bad config: {exc}", 2) from exc
     if broker_stats(socket) is None:
         raise _fail("no Mycelium broker answers (try --socket or `mycelium demo`)")
     try:
@@ -345,12 +412,14 @@ def demo(
     ),
     http: str | None = HttpOption,
     allow_remote: bool = AllowRemoteOption,
+    log_level: str = typer.Option("WARNING", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
+    log_format: str = LogFormatOption,
 ) -> None:
     """Run a private broker, every service on generated feeds, and the dashboard."""
     from mycelium.services.demo import run_demo
 
     listen = _listen(http, allow_remote)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _setup_logging(log_level, log_format)
     try:
         result = run_demo(duration, quiet=as_json, http=listen)
     except KeyboardInterrupt as exc:

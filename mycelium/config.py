@@ -49,6 +49,7 @@ __all__ = [
     "MIN_FRAMES_PER_LANE",
     "BridgeConfig",
     "BrokerConfig",
+    "MetricsConfig",
     "PerformanceConfig",
     "Routing",
     "ServerConfig",
@@ -59,6 +60,7 @@ __all__ = [
     "load_config",
     "next_pow2",
     "parse_config",
+    "parse_listen",
 ]
 
 #: Package data file holding the embedded default config.
@@ -146,6 +148,21 @@ class PerformanceConfig(_Section, kw_only=True):
     stats_interval_ms: _Positive = 1000
 
 
+class MetricsConfig(_Section, kw_only=True):
+    """The Prometheus endpoint: off unless ``listen`` names a HOST:PORT."""
+
+    listen: str | None = None
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """(host, port) of a ``HOST:PORT`` (``[::1]:9464`` for IPv6). Raises ValueError."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT (for example 127.0.0.1:9464)")
+    return host, int(port)
+
+
 class TopicConfig(_Section, kw_only=True):
     """One topic: its routing, how much it buffers and the largest message it takes."""
 
@@ -220,6 +237,7 @@ class BrokerConfig(_Section, kw_only=True):
     topics: tuple[TopicConfig, ...]
     performance: PerformanceConfig = PerformanceConfig()
     bridge: BridgeConfig = BridgeConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def topic(self, name: str) -> TopicConfig:
         """The topic called ``name``; raises UnknownTopic if none is."""
@@ -261,6 +279,11 @@ def _cross_field_problems(cfg: BrokerConfig) -> Iterator[tuple[str, str]]:
                 yield f"{key}[{i}]", f"{name!r} is not a topic of this config"
     if cfg.bridge.reconnect_wait_max_ms < cfg.bridge.reconnect_wait_min_ms:
         yield "bridge.reconnect_wait_max_ms", "must be >= reconnect_wait_min_ms"
+    if cfg.metrics.listen is not None:
+        try:
+            parse_listen(cfg.metrics.listen)
+        except ValueError as exc:
+            yield "metrics.listen", str(exc)
     if cfg.server.client_timeout_ms <= cfg.server.heartbeat_interval_ms:
         yield (
             "server.client_timeout_ms",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,13 @@ STOP_TIMEOUT_S = 10.0
 class BrokerProcess:
     """A coordinator running in its own process, with the means to stop, kill, restart."""
 
-    def __init__(self, socket_path: str, config: Path | None, log_path: Path) -> None:
+    def __init__(
+        self, socket_path: str, config: Path | None, log_path: Path, args: Sequence[str] = ()
+    ) -> None:
         self.socket = socket_path
         self.config = config
         self.log_path = log_path
+        self.args = list(args)  # extra `mycelium broker` options (--log-format json, ...)
         self.broker_id = broker_id_for(socket_path)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -42,6 +45,7 @@ class BrokerProcess:
         cmd = [sys.executable, "-m", "mycelium", "broker", "--socket", self.socket]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
+        cmd += self.args
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         if wait:
@@ -91,16 +95,19 @@ class BrokerProcess:
 
 @pytest.fixture
 def make_broker(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
-    """Factory: ``make_broker(config_text=None, start=True)`` -> a running BrokerProcess."""
+    """Factory: ``make_broker(config_text=None, start=True, args=())`` -> a running
+    BrokerProcess (``args``: extra broker options)."""
     brokers: list[BrokerProcess] = []
 
-    def make(config_text: str | None = None, start: bool = True) -> BrokerProcess:
+    def make(
+        config_text: str | None = None, start: bool = True, args: Sequence[str] = ()
+    ) -> BrokerProcess:
         n = len(brokers)
         config = None
         if config_text is not None:
             config = tmp_path / f"broker{n}.toml"
             config.write_text(config_text)
-        b = BrokerProcess(str(tmp_path / f"b{n}.sock"), config, tmp_path / f"broker{n}.log")
+        b = BrokerProcess(str(tmp_path / f"b{n}.sock"), config, tmp_path / f"broker{n}.log", args)
         brokers.append(b)
         return b.start() if start else b
 

@@ -67,9 +67,11 @@ def test_example_configs_load(path: Path) -> None:
     assert _topic_names(cfg) == EXAMPLE_TOPICS
 
 
-def test_trading_example_sets_socket_and_performance() -> None:
+def test_trading_example_leaves_the_socket_to_the_environment() -> None:
+    """A socket_path in an example would override $MYCELIUM_SOCKET for the broker only,
+    and a plain `mycelium status` would not find it."""
     cfg = load_config(str(CONFIGS / "trading.toml"))
-    assert cfg.server.socket_path == "/run/mycelium/broker.sock"
+    assert cfg.server.socket_path is None
     assert cfg.performance != PerformanceConfig()
 
 
@@ -163,6 +165,15 @@ BAD_CONFIGS = {
     "socket mode too large": ("[server]\nsocket_mode = 0o1777\n" + TOPIC, "server.socket_mode"),
     "negative gid": ("[server]\nallowed_gids = [-1]\n" + TOPIC, "server.allowed_gids[0]"),
     "empty socket path": ('[server]\nsocket_path = ""\n' + TOPIC, "server.socket_path"),
+    "metrics listen without a port": (
+        '[metrics]\nlisten = "localhost"\n' + TOPIC,
+        "metrics.listen",
+    ),
+    "metrics port out of range": (
+        '[metrics]\nlisten = "127.0.0.1:70000"\n' + TOPIC,
+        "metrics.listen",
+    ),
+    "unknown metrics key": ("[metrics]\nport = 9464\n" + TOPIC, "metrics.port"),
     "bad routing": (TOPIC + 'routing = "broadcast"\n', "topics[0].routing"),
     "bad wait strategy": (
         TOPIC + '[performance]\nwait_strategy = "sleep"\n',

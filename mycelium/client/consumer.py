@@ -51,6 +51,7 @@ class ConsumerCore:
         spins: int = DEFAULT_SPINS,
         yields: int = DEFAULT_YIELDS,
         wait_for_broker: float = 0.0,
+        name: str | None = None,
     ) -> None:
         self.topic = topic
         self.socket_path = resolve_socket_path(socket_path)
@@ -65,6 +66,7 @@ class ConsumerCore:
         self.channel = ControlChannel(
             self.socket_path,
             "consumer",
+            name=name or "",  # shown in status and metrics; the broker names the nameless
             wait_for_broker_s=wait_for_broker,
             on_reconnect=self._resume,
             on_tick=self._beat,
@@ -190,8 +192,13 @@ class ConsumerCore:
         """Corrupt frames met (each was reported with CorruptFrame and skipped)."""
         return self.state.corrupt
 
+    @property
     def backlog(self) -> int:
-        """Messages waiting for us across our lanes."""
+        """Messages waiting for us across our lanes (lanes that appeared since the last
+        read included: it checks the topology first, as ``poll`` does). A property like
+        ``lost``, ``corrupt`` and ``lanes``: every counter of the handle is one."""
+        if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
+            self._refresh()
         return sum(r.backlog() for r in self._order)
 
     def close(self) -> None:

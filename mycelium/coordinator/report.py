@@ -20,7 +20,8 @@ def _mib(n: int) -> str:
 
 
 def render_stats(doc: dict[str, Any]) -> str:
-    """Human-readable broker status: broker line, topics, consumers, producers, segments."""
+    """Human-readable broker status: broker line, topics, consumers, producers, lanes
+    (ring size and fill), segments."""
     b = doc["broker"]
     out = [
         f"broker {b['id']} pid {b['pid']} on {b['socket']}: up {b['uptime_s']:.0f}s, "
@@ -28,11 +29,12 @@ def render_stats(doc: dict[str, Any]) -> str:
         "",
         _table(
             ["topic", "routing", "lanes", "prod", "cons", "published", "delivered",
-             "pub/s", "dlv/s", "dropped"],
+             "pub/s", "dlv/s", "dropped", "timeouts"],
             [
                 [t["name"], t["routing"] + (" lossy" if t["lossy"] else ""), t["lanes"],
                  t["producers"], t["consumers"], t["published"], t["delivered"],
-                 f"{t['publish_rate']:.0f}", f"{t['deliver_rate']:.0f}", t["dropped"]]
+                 f"{t['publish_rate']:.0f}", f"{t['deliver_rate']:.0f}", t["dropped"],
+                 t["backpressure_timeouts"]]
                 for t in doc["topics"]
             ],
         ),
@@ -41,11 +43,12 @@ def render_stats(doc: dict[str, Any]) -> str:
         out += [
             "",
             _table(
-                ["consumer", "topic", "group", "pid", "alive", "received", "lag", "lost",
-                 "corrupt"],
+                ["consumer", "name", "topic", "group", "pid", "alive", "received", "lag",
+                 "lag s", "lost", "corrupt"],
                 [
-                    [c["id"], c["topic"], c["group"], c["pid"], c["alive"], c["received"],
-                     c["lag"], c["lost"], c["corrupt"]]
+                    [c["id"], c["name"] or "-", c["topic"], c["group"], c["pid"], c["alive"],
+                     c["received"], c["lag"], f"{c['lag_seconds']:.1f}", c["lost"],
+                     c["corrupt"]]
                     for c in doc["consumers"]
                 ],
             ),
@@ -59,6 +62,20 @@ def render_stats(doc: dict[str, Any]) -> str:
                     [p["id"], p["name"] or "-", p["pid"], p["alive"], ",".join(p["topics"]),
                      p["published"]]
                     for p in doc["producers"]
+                ],
+            ),
+        ]  # fmt: skip
+    if doc["lanes"]:
+        out += [
+            "",
+            _table(
+                ["lane", "topic", "producer", "for", "published", "ring", "fill", "timeouts"],
+                [
+                    [lane["uid"], lane["topic"], lane["producer_name"] or lane["producer"],
+                     lane["consumer"] or "all", lane["published"],
+                     _mib(lane["capacity_bytes"]), f"{lane['fill_ratio']:.1%}",
+                     lane["backpressure_timeouts"]]
+                    for lane in doc["lanes"]
                 ],
             ),
         ]  # fmt: skip

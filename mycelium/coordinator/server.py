@@ -18,7 +18,11 @@ coordinator adopts them and nothing in flight is lost. SIGHUP reloads the config
 
 One broker per socket: an exclusive ``flock`` on ``<socket>.lock`` is held for the life
 of the process, so a second start is refused clearly and a stale socket file left by a
-crashed broker is taken over.
+crashed broker is taken over. The lock file is removed on exit (a starter that locked
+the removed file notices the path now names another and tries again).
+
+With ``[metrics] listen`` (or ``--metrics``) a Prometheus endpoint serves the same
+figures as ``stats`` (``mycelium.coordinator.metrics``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -69,6 +74,8 @@ from mycelium.control.wire import (
     Welcome,
     encode_frame,
 )
+from mycelium.coordinator.metrics import MetricsEndpoint
+from mycelium.coordinator.naming import client_name
 from mycelium.coordinator.state_file import (
     check_runtime_dir,
     forget_registry_name,
@@ -86,6 +93,7 @@ from mycelium.errors import (
     SegmentError,
     UnknownTopic,
 )
+from mycelium.logs import fields
 from mycelium.shm.registry import Registry, Topology
 from mycelium.shm.segment import TRUST, broker_id_for, fresh_token, segment_name
 
@@ -97,6 +105,8 @@ _ENCODER = msgspec.msgpack.Encoder()
 SWEEP_INTERVAL_S = 0.1
 #: A status reply keeps this much of the frame limit spare for its own envelope.
 _STATS_MARGIN_BYTES = 4096
+#: A scrape waits this long for the loop to compute the figures.
+SNAPSHOT_TIMEOUT_S = 5.0
 
 
 def registry_name_for(broker_id: str) -> str:
@@ -120,12 +130,13 @@ def bounded_stats_reply(stats: dict[str, Any]) -> StatsReply:
 
 
 class _Connection:
-    __slots__ = ("consumer_ids", "pid", "producer_id", "session", "uid")
+    __slots__ = ("consumer_ids", "name", "pid", "producer_id", "session", "uid")
 
     def __init__(self, session: ServerSession, pid: int, uid: int) -> None:
         self.session = session
         self.pid = pid
         self.uid = uid
+        self.name = ""  # set by its Hello
         self.producer_id = 0
         self.consumer_ids: set[int] = set()
 
@@ -147,24 +158,33 @@ class Coordinator:
         self._lock_fd: int | None = None
         self._rates = RateMeter()
         self._started_s = time.time()
+        self._metrics: MetricsEndpoint | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     def _take_socket(self) -> None:
         """Hold the per-socket lock and clear a stale socket file; refuse if one is live."""
         path = Path(self.socket_path)
         check_runtime_dir(path.parent)
-        fd = os.open(f"{self.socket_path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise BrokerUnavailable(
-                f"another broker is already running on {self.socket_path}"
-            ) from None
+        while True:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise BrokerUnavailable(
+                    f"another broker is already running on {self.socket_path}"
+                ) from None
+            if _same_file(fd, self._lock_path):
+                break
+            os.close(fd)  # an exiting broker removed the file we locked: lock the new one
         self._lock_fd = fd
         if path.exists() or path.is_socket():
             log.info("taking over stale socket %s", self.socket_path)
             path.unlink()
+
+    @property
+    def _lock_path(self) -> str:
+        return f"{self.socket_path}.lock"
 
     def _allowed(self, uid: int, gid: int) -> bool:
         server = self.config.server
@@ -193,11 +213,18 @@ class Coordinator:
             os.getpid(),
             len(self.state.topo.topics),
             ", adopted existing segments" if adopted else "",
+            extra=fields("started", pid=os.getpid()),
         )
         sweeper = asyncio.create_task(self._sweep_loop())
         try:
+            if self.config.metrics.listen:
+                self._metrics = MetricsEndpoint.serve(
+                    self.config.metrics.listen, functools.partial(self._snapshot, loop)
+                )
             await self._stop.wait()
         finally:
+            if self._metrics is not None:
+                self._metrics.close()
             sweeper.cancel()
             server.close()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -206,6 +233,8 @@ class Coordinator:
                 os.unlink(self.socket_path)
             self._shutdown_state()
             if self._lock_fd is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._lock_path)  # still locked: nobody can hold it meanwhile
                 os.close(self._lock_fd)
 
     def _open_registry(self) -> tuple[Registry, Topology | None]:
@@ -264,7 +293,7 @@ class Coordinator:
         self.config = config
         self.state.publish()
         for line in changes:
-            log.info("reload: %s", line)
+            log.info("reload: %s", line, extra=fields("reload"))
         return changes
 
     async def _sweep_loop(self) -> None:
@@ -313,6 +342,7 @@ class Coordinator:
         conn = _Connection(ServerSession(self._next_session), pid, uid)
         self._next_session += 1
         self._conns.add(conn)
+        log.debug("connect from pid %d (uid %d)", pid, uid, extra=fields("connect", pid=pid))
         decoder = FrameDecoder(max_frame=MAX_REQUEST_FRAME_BYTES, expect=Request)
         timeout_s = self.config.server.connection_timeout_ms / 1000
         frame_started = accepted
@@ -425,8 +455,9 @@ class Coordinator:
                 with state.change():
                     if not conn.producer_id:
                         self._check_entries(conn, consumers=0)
-                        conn.producer_id = state.add_producer(conn.pid, "").id
+                        conn.producer_id = state.add_producer(conn.pid, conn.name).id
                     state.register_topic(conn.producer_id, topic)
+                self._event(conn, "register", f"producer {conn.producer_id}", topic=topic)
                 return ProducerRegistered(topic=topic, producer_id=conn.producer_id)
             case Subscribe(topic=topic, group=group, resume_id=resume_id):
                 check_name("topic", topic)
@@ -434,8 +465,10 @@ class Coordinator:
                     check_name("group", group)
                 self._check_entries(conn, consumers=1)
                 with state.change():
-                    entry = state.subscribe(conn.pid, topic, group, resume_id)
+                    entry = state.subscribe(conn.pid, topic, group, resume_id, conn.name)
                 conn.consumer_ids.add(entry.id)
+                self._event(conn, "subscribe", f"consumer {entry.id} in {entry.group}",
+                            topic=topic, consumer=entry.id, group=entry.group)  # fmt: skip
                 return Subscribed(
                     topic=topic,
                     consumer_id=entry.id,
@@ -447,21 +480,16 @@ class Coordinator:
                 if cid in conn.consumer_ids:
                     conn.consumer_ids.discard(cid)
                     with state.change():
+                        entry = state.consumer(cid)
                         state.remove_consumer(cid)
+                        self._event(conn, "unsubscribe", f"consumer {cid}", consumer=cid,
+                                    topic=entry.topic if entry else None)  # fmt: skip
                         state.sweep()
                 return Ok()
             case Heartbeat():
                 return Ok()
             case StatsRequest():
-                stats = collect_stats(
-                    state,
-                    self._rates,
-                    socket_path=self.socket_path,
-                    started_s=self._started_s,
-                    connections=len(self._conns),
-                )
-                stats["broker"]["refused_segments"] = TRUST.refused
-                return bounded_stats_reply(stats)
+                return bounded_stats_reply(self._stats(state))
             case Reload():
                 return Ok(detail="; ".join(self.reload()))
             case Shutdown():
@@ -492,16 +520,51 @@ class Coordinator:
                 maximum=MAX_ENTRIES_PER_PROCESS,
             )
 
+    def _stats(self, state: BrokerState) -> dict[str, Any]:
+        stats = collect_stats(
+            state,
+            self._rates,
+            socket_path=self.socket_path,
+            started_s=self._started_s,
+            connections=len(self._conns),
+        )
+        stats["broker"]["refused_segments"] = TRUST.refused
+        return stats
+
+    async def _stats_now(self) -> dict[str, Any] | None:
+        return None if self.state is None else self._stats(self.state)
+
+    def _snapshot(self, loop: asyncio.AbstractEventLoop) -> dict[str, Any] | None:
+        """The stats document for a scrape, from the metrics thread: computed on the loop
+        (the only thread that touches the state), from read-only loads of shared memory."""
+        future = asyncio.run_coroutine_threadsafe(self._stats_now(), loop)
+        return future.result(SNAPSHOT_TIMEOUT_S)
+
+    def _event(self, conn: _Connection, event: str, what: str, **extra: Any) -> None:
+        """One line per control-plane event (INFO; DEBUG for admin commands such as
+        `status`), with the client's name and pid."""
+        log.log(
+            logging.DEBUG if conn.session.role == "admin" else logging.INFO,
+            "%s (pid %d): %s %s",
+            conn.name,
+            conn.pid,
+            event,
+            what,
+            extra=fields(event, client=conn.name, pid=conn.pid, **extra),
+        )
+
     def _hello(self, conn: _Connection, hello: Hello) -> Welcome:
         check_name("client", hello.name, allow_empty=True)
         state = self.state
         assert state is not None  # _dispatch checked
+        conn.name = client_name(hello.name, conn.pid)
+        self._event(conn, "hello", f"{hello.role} (version {hello.version})")
         if hello.role == "producer":
             with state.change():
                 resumed = state.producer(hello.resume_id) if hello.resume_id else None
                 if resumed is None or resumed.pid != conn.pid:
                     self._check_entries(conn, consumers=0)
-                entry = state.add_producer(conn.pid, hello.name, hello.resume_id)
+                entry = state.add_producer(conn.pid, conn.name, hello.resume_id)
             conn.producer_id = entry.id
             client_id = entry.id
         else:
@@ -514,6 +577,16 @@ class Coordinator:
             client_id=client_id,
             broker_pid=os.getpid(),
         )
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (not one removed since we opened it)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    fs = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (fs.st_dev, fs.st_ino)
 
 
 def run_broker(config: BrokerConfig, socket_path: str, config_path: str | None = None) -> None:

@@ -29,6 +29,7 @@ import psutil
 from mycelium.config import BrokerConfig, TopicConfig
 from mycelium.control.limits import LANES_PER_CONSUMER
 from mycelium.errors import LimitExceeded, SegmentError, UnknownTopic
+from mycelium.logs import fields
 from mycelium.shm.consumer_state import (
     ConsumerStateView,
     create_consumer_segment,
@@ -39,6 +40,7 @@ from mycelium.shm.layout import (
     KIND_LANE,
     LANE_CLOSED_Q,
     LANE_COUNT_Q,
+    LANE_TIMEOUTS_Q,
     LANE_WRITE_Q,
     SLOT_CURSOR_Q,
 )
@@ -103,9 +105,10 @@ class BrokerState:
         self.topo.broker_id = broker_id
         self._lanes: dict[int, Segment] = {}
         self._consumers: dict[int, ConsumerStateView] = {}
-        #: Messages counted on lanes that have since been removed, per topic (for stats).
-        self.retired_published: dict[str, int] = {}
-        self.retired_delivered: dict[str, int] = {}
+        #: Messages counted on lanes that have since been removed, per topic (for stats);
+        #: they live in the topology, so an adopting coordinator keeps counting on.
+        self.retired_published = self.topo.retired_published
+        self.retired_delivered = self.topo.retired_delivered
         #: Segments created since the current ``change()`` began: its rollback unlinks them.
         self._created: list[tuple[str, str]] = []
         if adopted is not None:
@@ -299,6 +302,15 @@ class BrokerState:
         self._created.append(("lane", name))
         seg.close()
         self._lanes[uid] = Segment.attach(name, KIND_LANE)
+        log.debug(
+            "created lane %d of %s for producer %d %s",
+            uid,
+            t.name,
+            p.id,
+            p.name,
+            extra=fields("lane_created", lane=uid, topic=t.name, producer=p.id, client=p.name,
+                         pid=p.pid),
+        )  # fmt: skip
         self.topo.lanes.append(
             LaneEntry(
                 uid=uid,
@@ -329,7 +341,7 @@ class BrokerState:
         return None
 
     def subscribe(
-        self, pid: int, topic: str, group: str | None, resume_id: int = 0
+        self, pid: int, topic: str, group: str | None, resume_id: int = 0, name: str = ""
     ) -> ConsumerEntry:
         """A consumer joins ``topic`` (in ``group`` for queue topics). Raises UnknownTopic."""
         t = self.topic(topic)
@@ -355,6 +367,7 @@ class BrokerState:
             segment=self._name("C", uid, token),
             doorbell=self._name("D", uid, token),
             started=process_started(pid),
+            name=name,
         )
         create_consumer_segment(entry.segment, entry.doorbell, uid, pid, self.mode).close()
         self._created.append(("consumer", f"{entry.segment} {entry.doorbell}"))
@@ -383,12 +396,27 @@ class BrokerState:
         changed = False
         for p in list(self.topo.producers):
             if p.alive and not _alive(p.pid, p.started):
-                log.warning("producer %d (pid %d) died; draining its lanes", p.id, p.pid)
+                log.warning(
+                    "producer %d %s (pid %d) died; draining its lanes",
+                    p.id,
+                    p.name,
+                    p.pid,
+                    extra=fields("producer_dead", producer=p.id, client=p.name, pid=p.pid),
+                )
                 self.remove_producer(p.id)
                 changed = True
         for c in list(self.topo.consumers):
             if c.alive and not _alive(c.pid, c.started):
-                log.warning("consumer %d (pid %d) on %s died", c.id, c.pid, c.topic)
+                log.warning(
+                    "consumer %d %s (pid %d) on %s died",
+                    c.id,
+                    c.name,
+                    c.pid,
+                    c.topic,
+                    extra=fields(
+                        "consumer_dead", consumer=c.id, client=c.name, pid=c.pid, topic=c.topic
+                    ),
+                )
                 self.remove_consumer(c.id)
                 changed = True
         for lane in list(self.topo.lanes):
@@ -437,10 +465,17 @@ class BrokerState:
             self.retired_published[lane.topic] = (
                 self.retired_published.get(lane.topic, 0) + seg.q[LANE_COUNT_Q]
             )
+            timeouts = self.topo.retired_timeouts
+            timeouts[lane.topic] = timeouts.get(lane.topic, 0) + seg.q[LANE_TIMEOUTS_Q]
             seg.close()
         unlink_quietly(lane.segment)
         self.topo.lanes = [x for x in self.topo.lanes if x.uid != lane.uid]
-        log.info("retired lane %d of %s", lane.uid, lane.topic)
+        log.info(
+            "retired lane %d of %s",
+            lane.uid,
+            lane.topic,
+            extra=fields("lane_retired", lane=lane.uid, topic=lane.topic, producer=lane.producer),
+        )
 
     def _forget_finished_clients(self) -> bool:
         """Drop dead consumers and producers that no lane refers to any more."""
@@ -488,6 +523,7 @@ class BrokerState:
             len(self.topo.producers),
             len(consumers),
             len(kept),
+            extra=fields("adopted"),
         )
 
     def live_clients(self) -> int:

@@ -215,7 +215,7 @@ class Service:
                 delay = min(delay * 2, RETRY_MAX_S)
 
     def consumer(self, topic: str, group: str | None = None) -> Consumer:
-        return Consumer(topic, self.socket_path, group, **CONSUMER_WAIT)  # type: ignore[arg-type]
+        return Consumer(topic, self.socket_path, group, name=self.name, **CONSUMER_WAIT)  # type: ignore[arg-type]
 
 
 class Inbox:

@@ -12,10 +12,8 @@ thread renders it. When the service falls behind on ``market_data`` (more than
 until it has caught up (``shed``): a view never slows the producers, whose rings it would
 otherwise fill. Signals and orders are always filed, so positions and PnL stay exact.
 
-``render`` builds the rich view from a state snapshot plus the broker's stats document
-(topics, rates, lag per consumer). ``run_top`` starts the service in a thread and
-redraws in place every ``refresh`` seconds with ``rich.live.Live`` until stopped, or
-prints a single frame (``--once``).
+``mycelium.services.top`` renders it, with the broker's stats document (topics, rates,
+lag per consumer), as the terminal view of ``mycelium top``.
 """
 
 from __future__ import annotations
@@ -24,12 +22,6 @@ import threading
 from collections import deque
 from datetime import UTC, datetime
 from typing import Any
-
-from rich.columns import Columns
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from mycelium.errors import MyceliumError
 from mycelium.protocol import (
@@ -46,7 +38,7 @@ from mycelium.services.base import BATCH, Inbox, Service
 from mycelium.services.markets import ticker_of
 from mycelium.services.portfolio import Book
 
-__all__ = ["Dashboard", "DashboardState", "render", "run_top"]
+__all__ = ["Dashboard", "DashboardState", "broker_stats"]
 
 Q8 = 100_000_000
 ROWS = 8
@@ -133,65 +125,6 @@ class DashboardState:
             }
 
 
-def _table(title: str, *columns: str) -> Table:
-    """A table whose capitalised columns are numbers (right-aligned)."""
-    table = Table(title=title, title_justify="left", pad_edge=False)
-    for c in columns:
-        table.add_column(c, justify="right" if c[:1].isupper() else "left")
-    return table
-
-
-def render(view: dict[str, Any], stats: dict[str, Any] | None) -> Group:
-    """The whole screen: broker topics and consumers, then market, signals, positions."""
-    parts: list[Any] = []
-    if stats is None:
-        parts.append(Text("broker: not answering", style="bold red"))
-    else:
-        b = stats["broker"]
-        parts.append(Text(f"broker {b['id']} on {b['socket']}  up {b['uptime_s']:.0f}s  "
-                          f"{b['connections']} connections", style="bold"))  # fmt: skip
-        topics = _table("Topics", "topic", "routing", "Prod", "Cons", "Published",
-                        "Delivered", "Pub/s", "Dlv/s", "Dropped")  # fmt: skip
-        for t in stats["topics"]:
-            topics.add_row(t["name"], t["routing"], str(t["producers"]), str(t["consumers"]),
-                           str(t["published"]), str(t["delivered"]), f"{t['publish_rate']:.0f}",
-                           f"{t['deliver_rate']:.0f}", str(t["dropped"]))  # fmt: skip
-        consumers = _table("Consumers", "topic", "group", "Id", "Pid", "Received", "Lag", "Lost")
-        for c in stats["consumers"]:
-            lag = Text(str(c["lag"]), style="red" if c["lag"] > 1000 else "")
-            consumers.add_row(c["topic"], c["group"], str(c["id"]), str(c["pid"]),
-                              str(c["received"]), lag, str(c["lost"]))  # fmt: skip
-        parts += [topics, consumers]
-    trades = _table("Latest trades", "time", "venue", "asset", "side", "Price", "Qty")
-    for stamp, venue, asset, side, price, qty in view["trades"]:
-        trades.add_row(stamp, venue, asset, Text(side, style="green" if side == "buy" else "red"),
-                       f"{price:,.2f}", f"{qty:.4f}")  # fmt: skip
-    gas = view["gas_gwei"]
-    prices = _table(f"Prices (gas {gas if gas is not None else '-'} gwei)",
-                    "asset", "venue", "Bid", "Mid", "Ask")  # fmt: skip
-    for ticker, venue, mid, bid, ask in view["prices"]:
-        prices.add_row(ticker, venue, f"{bid:,.2f}" if bid else "", f"{mid:,.2f}",
-                       f"{ask:,.2f}" if ask else "")  # fmt: skip
-    signals = _table("Signals", "Id", "buy at", "sell at", "Spread bp", "Net $")
-    for s in view["signals"]:
-        signals.add_row(str(s.signal_id), venue_name(s.source_venue), venue_name(s.target_venue),
-                        str(s.spread_bps), f"{s.net_profit_usd_q8 / Q8:,.2f}")  # fmt: skip
-    book = view["book"]
-    positions = _table("Positions", "asset", "venue", "Qty")
-    for ticker, venues in book["positions"].items():
-        for venue, qty in venues.items():
-            positions.add_row(ticker, venue_name(int(venue)), f"{qty:+.4f}")
-    counts = "  ".join(f"{k} {v}" for k, v in view["counts"].items())
-    parts += [
-        Text(f"seen by the dashboard: {counts}", style="dim"),
-        Columns([trades, prices]),
-        Columns([signals, positions]),
-        Text(f"PnL ${book['pnl_usd']:,.2f} (sum of executed signals "
-             f"${book['expected_pnl_usd']:,.2f}), {book['orders']} orders", style="bold"),
-    ]  # fmt: skip
-    return Group(*parts)
-
-
 class Dashboard(Service):
     """Consumes all three topics into a ``DashboardState``."""
 
@@ -233,35 +166,3 @@ def broker_stats(socket_path: str | None) -> dict[str, Any] | None:
         return admin_request(StatsRequest(), socket_path).stats  # type: ignore[union-attr]
     except MyceliumError:
         return None
-
-
-def run_top(
-    socket_path: str | None,
-    refresh: float = 1.0,
-    *,
-    once: bool = False,
-    stop: threading.Event | None = None,
-    dashboard: Dashboard | None = None,
-    console: Console | None = None,
-) -> None:
-    """Show the live view until ``stop`` is set (or after one frame with ``once``).
-
-    Uses ``dashboard`` if given (already running), else runs one for the duration.
-    """
-    stop = stop or threading.Event()
-    console = console or Console()
-    own = dashboard is None
-    service = dashboard or Dashboard(socket_path).start()
-    try:
-        if once:
-            stop.wait(refresh)
-            console.print(render(service.view.snapshot(), broker_stats(socket_path)))
-            return
-        with Live(console=console, auto_refresh=False, screen=False) as live:
-            while not stop.is_set():
-                live.update(render(service.view.snapshot(), broker_stats(socket_path)),
-                            refresh=True)  # fmt: skip
-                stop.wait(refresh)
-    finally:
-        if own:
-            service.stop()

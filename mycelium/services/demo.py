@@ -30,7 +30,8 @@ from typing import Any
 from rich.console import Console
 
 from mycelium.services.base import ServiceProcess
-from mycelium.services.dashboard import Dashboard, broker_stats, run_top
+from mycelium.services.dashboard import Dashboard, broker_stats
+from mycelium.services.top import run_top
 from mycelium.services.web import WebServer
 from mycelium.shm.segment import broker_id_for, list_segments, unlink_quietly
 

@@ -19,6 +19,7 @@ Lane (one per topic x producer [x consumer, for queue topics]), written only by 
     320   two tail records (tail, tail count, head, head count); the version's parity
           picks the live one
     384   closed flag           (the producer will write no more)
+    448   backpressure timeouts (publishes refused because the ring stayed full)
     4096  ring data, ``capacity`` bytes (a power of two)
 
 A frame is an 8-byte little-endian header holding the payload length, then the payload
@@ -73,6 +74,7 @@ LANE_RESERVED_OFF = 264
 LANE_TAIL_RECORDS_OFF = 320
 LANE_TAIL_RECORD_BYTES = 32  # tail, tail count, head, head count
 LANE_CLOSED_OFF = 384
+LANE_TIMEOUTS_OFF = 448
 LANE_DATA_OFF = PAGE
 LANE_FLAG_LOSSY = 1
 #: A ring holds at least this many maximum-size frames, so one always fits after a wrap.
@@ -83,6 +85,7 @@ LANE_COUNT_Q = LANE_COUNT_OFF // 8
 LANE_TAIL_VERSION_Q = LANE_TAIL_VERSION_OFF // 8
 LANE_RESERVED_Q = LANE_RESERVED_OFF // 8
 LANE_CLOSED_Q = LANE_CLOSED_OFF // 8
+LANE_TIMEOUTS_Q = LANE_TIMEOUTS_OFF // 8
 # Within a tail record, as Q indices relative to the record's first word.
 TAIL_POS_Q = 0
 TAIL_COUNT_Q = 1

@@ -72,6 +72,7 @@ class ConsumerEntry(msgspec.Struct, frozen=True):
     doorbell: str
     started: float = 0.0
     alive: bool = True
+    name: str = ""
 
 
 class LaneEntry(msgspec.Struct, frozen=True):
@@ -95,6 +96,11 @@ class Topology(msgspec.Struct):
     producers: list[ProducerEntry] = msgspec.field(default_factory=list)
     consumers: list[ConsumerEntry] = msgspec.field(default_factory=list)
     lanes: list[LaneEntry] = msgspec.field(default_factory=list)
+    #: Counts of lanes and consumers already removed, per topic: kept here, in shared
+    #: memory, so a restarted coordinator's counters carry on instead of going back.
+    retired_published: dict[str, int] = msgspec.field(default_factory=dict)
+    retired_delivered: dict[str, int] = msgspec.field(default_factory=dict)
+    retired_timeouts: dict[str, int] = msgspec.field(default_factory=dict)
 
     def topic(self, name: str) -> TopicEntry | None:
         for t in self.topics:

@@ -45,6 +45,7 @@ from mycelium.shm.layout import (
     LANE_DATA_OFF,
     LANE_RESERVED_Q,
     LANE_TAIL_VERSION_Q,
+    LANE_TIMEOUTS_Q,
     LANE_WRITE_Q,
     TAIL_COUNT_Q,
     TAIL_POS_Q,
@@ -324,6 +325,11 @@ class LaneWriter:
     def closed_by_us(self) -> bool:
         return bool(self._hq[LANE_CLOSED_Q])
 
+    def count_timeout(self) -> None:
+        """Count a publish refused after its bounded wait ran out, for stats and metrics
+        (the lane's timeout word; we are its only writer)."""
+        self._hq[LANE_TIMEOUTS_Q] += 1
+
     # -- slow path ----------------------------------------------------------------------
     def _claim(self, pos: int, fb: int) -> int:
         """Make room for a frame of ``fb`` bytes at the published position ``pos``; returns
@@ -340,9 +346,14 @@ class LaneWriter:
         need_end = pos + skip + fb
         limit = ((pos + skip) | mask) + 1  # the end of the frame's lap
         if not self._lossy:
-            floor = self._gating.wait_for_space(
-                pos, need_end, cap, self.backpressure_timeout_s, self.on_wait, self.seg.name
-            )
+            try:
+                floor = self._gating.wait_for_space(
+                    pos, need_end, cap, self.backpressure_timeout_s, self.on_wait, self.seg.name
+                )
+            except BackpressureTimeout:
+                if self.backpressure_timeout_s > 0:  # a bounded wait ran out
+                    self.count_timeout()
+                raise
             self._bells = self._gating.bells  # dead readers may have been dropped
             limit = min(limit, floor + cap)
         limit = min(limit, max(need_end, pos + self._step))

@@ -37,9 +37,10 @@ from mycelium.services.arbitrage import (
     pair_output,
     signal_message,
 )
-from mycelium.services.dashboard import DashboardState, render
+from mycelium.services.dashboard import DashboardState
 from mycelium.services.orders import BUY, SELL, OrderRequest
 from mycelium.services.portfolio import Book
+from mycelium.services.top import render
 
 Q8 = 100_000_000
 
@@ -265,12 +266,12 @@ def test_the_dashboard_state_renders_every_section() -> None:
                          "publish_rate": 5.0, "deliver_rate": 15.0, "dropped": 0}],
              "consumers": [{"topic": "market_data", "group": "c7", "id": 7, "pid": 99,
                             "received": 10, "lag": 2, "lost": 0}]}  # fmt: skip
-    console.print(render(view, stats))
+    console.print(render(view, stats, width=140, height=60, console=console))
     text = console.export_text()
     for needle in ("market_data", "fanout", "c7", "Latest trades", "kraken", "quickswap",
                    "uniswap_v3", "2,100.00", "Signals", "Positions"):  # fmt: skip
         assert needle in text, needle
-    console.print(render(view, None))
+    console.print(render(view, None, width=140, height=60, console=console))
     assert "not answering" in console.export_text()
 
 
