@@ -142,7 +142,7 @@ class Dashboard(Service):
 
     def step(self) -> None:
         assert self._inbox is not None
-        behind = self._inbox.consumers[0].backlog() > SHED_BACKLOG  # market_data
+        behind = self._inbox.consumers[0].backlog > SHED_BACKLOG  # market_data
         for message in self._inbox.messages():
             if behind and message.header.relay_domain == RelayDomain.MARKET_DATA:
                 self.view.count(message)
