@@ -110,10 +110,12 @@ class AsyncProducer:
     async def _sync(self, topic: str | None = None) -> None:
         """A topology change: the blocking part in a thread, applied on the loop."""
         core = self.core
-        snap = await asyncio.to_thread(
-            core.fetch, topic if topic is not None and core.needs_fetch(topic) else None
-        )
-        core.apply(snap)
+        new = topic if topic is not None and topic not in core.routes else None
+        core.apply(await asyncio.to_thread(core.fetch, new))
+        # Until it holds still: a change during the fetch would otherwise be read again
+        # on the loop by the next offer.
+        while core.needs_fetch():
+            core.apply(await asyncio.to_thread(core.fetch))
 
     def _backpressure(self, topic: str, timeout: float | None) -> Backpressure:
         return self.core.backpressure(topic, PUBLISH_TIMEOUT_S if timeout is None else timeout)
@@ -204,7 +206,7 @@ class AsyncConsumer:
     async def _sync(self) -> None:
         """A topology change: decode it and map new lanes in a thread, apply on the loop."""
         core = self.core
-        if core.needs_fetch():
+        while core.needs_fetch():  # until it holds still, as AsyncProducer._sync
             core.apply(await asyncio.to_thread(core.fetch))
 
     async def __aiter__(self) -> AsyncIterator[bytes]:

@@ -164,6 +164,11 @@ class ProducerCore:
             timeout = entry.backpressure_timeout_ms / 1000 if entry else 0.0
         return Backpressure(timeout, f"topic {topic!r}")
 
+    @property
+    def routes(self) -> dict[str, Route]:
+        """The route of every topic opened so far (per-topic publisher handles bind one)."""
+        return self._routes
+
     def drop_dead_readers(self) -> None:
         """While waiting: stop gating on readers whose process is gone."""
         for route in self._routes.values():
