@@ -47,7 +47,7 @@ from mycelium.protocol import (
 from mycelium.shm.consumer_state import ConsumerStateView
 from mycelium.shm.lane import LaneWriter
 from mycelium.shm.layout import KIND_LANE
-from mycelium.shm.registry import ConsumerEntry, LaneEntry, TopicEntry, Topology
+from mycelium.shm.registry import ConsumerEntry, LaneEntry, RegistryView, TopicEntry, Topology
 from mycelium.shm.segment import Segment
 
 __all__ = ["Payload", "Producer", "ProducerCore", "Snapshot", "topic_of_message"]
@@ -163,6 +163,11 @@ class ProducerCore:
             entry = self.watch.topology.topic(topic)
             timeout = entry.backpressure_timeout_ms / 1000 if entry else 0.0
         return Backpressure(timeout, f"topic {topic!r}")
+
+    @property
+    def registry(self) -> RegistryView:
+        """The broker's registry, mapped read-only (tools read the topology from it)."""
+        return self.watch.registry
 
     @property
     def routes(self) -> dict[str, Route]:
