@@ -50,12 +50,13 @@ class Backpressure:
         Raises BackpressureTimeout once the deadline has passed.
         """
         self._tries = tries = self._tries + 1
-        if tries <= BACKPRESSURE_SPINS:
-            return -1.0
-        if tries <= BACKPRESSURE_SPINS + BACKPRESSURE_YIELDS:
-            return 0.0
+        if self.timeout_s > 0:
+            if tries <= BACKPRESSURE_SPINS:
+                return -1.0
+            if tries <= BACKPRESSURE_SPINS + BACKPRESSURE_YIELDS:
+                return 0.0
         now = time.monotonic()
-        if now >= self.deadline:
+        if now >= self.deadline:  # a zero timeout: at once
             raise BackpressureTimeout(
                 f"{self.what}: no room for {self.timeout_s}s (a reader is behind); nothing written",
                 waited_s=self.timeout_s,
