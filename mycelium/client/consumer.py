@@ -36,7 +36,7 @@ from mycelium.paths import resolve_socket_path
 from mycelium.protocol import Message, parse_message
 from mycelium.shm.consumer_state import ConsumerState
 from mycelium.shm.lane import LaneReader
-from mycelium.shm.layout import KIND_LANE
+from mycelium.shm.layout import KIND_LANE, REGISTRY_GENERATION_Q
 from mycelium.shm.registry import Topology
 from mycelium.shm.segment import Segment
 from mycelium.shm.wait import DEFAULT_SPINS, DEFAULT_YIELDS, WaitStrategy
@@ -102,7 +102,8 @@ class ConsumerCore:
     # -- reading --------------------------------------------------------------------
     def poll(self) -> bytes | None:
         """The next message, or None if nothing is waiting. Raises CorruptFrame."""
-        if self.watch.stale():
+        watch = self.watch
+        if watch.q[REGISTRY_GENERATION_Q] != watch.gen:  # watch.stale(), inlined
             self.refresh()
         order = self._order
         n = len(order)

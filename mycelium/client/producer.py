@@ -46,7 +46,7 @@ from mycelium.protocol import (
 )
 from mycelium.shm.consumer_state import ConsumerStateView
 from mycelium.shm.lane import LaneWriter
-from mycelium.shm.layout import KIND_LANE
+from mycelium.shm.layout import KIND_LANE, REGISTRY_GENERATION_Q
 from mycelium.shm.registry import ConsumerEntry, LaneEntry, RegistryView, TopicEntry, Topology
 from mycelium.shm.segment import Segment
 
@@ -104,6 +104,7 @@ class ProducerCore:
         self.backpressure_timeout = backpressure_timeout
         self._lock = threading.RLock()  # the control thread's resume vs. the caller
         self._routes: dict[str, Route] = {}
+        self._fanout: dict[str, Callable[[Payload], None]] = {}  # topic -> its lane's publish
         self._limits: dict[str, int] = {}
         self._registered: list[str] = []
         self._writers: dict[int, LaneWriter] = {}
@@ -124,17 +125,31 @@ class ProducerCore:
 
     # -- offering (never waits) ---------------------------------------------------------
     def offer(self, topic: str, data: Payload) -> bool:
-        """Write one message: True, or False ("full", nothing written; wait and offer
-        again). Raises UnknownTopic, MessageTooLarge (nothing written), BrokerUnavailable
-        (a new topic while the broker is down)."""
-        if self.watch.stale():
+        """Write one message: True, or the driver's answer to "full" (``_full``): False
+        here (nothing written; wait and offer again), a wait in ``Producer``. Raises
+        UnknownTopic, MessageTooLarge (nothing written), BrokerUnavailable (a new topic
+        while the broker is down)."""
+        watch = self.watch
+        if watch.q[REGISTRY_GENERATION_Q] != watch.gen:  # watch.stale(), inlined
             self.refresh()
         if self.redelivery.pending:
             self.redelivery.offer(self._queue_routes)  # older: what fits goes first
+        publish = self._fanout.get(topic)
+        if publish is not None:  # the hot path: the fanout lane's own publish, unwrapped
+            try:
+                publish(data)  # the lane checks max_message_size before writing
+                return True
+            except BackpressureTimeout:  # the ring is full: nothing written
+                return self._full(topic, data)
         route = self._routes.get(topic)
         if route is None:
             route = self.open(topic)
-        return route.offer(data)  # the lane checks max_message_size before writing
+        return route.offer(data) or self._full(topic, data)
+
+    def _full(self, topic: str, data: Payload) -> bool:
+        """What ``offer`` answers when there is no room: the core reports it (False);
+        the sync driver waits here instead."""
+        return False
 
     def offer_many(self, topic: str, items: Sequence[Payload]) -> int:
         """Write what fits of a batch now (one cursor store per lane); returns how many
@@ -285,6 +300,7 @@ class ProducerCore:
         route = self._routes.get(entry.name)
         if not isinstance(route, FanoutRoute) or route.writer is not writer:
             self._routes[entry.name] = FanoutRoute(entry.name, writer)
+            self._fanout[entry.name] = writer.publish
 
     def _route_queue(
         self, entry: TopicEntry, lanes: list[LaneEntry], consumers: dict[int, ConsumerEntry]
@@ -303,6 +319,7 @@ class ProducerCore:
             if c.topic == entry.name and c.alive:
                 route.groups.setdefault(c.group, [])
         self._routes[entry.name] = route
+        self._fanout.pop(entry.name, None)
         self._queue_routes[entry.name] = route
 
     def _forget_views(self, consumers: dict[int, ConsumerEntry]) -> None:
@@ -366,14 +383,23 @@ class Producer(ClosingHandle, ProducerCore):
         p.publish("market_data", b"...")
     """
 
-    def publish(self, topic: str, data: Payload) -> None:
-        """Publish one message; returns when it is in the ring(s).
+    #: Publish one message; returns (True) when it is in the ring(s). Raises UnknownTopic,
+    #: MessageTooLarge (nothing written), BackpressureTimeout (nothing written),
+    #: BrokerUnavailable (a new topic while the broker is down). The core's ``offer``
+    #: itself, so the hot path is one call; a full ring waits in ``_full``.
+    publish = ProducerCore.offer
 
-        Raises UnknownTopic, MessageTooLarge (nothing written), BackpressureTimeout
-        (nothing written), BrokerUnavailable (a new topic while the broker is down).
-        """
-        if not self.offer(topic, data):
+    _waiting = False
+
+    def _full(self, topic: str, data: Payload) -> bool:
+        if self._waiting:
+            return False  # a retry from inside the wait below: it goes on
+        self._waiting = True
+        try:
             self._wait(topic, lambda: self.offer(topic, data))
+        finally:
+            self._waiting = False
+        return True
 
     def publish_many(self, topic: str, items: Sequence[Payload]) -> int:
         """Publish a batch with one cursor store per lane; returns the count published.
