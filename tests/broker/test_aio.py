@@ -144,10 +144,11 @@ def test_async_publish_backpressure_does_not_block_the_loop(
 
 
 #: Producers (each a 16 MiB market_data lane) the loop-blocking test starts on one loop.
-LOOP_PRODUCERS = 6
-#: The ticker's longest allowed gap: blocking on any one of the control requests, lane
-#: maps or doorbell waits takes far longer, and a loaded 2-core box stays well under it.
-TICKER_GAP_MAX_S = 0.1
+LOOP_PRODUCERS = 4
+#: The ticker's longest allowed gap. A client that makes its control requests and maps
+#: its lanes on the loop stands still for ~0.7 s on one first publish (2 cores, load
+#: ~13); this one's gaps are the scheduler's: ~0.04 s at load 13, ~0.15 s at load 57.
+TICKER_GAP_MAX_S = 0.3
 
 
 def test_async_setup_and_waits_never_block_the_loop(broker: BrokerProcess) -> None:
