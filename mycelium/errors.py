@@ -60,11 +60,17 @@ class NonContiguousPayload(MyceliumError, ValueError):
 
 
 class BackpressureTimeout(MyceliumError, TimeoutError):
-    """The ring stayed full past the wait bound because a reader is behind; nothing was written."""
+    """The ring stayed full past the wait bound because a reader is behind; nothing was written.
 
-    def __init__(self, message: str, *, waited_s: float = 0.0, needed: int = 0) -> None:
+    For a batch, ``published`` counts the messages that went before the wait (the rest did not).
+    """
+
+    def __init__(
+        self, message: str, *, waited_s: float = 0.0, needed: int = 0, published: int = 0
+    ) -> None:
         self.waited_s = waited_s
         self.needed = needed
+        self.published = published
         super().__init__(message)
 
 

@@ -9,7 +9,10 @@ subscribed is read from its current end (we get what is published after subscrib
 a lane created later is read from its start, so nothing published to it is missed.
 
 ``poll()`` is the non-blocking core: one generation check, then the lanes in round-robin
-order. ``recv`` waits with the configured strategy (``mycelium.shm.wait``). A lane whose
+order. Blocking work is split out so an async driver can run it off the event loop:
+``fetch`` (decode the topology, map new lanes) and ``apply`` (start reading them).
+``Consumer.recv`` is the sync driver: it waits with the consumer's strategy through the
+one wait policy (``waiting.py``). A lane whose
 producer died stays until we have drained it; the coordinator then retires it and we
 let it go. On a queue topic, ``close()`` keeps its cursors in place so the producers can
 hand what we did not read to the rest of the group.
@@ -21,9 +24,12 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from mycelium.client.control import ControlChannel
 from mycelium.client.handle import ClosingHandle
+from mycelium.client.topology import TopologyWatcher
+from mycelium.client.waiting import WaitPlan, wait_sync
 from mycelium.control.wire import Subscribe, Subscribed, Unsubscribe
 from mycelium.errors import BrokerUnavailable, MyceliumError
 from mycelium.paths import resolve_socket_path
@@ -31,11 +37,22 @@ from mycelium.protocol import Message, parse_message
 from mycelium.shm.consumer_state import ConsumerState
 from mycelium.shm.layout import KIND_LANE, REGISTRY_GENERATION_Q
 from mycelium.shm.reader import LaneReader
-from mycelium.shm.registry import RegistryView
+from mycelium.shm.registry import Topology
 from mycelium.shm.segment import Segment
-from mycelium.shm.wait import DEFAULT_SPINS, DEFAULT_YIELDS, WaitStrategy, wait_until
+from mycelium.shm.wait import DEFAULT_SPINS, DEFAULT_YIELDS, WaitStrategy
 
-__all__ = ["Consumer", "ConsumerCore"]
+__all__ = ["Consumer", "ConsumerCore", "LaneSnapshot"]
+
+
+@dataclass
+class LaneSnapshot:
+    """A topology read with the new lanes of our topic already mapped (the blocking part)."""
+
+    gen: int
+    topology: Topology
+    queue: bool
+    wanted: set[int]
+    lanes: dict[int, Segment] = field(default_factory=dict)
 
 
 class ConsumerCore:
@@ -80,17 +97,16 @@ class ConsumerCore:
         self.id = reply.consumer_id
         self.group = reply.group
         self.state = ConsumerState.attach(reply.state_name, reply.doorbell_name)
-        self.registry = RegistryView.attach(self.channel.welcome.registry_name)
-        self._gen_q = self.registry.q
-        self._gen = -1
+        self.watch = TopologyWatcher(self.channel.welcome.registry_name)
         self._queue = False
-        self._refresh()
+        self.refresh()
 
     # -- reading --------------------------------------------------------------------
     def poll(self) -> bytes | None:
         """The next message, or None if nothing is waiting. Raises CorruptFrame."""
-        if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
-            self._refresh()
+        watch = self.watch
+        if watch.q[REGISTRY_GENERATION_Q] != watch.gen:  # watch.stale(), inlined
+            self.refresh()
         order = self._order
         n = len(order)
         if n == 1:
@@ -110,8 +126,8 @@ class ConsumerCore:
         Each call starts at the next lane, so a lane that always has ``max_n`` waiting
         cannot starve the others (and hold their producers back).
         """
-        if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
-            self._refresh()
+        if self.watch.stale():
+            self.refresh()
         order = self._order
         n = len(order)
         out: list[bytes] = []
@@ -123,43 +139,63 @@ class ConsumerCore:
         self._rr = (start + 1) % n if n else 0
         return out or None
 
-    def has_data(self) -> bool:
-        """Whether some lane has unread bytes (cheap; for waiting outside the core)."""
-        if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
-            self._refresh()
-        return any(not r.drained() for r in self._order)
+    def plan(self, timeout: float | None) -> WaitPlan:
+        """The wait for the next message, by this consumer's strategy (None: no deadline)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return WaitPlan(self.wait, self.spins, self.yields, deadline)
 
-    def _deadline(self, timeout: float | None) -> float | None:
-        return None if timeout is None else time.monotonic() + timeout
+    # -- topology (blocking work split from applying it) ----------------------------------
+    def needs_fetch(self) -> bool:
+        """Whether the topology changed (one 8-byte load): ``poll`` would fetch first."""
+        return self.watch.stale()
 
-    # -- topology -------------------------------------------------------------------
-    def _refresh(self) -> None:
-        """Attach lanes that appeared, let go of lanes the coordinator retired."""
-        with self._lock:
-            gen, topo = self.registry.read()
-            self._gen = gen
-            entry = topo.topic(self.topic)
-            self._queue = entry is not None and entry.routing == "queue"
-            wanted = {
-                lane.uid: lane
-                for lane in topo.lanes
-                if lane.topic == self.topic and lane.consumer in (0, self.id)
-                and (lane.consumer == self.id or not self._queue)
-            }  # fmt: skip
-            for uid in list(self._readers):
-                if uid not in wanted:
-                    self._readers.pop(uid).close(release_slot=True)
+    def fetch(self) -> LaneSnapshot:
+        """The blocking part of a topology change: decode the topology and map the lanes
+        that appeared (16 MiB each, pre-faulted). Any thread."""
+        gen, topo = self.watch.read()
+        entry = topo.topic(self.topic)
+        queue = entry is not None and entry.routing == "queue"
+        wanted = {
+            lane.uid: lane
+            for lane in topo.lanes
+            if lane.topic == self.topic and lane.consumer in (0, self.id)
+            and (lane.consumer == self.id or not queue)
+        }  # fmt: skip
+        snap = LaneSnapshot(gen, topo, queue, set(wanted))
+        try:
             for uid, lane in wanted.items():
+                if uid not in self._readers:
+                    try:
+                        snap.lanes[uid] = Segment.attach(lane.segment, KIND_LANE)
+                    except MyceliumError:
+                        continue  # retired between the registry read and now
+        except BaseException:
+            for seg in snap.lanes.values():
+                seg.close()
+            raise
+        return snap
+
+    def apply(self, snap: LaneSnapshot) -> None:
+        """Attach the lanes that appeared, let go of lanes the coordinator retired."""
+        with self._lock:
+            self.watch.accept(snap.gen, snap.topology)
+            self._queue = snap.queue
+            for uid in list(self._readers):
+                if uid not in snap.wanted:
+                    self._readers.pop(uid).close(release_slot=True)
+            for uid, seg in snap.lanes.items():
                 if uid in self._readers:
+                    seg.close()
                     continue
-                try:
-                    seg = Segment.attach(lane.segment, KIND_LANE)
-                except MyceliumError:
-                    continue  # retired between the registry read and now
                 start = "begin" if uid > self.id else "end"
                 self._readers[uid] = LaneReader(seg, self.state, start=start)
+            snap.lanes.clear()
             self._order = list(self._readers.values())
             self._rr = 0
+
+    def refresh(self) -> None:
+        """Fetch and apply in line (the sync driver, and the core's own hot-path check)."""
+        self.apply(self.fetch())
 
     def _resume(self) -> None:
         """After a reconnect: resume our subscription under the same consumer id."""
@@ -197,8 +233,8 @@ class ConsumerCore:
         """Messages waiting for us across our lanes (lanes that appeared since the last
         read included: it checks the topology first, as ``poll`` does). A property like
         ``lost``, ``corrupt`` and ``lanes``: every counter of the handle is one."""
-        if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
-            self._refresh()
+        if self.watch.stale():
+            self.refresh()
         return sum(r.backlog() for r in self._order)
 
     def close(self) -> None:
@@ -223,7 +259,7 @@ class ConsumerCore:
             self.state.doorbell.close()
         else:
             self.state.close()
-        self.registry.close()
+        self.watch.close()
 
 
 class Consumer(ClosingHandle, ConsumerCore):
@@ -239,14 +275,7 @@ class Consumer(ClosingHandle, ConsumerCore):
         data = self.poll()
         if data is not None:
             return data
-        data = wait_until(
-            self.poll,
-            self.state,
-            self._deadline(timeout),
-            self.wait,
-            spins=self.spins,
-            yields=self.yields,
-        )
+        data = wait_sync(self.poll, self.state, self.plan(timeout))
         if data is None:
             raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
         return data
@@ -255,14 +284,7 @@ class Consumer(ClosingHandle, ConsumerCore):
         """Up to ``max_n`` messages; waits up to ``timeout`` for the first; may be empty."""
         batch = self.poll_many(max_n)
         if batch is None and timeout != 0.0:
-            batch = wait_until(
-                lambda: self.poll_many(max_n),
-                self.state,
-                self._deadline(timeout),
-                self.wait,
-                spins=self.spins,
-                yields=self.yields,
-            )
+            batch = wait_sync(lambda: self.poll_many(max_n), self.state, self.plan(timeout))
         return batch or []
 
     def recv_message(self, timeout: float | None = None, verify_checksum: bool = True) -> Message:

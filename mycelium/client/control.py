@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Literal, cast
 
 from mycelium.control.faults import from_error
 from mycelium.control.peer import peer_credentials
@@ -89,7 +90,7 @@ def exchange(sock: socket.socket, decoder: FrameDecoder, request: Request) -> Re
         if not data:
             raise ConnectionResetError("the broker closed the connection")
         decoder.receive_data(data)
-    return reply
+    return cast(Reply, reply)  # the decoder was built with expect=Reply
 
 
 class ControlChannel:
@@ -98,7 +99,7 @@ class ControlChannel:
     def __init__(
         self,
         socket_path: str,
-        role: str,
+        role: Literal["producer", "consumer", "admin"],
         *,
         name: str = "",
         wait_for_broker_s: float = 0.0,
@@ -220,7 +221,7 @@ class ControlChannel:
     # -- keeper thread --------------------------------------------------------------
     def _keep(self) -> None:
         attempt = 0
-        while self.state is not ClientState.CLOSED:
+        while not self._closing():
             if self.state is ClientState.RECONNECTING:
                 if self._goodbye_by is not None and time.monotonic() >= self._goodbye_by:
                     with self._lock:
@@ -229,7 +230,7 @@ class ControlChannel:
                 attempt += 1
                 self._wake.wait(_backoff(attempt))
                 self._wake.clear()
-                if self.state is ClientState.CLOSED:
+                if self._closing():
                     return
                 if self._reconnect():
                     attempt = 0
@@ -240,12 +241,16 @@ class ControlChannel:
                 continue
             self._wake.wait(self.heartbeat_interval_s)
             self._wake.clear()
-            if self.state is ClientState.CLOSED:
+            if self._closing():
                 return
             self._tick()
             if self.state is ClientState.CONNECTED:
                 with contextlib.suppress(MyceliumError):
                     self.request(Heartbeat(pid=os.getpid()))
+
+    def _closing(self) -> bool:
+        """Whether close() was called (by another thread: read fresh each time)."""
+        return self.state is ClientState.CLOSED
 
     def _tick(self) -> None:
         if self.on_tick is not None:
@@ -322,5 +327,5 @@ class ControlChannel:
 
 def _backoff(attempt: int) -> float:
     """Capped exponential backoff with jitter (nats.py style)."""
-    wait = min(RECONNECT_WAIT_MAX_S, RECONNECT_WAIT_MIN_S * (2 ** min(attempt, 16)))
+    wait = min(RECONNECT_WAIT_MAX_S, RECONNECT_WAIT_MIN_S * (2.0 ** min(attempt, 16)))
     return wait * random.uniform(1 - RECONNECT_JITTER, 1)

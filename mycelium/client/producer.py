@@ -1,27 +1,21 @@
-"""The producer handle: publish into this process's lanes, routed per topic.
+"""The producer: a core that routes and never waits, and the sync driver over it.
 
 How this works
 --------------
-A ``Producer`` holds a control channel (to register topics) and maps the registry
-read-only. Each ``publish`` first compares the registry generation with the one it last
-read (one 8-byte load); only when it changed does it re-read the topology and rebuild its
-routes. A route is what a topic does with a message:
+``ProducerCore`` holds a control channel (to register topics), a topology watcher and
+one route per topic (``routes.py``). ``offer`` writes a message and returns True, or
+False ("full": nothing written); it never sleeps or blocks. Blocking work is split out
+so that an async driver can run it off the event loop: ``fetch`` (register a topic,
+decode the topology, map new lanes and consumer states) returns a ``Snapshot`` and
+``apply`` (on the thread that publishes: lane writers are single-writer) rebuilds the
+routes from it. ``Producer`` drives the core synchronously: ``fetch`` and ``apply`` in
+line, and the one backpressure policy (``backpressure.py``) with ``time.sleep`` when
+an offer comes back full.
 
-* fanout: the producer's one lane of that topic; every consumer of the topic gates it;
-* queue: one lane per consumer; per consumer group, the message goes to the next lane in
-  round-robin order that has room. Another group gets its own copy. A message is written
-  only when every group has a lane with room; until then the publish waits (bounded)
-  for room in *any* lane of the group, re-reading the topology as it goes, so a group
-  with one stuck member still takes messages, and a refused publish writes nothing.
-
-When a queue consumer leaves or dies, its lane's unread frames (from its last stored
-cursor) are handed to the rest of its group, then the lane is closed; if the group is
-empty they wait in this process for the next consumer of the group. Nothing is lost:
-a queue lane's writer never waits on its reader, so it never stops gating on a dead
-one and overwrites the frames still to be handed back.
-
-Topics are registered lazily on first publish; the route table maps a topic to a bound
-``publish`` callable, so the hot path is a dict lookup and a ring write.
+When a queue consumer leaves or dies, ``redelivery.py`` takes its unread messages back
+and hands them to the rest of its group, ahead of anything published after.
+Topics are registered lazily on first publish; the hot path is a generation check, a
+dict lookup and a ring write.
 """
 
 from __future__ import annotations
@@ -31,9 +25,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+from mycelium.client.backpressure import Backpressure
 from mycelium.client.control import ControlChannel
 from mycelium.client.handle import ClosingHandle
+from mycelium.client.redelivery import Redelivery
+from mycelium.client.routes import FanoutRoute, Payload, QueueRoute, Route
+from mycelium.client.topology import TopologyWatcher
 from mycelium.control.wire import RegisterProducer
 from mycelium.errors import BackpressureTimeout, MessageTooLarge, MyceliumError, UnknownTopic
 from mycelium.paths import resolve_socket_path
@@ -46,105 +45,52 @@ from mycelium.protocol import (
     RelayDomain,
 )
 from mycelium.shm.consumer_state import ConsumerStateView
-from mycelium.shm.layout import KIND_LANE, REGISTRY_GENERATION_Q, SLOT_CURSOR_Q, frame_bytes
-from mycelium.shm.recovery import unread_frames
+from mycelium.shm.layout import KIND_LANE, REGISTRY_GENERATION_Q
 from mycelium.shm.registry import ConsumerEntry, LaneEntry, RegistryView, TopicEntry, Topology
 from mycelium.shm.segment import Segment
 from mycelium.shm.writer import LaneWriter
 
-__all__ = ["Producer", "ProducerCore"]
+__all__ = ["Payload", "Producer", "ProducerCore", "Snapshot", "topic_of_message"]
 
 log = logging.getLogger("mycelium.client")
-
-Payload = bytes | bytearray | memoryview
 
 #: Relay domain byte of a Protocol V2 header -> topic (API.md).
 DOMAIN_TOPICS = {1: "market_data", 2: "signals", 3: "execution"}
 RELAY_DOMAIN_OFFSET = 4
-#: Backoff of a publish waiting for room in every group's lane of a queue topic.
-REROUTE_WAIT_MIN_S = 20e-6
-REROUTE_WAIT_MAX_S = 1e-3
 
 
-class _Reroute(Exception):
-    """Nothing of this message was written where its route sent it: publish it again
-    through the current routes. ``published`` counts the items of a batch that did go."""
+def topic_of_message(message: Payload) -> str:
+    """The topic of a Protocol V2 message's relay domain (only the header is checked).
 
-    def __init__(self, published: int = 0) -> None:
-        super().__init__()
-        self.published = published
+    Raises ProtocolError subclasses for a message that is not Protocol V2, and
+    UnknownTopic for a valid domain without a topic (SYSTEM).
+    """
+    if len(message) < HEADER_SIZE:
+        raise MessageTooSmall(HEADER_SIZE, len(message))
+    magic = int.from_bytes(message[0:4], "little")
+    if magic != MAGIC:
+        raise InvalidMagic(MAGIC, magic)
+    domain = message[RELAY_DOMAIN_OFFSET]
+    topic = DOMAIN_TOPICS.get(domain)
+    if topic is None:
+        if domain in RelayDomain._value2member_map_:
+            raise UnknownTopic(f"<relay domain {RelayDomain(domain).name}>")
+        raise InvalidRelayDomain(domain)
+    return topic
 
 
-def _room_for(size: int) -> int:
-    """Ring bytes in which a ``size``-byte message surely fits without waiting: its frame
-    plus the most a wrap can skip before it."""
-    return 2 * frame_bytes(size)
+@dataclass
+class Snapshot:
+    """A topology read with the segments it needs already mapped (the blocking part)."""
 
-
-class _QueueRoute:
-    """Producer-side dispatch of a queue topic: one copy per group, one consumer each."""
-
-    def __init__(self, topic: str, max_message_size: int) -> None:
-        self.topic = topic
-        self.max_message_size = max_message_size
-        self.groups: dict[str, list[LaneWriter]] = {}
-        self._next: dict[str, int] = {}
-
-    def publish(self, data: Payload) -> None:
-        """One copy per group, all or none. Raises MessageTooLarge, or _Reroute (nothing
-        written) when some group has no lane with room now."""
-        n = len(data)
-        # Checked here, not left to the lanes: with no group to deliver to there is no
-        # lane, and an oversize publish must be refused all the same.
-        if n > self.max_message_size:
-            raise MessageTooLarge(n, self.max_message_size, self.topic)
-        need = _room_for(n)
-        targets = [self.pick(group, need) for group, ws in self.groups.items() if ws]
-        if None in targets:
-            raise _Reroute
-        for w in targets:
-            w.publish(data)  # type: ignore[union-attr]
-
-    def publish_to(self, group: str, data: Payload) -> None:
-        """One message for ``group`` only (a departed member's); raises _Reroute."""
-        w = self.pick(group, _room_for(len(data)))
-        if w is None:
-            raise _Reroute
-        w.publish(data)
-
-    def publish_many(self, items: Sequence[Payload]) -> int:
-        """A batch with one cursor store, when one group has a lane with room for all of
-        it; else message by message. Raises _Reroute with ``published`` set."""
-        groups = [group for group, ws in self.groups.items() if ws]
-        if len(groups) == 1 and items:
-            need = sum(frame_bytes(len(x)) for x in items) + _room_for(max(map(len, items)))
-            w = self.pick(groups[0], need)
-            if w is not None:
-                return w.publish_many(items)
-        for i, item in enumerate(items):
-            try:
-                self.publish(item)
-            except _Reroute as exc:
-                exc.published = i
-                raise
-        return len(items)
-
-    def pick(self, group: str, need: int) -> LaneWriter | None:
-        """The next lane of ``group``, round-robin, with ``need`` ring bytes free now;
-        None if it has none."""
-        writers = self.groups.get(group) or []
-        start = self._next.get(group, 0)
-        n = len(writers)
-        for k in range(n):
-            w = writers[(start + k) % n]
-            if w.has_room(need):
-                self._next[group] = (start + k + 1) % n
-                return w
-        return None
+    gen: int
+    topology: Topology
+    lanes: dict[int, Segment] = field(default_factory=dict)
+    views: dict[int, ConsumerStateView] = field(default_factory=dict)
 
 
 class ProducerCore:
-    """Everything a producer does, without blocking policy: shared by sync and async."""
+    """Everything a producer does, without waiting: shared by the sync and async drivers."""
 
     def __init__(
         self,
@@ -157,16 +103,15 @@ class ProducerCore:
         self.socket_path = resolve_socket_path(socket_path)
         self.backpressure_timeout = backpressure_timeout
         self._lock = threading.RLock()  # the control thread's resume vs. the caller
-        self._routes: dict[str, Callable[[Payload], None]] = {}
-        self._many: dict[str, Callable[[Sequence[Payload]], int]] = {}
+        self._routes: dict[str, Route] = {}
+        self._fanout: dict[str, Callable[[Payload], None]] = {}  # topic -> its lane's publish
         self._limits: dict[str, int] = {}
         self._registered: list[str] = []
         self._writers: dict[int, LaneWriter] = {}
         self._views: dict[int, ConsumerStateView] = {}
-        self._orphans: dict[tuple[str, str], list[bytes]] = {}
-        self._queue_routes: dict[str, _QueueRoute] = {}
+        self.redelivery = Redelivery()
+        self._queue_routes: dict[str, QueueRoute] = {}
         self._closed = False
-        self._topo = Topology()
         self.channel = ControlChannel(
             self.socket_path,
             "producer",
@@ -176,117 +121,164 @@ class ProducerCore:
         )
         assert self.channel.welcome is not None
         self.id = self.channel.welcome.client_id
-        self.registry = RegistryView.attach(self.channel.welcome.registry_name)
-        self._gen_q = self.registry.q
-        self._gen = -1
+        self.watch = TopologyWatcher(self.channel.welcome.registry_name)
 
-    # -- publishing -----------------------------------------------------------------
-    def publish(self, topic: str, data: Payload) -> None:
-        """Publish one message; returns when it is in the ring(s).
-
-        Raises UnknownTopic, MessageTooLarge (nothing written), BackpressureTimeout
-        (nothing written), BrokerUnavailable (a new topic while the broker is down).
-        """
-        if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
-            self._refresh()
-        if self._orphans:
-            self._deliver_all_orphans()
+    # -- offering (never waits) ---------------------------------------------------------
+    def offer(self, topic: str, data: Payload) -> bool:
+        """Write one message: True, or the driver's answer to "full" (``_full``): False
+        here (nothing written; wait and offer again), a wait in ``Producer``. Raises
+        UnknownTopic, MessageTooLarge (nothing written), BrokerUnavailable (a new topic
+        while the broker is down)."""
+        watch = self.watch
+        if watch.q[REGISTRY_GENERATION_Q] != watch.gen:  # watch.stale(), inlined
+            self.refresh()
+        if self.redelivery.pending:
+            self.redelivery.offer(self._queue_routes)  # older: what fits goes first
+        publish = self._fanout.get(topic)
+        if publish is not None:  # the hot path: the fanout lane's own publish, unwrapped
+            try:
+                publish(data)  # the lane checks max_message_size before writing
+                return True
+            except BackpressureTimeout:  # the ring is full: nothing written
+                return self._full(topic, data)
         route = self._routes.get(topic)
         if route is None:
-            route = self._open(topic)
-        try:
-            route(data)  # the lane checks max_message_size before writing anything
-        except _Reroute:
-            self._publish_rerouted(topic, data)
+            route = self.open(topic)
+        return route.offer(data) or self._full(topic, data)
 
-    def publish_many(self, topic: str, items: Sequence[Payload]) -> int:
-        """Publish a batch with one cursor store per lane; returns the count published."""
-        if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
-            self._refresh()
-        if topic not in self._many:
-            self._open(topic)
+    def _full(self, topic: str, data: Payload) -> bool:
+        """What ``offer`` answers when there is no room: the core reports it (False);
+        the sync driver waits here instead."""
+        return False
+
+    def offer_many(self, topic: str, items: Sequence[Payload]) -> int:
+        """Write what fits of a batch now (one cursor store per lane); returns how many
+        went. Raises as ``offer``; MessageTooLarge before anything is written."""
+        if self.watch.stale():
+            self.refresh()
+        if topic not in self._routes:
+            self.open(topic)
         limit = self._limits[topic]
         if items and (largest := max(map(len, items))) > limit:
             raise MessageTooLarge(largest, limit, topic)
-        if self._orphans:
-            self._deliver_all_orphans()
-        try:
-            return self._many[topic](items)
-        except _Reroute as exc:
-            done = exc.published
-        for i in range(done, len(items)):
-            try:
-                self._publish_rerouted(topic, items[i])
-            except BackpressureTimeout as exc:
-                exc.published = i  # type: ignore[attr-defined]
-                raise
-        return len(items)
+        if self.redelivery.pending:
+            self.redelivery.offer(self._queue_routes)
+        return self._routes[topic].offer_many(items)
 
-    def _publish_rerouted(self, topic: str, data: Payload, group: str | None = None) -> None:
-        """The slow path of a queue topic: some group had no lane with room. Retry
-        through the current routes (to ``group`` only, for a departed member's message)
-        until it goes; BackpressureTimeout (nothing written) after the topic's bound."""
-        timeout = self.backpressure_timeout
+    def offer_redelivery(self) -> tuple[str, str] | None:
+        """Hand departed members' messages on; the (topic, group) still stuck, or None."""
+        return self.redelivery.offer(self._queue_routes)
+
+    def backpressure(self, topic: str, timeout: float | None = None) -> Backpressure:
+        """The wait of one full publish on ``topic``, bounded by ``timeout``, else the
+        producer's ``backpressure_timeout``, else the topic's."""
         if timeout is None:
-            entry = self._topo.topic(topic)
+            timeout = self.backpressure_timeout
+        if timeout is None:
+            entry = self.watch.topology.topic(topic)
             timeout = entry.backpressure_timeout_ms / 1000 if entry else 0.0
-        deadline = time.monotonic() + timeout
-        delay = REROUTE_WAIT_MIN_S
-        while True:
-            if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
-                self._refresh()
-            if self._orphans and group is None:
-                self._deliver_all_orphans()  # older than this message: they go first
-            try:
-                if group is None:
-                    self._routes[topic](data)
-                else:
-                    self._queue_routes[topic].publish_to(group, data)
-                return
-            except _Reroute:
-                pass
-            if time.monotonic() >= deadline:
-                raise BackpressureTimeout(
-                    f"topic {topic!r}: a group had no lane with room for {timeout}s;"
-                    " nothing written",
-                    waited_s=timeout,
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, REROUTE_WAIT_MAX_S)
+        route = self._routes.get(topic)
+        return Backpressure(timeout, f"topic {topic!r}", route.count_timeout if route else None)
 
-    def publish_message(self, message: Payload) -> None:
-        """Publish a Protocol V2 message on the topic of its relay domain.
+    @property
+    def registry(self) -> RegistryView:
+        """The broker's registry, mapped read-only (tools read the topology from it)."""
+        return self.watch.registry
 
-        Only the header is checked here (length, magic, domain); consumers parse fully.
-        Raises ProtocolError subclasses for a message that is not Protocol V2, and
-        UnknownTopic for a valid domain without a topic (SYSTEM).
-        """
-        if len(message) < HEADER_SIZE:
-            raise MessageTooSmall(HEADER_SIZE, len(message))
-        magic = int.from_bytes(message[0:4], "little")
-        if magic != MAGIC:
-            raise InvalidMagic(MAGIC, magic)
-        domain = message[RELAY_DOMAIN_OFFSET]
-        topic = DOMAIN_TOPICS.get(domain)
-        if topic is None:
-            if domain in RelayDomain._value2member_map_:
-                raise UnknownTopic(f"<relay domain {RelayDomain(domain).name}>")
-            raise InvalidRelayDomain(domain)
-        self.publish(topic, message)
+    @property
+    def routes(self) -> dict[str, Route]:
+        """The route of every topic opened so far (per-topic publisher handles bind one)."""
+        return self._routes
 
-    # -- topology -------------------------------------------------------------------
-    def _open(self, topic: str) -> Callable[[Payload], None]:
+    def drop_dead_readers(self) -> None:
+        """While waiting: stop gating on readers whose process is gone."""
+        for route in self._routes.values():
+            route.drop_dead_readers()
+
+    # -- topology (blocking work split from applying it) ----------------------------------
+    def needs_fetch(self, topic: str | None = None) -> bool:
+        """Whether ``offer`` would first do blocking work (topology changed, new topic)."""
+        return self.watch.stale() or (topic is not None and topic not in self._routes)
+
+    def fetch(self, topic: str | None = None) -> Snapshot:
+        """The blocking part of a topology change: register ``topic`` if new, read the
+        topology, map the lanes and consumer states not mapped yet. Any thread."""
+        if topic is not None:
+            self._register(topic)
+        gen, topo = self.watch.read()
+        snap = Snapshot(gen, topo)
+        try:
+            for lane in topo.lanes:
+                if lane.producer == self.id and lane.uid not in self._writers:
+                    snap.lanes[lane.uid] = Segment.attach(lane.segment, KIND_LANE, writable=True)
+            topics = {*self._registered, topic}
+            for c in topo.consumers:
+                if c.topic in topics and c.id not in self._views:
+                    try:
+                        snap.views[c.id] = ConsumerStateView.attach(c.segment, c.doorbell)
+                    except MyceliumError:
+                        pass  # already gone: nothing to gate on
+        except BaseException:
+            self._discard(snap)
+            raise
+        return snap
+
+    def apply(self, snap: Snapshot) -> None:
+        """Rebuild every route from ``snap``, on the thread that publishes."""
+        topo = snap.topology
+        self.watch.accept(snap.gen, topo)
+        for uid, seg in snap.lanes.items():
+            if uid not in self._writers:
+                # No wait of its own: a full ring comes back to the route as "full".
+                self._writers[uid] = LaneWriter(seg, backpressure_timeout_s=0.0)
+        for cid, view in snap.views.items():
+            if cid not in self._views:
+                self._views[cid] = view
+        snap.lanes.clear()
+        snap.views.clear()
+        self._discard(snap)
+        consumers = {c.id: c for c in topo.consumers}
+        mine = {lane.uid: lane for lane in topo.lanes if lane.producer == self.id}
+        for uid in list(self._writers):
+            if uid not in mine:
+                self._writers.pop(uid).close(final=False)
+        for topic in self._registered:
+            entry = topo.topic(topic)
+            if entry is None:
+                continue
+            self._limits[topic] = entry.max_message_size
+            lanes = [lane for lane in mine.values() if lane.topic == topic]
+            if entry.routing == "queue":
+                self._route_queue(entry, lanes, consumers)
+            else:
+                self._route_fanout(entry, lanes, consumers)
+        self._forget_views(consumers)
+
+    def refresh(self) -> None:
+        """Fetch and apply in line (the sync driver, and the core's own hot-path check)."""
+        self.apply(self.fetch())
+
+    def open(self, topic: str) -> Route:
         """Register ``topic`` with the coordinator (first publish on it)."""
-        with self._lock:
-            if self._topo.topic(topic) is None:
-                self._refresh()
-                if self._topo.topic(topic) is None:
-                    raise UnknownTopic(topic, tuple(t.name for t in self._topo.topics))
+        self.apply(self.fetch(topic))
+        return self._routes[topic]
+
+    def _register(self, topic: str) -> None:
+        """Ask the coordinator for our lane(s) of ``topic`` (again, if it has none live)."""
+        with self._lock:  # against the control thread's resume
+            if self.watch.topology.topic(topic) is None:
+                _, topo = self.watch.read()
+                if topo.topic(topic) is None:
+                    raise UnknownTopic(topic, tuple(t.name for t in topo.topics))
             self.channel.request(RegisterProducer(topic=topic))
             if topic not in self._registered:
                 self._registered.append(topic)
-            self._refresh()
-            return self._routes[topic]
+
+    def _discard(self, snap: Snapshot) -> None:
+        for seg in snap.lanes.values():
+            seg.close()
+        for view in snap.views.values():
+            view.close()
 
     def _resume(self) -> None:
         """After a reconnect: register our topics again (the coordinator keeps our lanes)."""
@@ -294,156 +286,48 @@ class ProducerCore:
             for topic in self._registered:
                 self.channel.request(RegisterProducer(topic=topic))
 
-    def _refresh(self) -> None:
-        """Re-read the topology and rebuild every route from it."""
-        with self._lock:
-            gen, topo = self.registry.read()
-            self._topo = topo
-            self._gen = gen
-            consumers = {c.id: c for c in topo.consumers}
-            mine = {lane.uid: lane for lane in topo.lanes if lane.producer == self.id}
-            for uid in list(self._writers):
-                if uid not in mine:
-                    self._writers.pop(uid).close(final=False)
-            for topic in self._registered:
-                entry = topo.topic(topic)
-                if entry is None:
-                    continue
-                self._limits[topic] = entry.max_message_size
-                lanes = [lane for lane in mine.values() if lane.topic == topic]
-                if entry.routing == "queue":
-                    self._route_queue(entry, lanes, consumers)
-                else:
-                    self._route_fanout(entry, lanes, consumers, topo)
-            self._forget_views(consumers)
-
-    def _writer(self, lane: LaneEntry, entry: TopicEntry) -> LaneWriter:
-        writer = self._writers.get(lane.uid)
-        if writer is None:
-            timeout = self.backpressure_timeout
-            writer = LaneWriter(
-                Segment.attach(lane.segment, KIND_LANE, writable=True),
-                backpressure_timeout_s=(
-                    timeout if timeout is not None else entry.backpressure_timeout_ms / 1000
-                ),
-                on_wait=self._on_wait,
-            )
-            self._writers[lane.uid] = writer
-        return writer
-
-    def _view(self, c: ConsumerEntry) -> ConsumerStateView | None:
-        view = self._views.get(c.id)
-        if view is None:
-            try:
-                view = self._views[c.id] = ConsumerStateView.attach(c.segment, c.doorbell)
-            except MyceliumError:
-                return None  # already gone: nothing to gate on
-        return view
-
     def _route_fanout(
-        self,
-        entry: TopicEntry,
-        lanes: list[LaneEntry],
-        consumers: dict[int, ConsumerEntry],
-        topo: Topology,
+        self, entry: TopicEntry, lanes: list[LaneEntry], consumers: dict[int, ConsumerEntry]
     ) -> None:
         live = [lane for lane in lanes if not lane.draining]
         if not live:
             return
-        writer = self._writer(live[0], entry)
-        views = [
+        writer = self._writers[live[0].uid]
+        writer.set_readers(
             v
             for c in consumers.values()
-            if c.topic == entry.name and c.alive and (v := self._view(c)) is not None
-        ]
-        writer.set_readers(views)
-        self._routes[entry.name] = writer.publish
-        self._many[entry.name] = writer.publish_many
+            if c.topic == entry.name and c.alive and (v := self._views.get(c.id)) is not None
+        )
+        route = self._routes.get(entry.name)
+        if not isinstance(route, FanoutRoute) or route.writer is not writer:
+            self._routes[entry.name] = FanoutRoute(entry.name, writer)
+            self._fanout[entry.name] = writer.publish
 
     def _route_queue(
         self, entry: TopicEntry, lanes: list[LaneEntry], consumers: dict[int, ConsumerEntry]
     ) -> None:
-        route = _QueueRoute(entry.name, entry.max_message_size)
-        leftovers: list[tuple[str, list[bytes]]] = []
+        route = QueueRoute(entry.name, entry.max_message_size)
         for lane in sorted(lanes, key=lambda x: x.uid):
-            writer = self._writer(lane, entry)
+            writer = self._writers[lane.uid]
             c = consumers.get(lane.consumer)
-            view = self._view(c) if c is not None else self._views.get(lane.consumer)
+            view = self._views.get(lane.consumer)
             if c is not None and c.alive and view is not None:
                 writer.set_readers([view])
                 route.groups.setdefault(lane.group, []).append(writer)
             elif not writer.info.lossy and not writer.closed_by_us:
-                leftovers.append((lane.group, self._take_back(writer, lane, view)))
+                self.redelivery.take_back(writer, lane, view)
         for c in consumers.values():  # groups whose lanes are not there yet still exist
             if c.topic == entry.name and c.alive:
                 route.groups.setdefault(c.group, [])
-        self._routes[entry.name] = route.publish
-        self._many[entry.name] = route.publish_many
+        self._routes[entry.name] = route
+        self._fanout.pop(entry.name, None)
         self._queue_routes[entry.name] = route
-        for group, frames in leftovers:
-            self._orphans.setdefault((entry.name, group), []).extend(frames)
-
-    def _take_back(
-        self, writer: LaneWriter, lane: LaneEntry, view: ConsumerStateView | None
-    ) -> list[bytes]:
-        """A queue consumer left: the frames it did not read come back to us, the lane closes."""
-        start = 0
-        if view is not None:
-            base = view.find_slot(lane.uid)
-            if base is not None:
-                start = view.q[base + SLOT_CURSOR_Q]
-        try:
-            frames = unread_frames(writer.seg, start)
-        except MyceliumError as exc:
-            log.error("could not recover unread messages of lane %s: %s", lane.segment, exc)
-            frames = []
-        if frames:
-            log.info(
-                "re-dispatching %d unread messages of consumer %d on %s",
-                len(frames),
-                lane.consumer,
-                lane.topic,
-            )
-        writer.mark_closed()
-        return frames
-
-    def _deliver_all_orphans(self, *, wait: bool = False) -> None:
-        """Hand departed queue consumers' messages to their groups' members.
-
-        Without ``wait`` (every publish while some are pending) only what fits now goes;
-        the rest stays for the next try. With ``wait`` (closing), each waits its bound.
-        """
-        for (topic, group), frames in list(self._orphans.items()):
-            route = self._queue_routes.get(topic)
-            if route is None or not route.groups.get(group):
-                continue  # the group has no member yet
-            sent = 0
-            try:
-                for frame in frames:
-                    try:  # the current route each time: a wait may have rebuilt it
-                        self._queue_routes[topic].publish_to(group, frame)
-                    except _Reroute:
-                        if not wait:
-                            break
-                        self._publish_rerouted(topic, frame, group)
-                    sent += 1
-            except BackpressureTimeout:
-                pass  # the rest is reported at close
-            finally:
-                del frames[:sent]
-                if not frames:
-                    del self._orphans[(topic, group)]
 
     def _forget_views(self, consumers: dict[int, ConsumerEntry]) -> None:
         in_use = {id(v) for w in self._writers.values() for v in w.readers}
         for cid in list(self._views):
             if cid not in consumers and id(self._views[cid]) not in in_use:
                 self._views.pop(cid).close()
-
-    def _on_wait(self) -> None:
-        """While a ring is full: pick up topology changes (e.g. a dead consumer removed)."""
-        if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
-            self._refresh()
 
     # -- state ----------------------------------------------------------------------
     @property
@@ -453,21 +337,23 @@ class ProducerCore:
     @property
     def pending_orphans(self) -> int:
         """Messages of departed queue consumers waiting for a consumer of their group."""
-        return sum(len(v) for v in self._orphans.values())
+        return len(self.redelivery)
+
+    def refresh_before_close(self) -> None:
+        """A last topology read, so departed members' messages are taken back and handed
+        on before we leave."""
+        if self.watch.stale():
+            try:
+                self.refresh()
+            except MyceliumError as exc:
+                log.warning("final topology refresh failed: %s", exc)
 
     def close(self) -> None:
         """Close our lanes (consumers drain them) and leave the broker."""
         if self._closed:
             return
-        if self._gen_q[REGISTRY_GENERATION_Q] != self._gen:
-            try:
-                self._refresh()  # hand departed queue consumers' messages on first
-            except MyceliumError as exc:
-                log.warning("final topology refresh failed: %s", exc)
-        if self._orphans:
-            self._deliver_all_orphans(wait=True)
         self._closed = True
-        if self._orphans:
+        if self.redelivery:
             log.warning(
                 "closing with %d undelivered messages of departed queue consumers",
                 self.pending_orphans,
@@ -479,7 +365,16 @@ class ProducerCore:
             view.close()
         self._views.clear()
         self.channel.close()
-        self.registry.close()
+        self.watch.close()
+
+
+def pause_sync(bp: Backpressure) -> None:
+    """Carry out one backpressure pause in this thread."""
+    delay = bp.pause()
+    if delay > 0:
+        time.sleep(delay)
+    elif delay == 0:
+        os.sched_yield()
 
 
 class Producer(ClosingHandle, ProducerCore):
@@ -488,3 +383,73 @@ class Producer(ClosingHandle, ProducerCore):
     with Producer() as p:
         p.publish("market_data", b"...")
     """
+
+    #: Publish one message; returns (True) when it is in the ring(s). Raises UnknownTopic,
+    #: MessageTooLarge (nothing written), BackpressureTimeout (nothing written),
+    #: BrokerUnavailable (a new topic while the broker is down). The core's ``offer``
+    #: itself, so the hot path is one call; a full ring waits in ``_full``.
+    publish = ProducerCore.offer
+
+    _waiting = False
+
+    def _full(self, topic: str, data: Payload) -> bool:
+        if self._waiting:
+            return False  # a retry from inside the wait below: it goes on
+        self._waiting = True
+        try:
+            self._wait(topic, lambda: self.offer(topic, data))
+        finally:
+            self._waiting = False
+        return True
+
+    def publish_many(self, topic: str, items: Sequence[Payload]) -> int:
+        """Publish a batch with one cursor store per lane; returns the count published.
+        BackpressureTimeout says in ``published`` how many went before it."""
+        done = self.offer_many(topic, items)
+        k = len(items)
+        if done < k:
+            bp = self.backpressure(topic)
+            while done < k:
+                try:
+                    self._pause(bp)
+                except BackpressureTimeout as exc:
+                    exc.published = done
+                    raise
+                done += self.offer_many(topic, items[done:])
+        return k
+
+    def publish_message(self, message: Payload) -> None:
+        """Publish a Protocol V2 message on the topic of its relay domain.
+
+        Only the header is checked here (length, magic, domain); consumers parse fully.
+        Raises ProtocolError subclasses for a message that is not Protocol V2, and
+        UnknownTopic for a valid domain without a topic (SYSTEM).
+        """
+        self.publish(topic_of_message(message), message)
+
+    def close(self) -> None:
+        """Hand departed members' messages on (each group waits its bound), then close."""
+        if self._closed:
+            return
+        self.refresh_before_close()
+        if self.offer_redelivery() is not None:
+            for topic, _ in list(self.redelivery.pending):
+                try:
+                    self._wait(topic, lambda: self.offer_redelivery() is None)
+                except BackpressureTimeout:
+                    break  # the rest is reported at close
+        ProducerCore.close(self)
+
+    def _wait(self, topic: str, attempt: Callable[[], bool]) -> None:
+        bp = self.backpressure(topic)
+        while True:
+            self._pause(bp)
+            if attempt():
+                return
+
+    def _pause(self, bp: Backpressure) -> None:
+        pause_sync(bp)
+        if bp.liveness_due():
+            self.drop_dead_readers()
+        if self.watch.stale():
+            self.refresh()

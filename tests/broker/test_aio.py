@@ -141,3 +141,58 @@ def test_async_publish_backpressure_does_not_block_the_loop(
     assert 0.5 <= waited < 1.5
     assert ticks >= 25, f"the loop ticked only {ticks} times in {waited:.2f}s"
     expect_everything(stop_consumers([sleeper])[0], {1: sent + 100})
+
+
+#: Producers (each a 16 MiB market_data lane) the loop-blocking test starts on one loop.
+LOOP_PRODUCERS = 4
+#: The ticker's longest allowed gap. A client that makes its control requests and maps
+#: its lanes on the loop stands still for ~0.7 s on one first publish (2 cores, load
+#: ~13); this one's gaps are the scheduler's: ~0.04 s at load 13, ~0.15 s at load 57.
+TICKER_GAP_MAX_S = 0.3
+
+
+def test_async_setup_and_waits_never_block_the_loop(broker: BrokerProcess) -> None:
+    """A 1 ms ticker keeps ticking while producers register a topic (a control request
+    each), producer and consumer map 16 MiB lanes, and a consumer waits on its doorbell."""
+
+    async def main() -> tuple[float, int, list[tuple[int, int]]]:
+        loop = asyncio.get_running_loop()
+        longest = 0.0
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal longest, ticks
+            last = loop.time()
+            while True:
+                await asyncio.sleep(0.001)
+                now = loop.time()
+                longest = max(longest, now - last)
+                last = now
+                ticks += 1
+
+        async with AsyncConsumer("market_data", socket_path=broker.socket) as c:
+            task = asyncio.create_task(ticker())
+            await asyncio.sleep(0.05)  # the ticker runs before any setup starts
+            producers = [AsyncProducer(socket_path=broker.socket) for _ in range(LOOP_PRODUCERS)]
+            try:
+                for p in producers:
+                    await p.connect()
+                waiting = asyncio.create_task(c.recv(timeout=RECV_TIMEOUT_S))
+                await asyncio.sleep(0.2)  # the consumer is asleep on its doorbell by now
+                for i, p in enumerate(producers):
+                    await p.publish("market_data", make_payload(i, 0))  # new topic: a lane
+                got = [check_payload(await waiting)]
+                got += [
+                    check_payload(await c.recv(timeout=RECV_TIMEOUT_S))
+                    for _ in range(LOOP_PRODUCERS - 1)
+                ]
+            finally:
+                for p in producers:
+                    await p.close()
+            task.cancel()
+        return longest, ticks, got
+
+    longest, ticks, got = asyncio.run(main())
+    assert sorted(got) == [(i, 0) for i in range(LOOP_PRODUCERS)]
+    assert ticks > 100
+    assert longest < TICKER_GAP_MAX_S, f"the loop stood still for {longest * 1000:.0f} ms"

@@ -1,0 +1,88 @@
+"""The producer's backpressure policy, once: how a publish waits for ring space.
+
+How this works
+--------------
+A publish that finds no room (a fanout ring whose slowest live reader is a ring behind,
+or a queue group with no lane that has room) writes nothing and returns "full". The
+driver then asks a ``Backpressure`` what to do until its deadline: retry at once for
+``BACKPRESSURE_SPINS`` tries, then yield for ``BACKPRESSURE_YIELDS``, then sleep with an
+exponential backoff between ``BACKPRESSURE_SLEEP_MIN_S`` and ``BACKPRESSURE_SLEEP_MAX_S``.
+Every ``LIVENESS_EVERY_S`` it also says "check liveness", so the driver drops readers
+whose process died (a dead fanout consumer cannot stall a producer while the
+coordinator is down) and picks up topology changes. Past the deadline it raises
+``BackpressureTimeout``. ``Producer`` drives it with ``time.sleep``, ``AsyncProducer``
+with ``asyncio.sleep``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from mycelium.errors import BackpressureTimeout
+
+__all__ = ["Backpressure"]
+
+BACKPRESSURE_SPINS = 200
+BACKPRESSURE_YIELDS = 50
+BACKPRESSURE_SLEEP_MIN_S = 20e-6
+BACKPRESSURE_SLEEP_MAX_S = 1e-3
+#: How often a waiting publish checks its readers' processes and the topology.
+LIVENESS_EVERY_S = 0.1
+
+
+class Backpressure:
+    """One publish waiting for room: the next pause, or BackpressureTimeout."""
+
+    __slots__ = (
+        "_next_liveness",
+        "_sleep",
+        "_tries",
+        "deadline",
+        "on_timeout",
+        "timeout_s",
+        "what",
+    )
+
+    def __init__(
+        self, timeout_s: float, what: str, on_timeout: Callable[[], None] | None = None
+    ) -> None:
+        now = time.monotonic()
+        self.timeout_s = timeout_s
+        self.what = what
+        self.on_timeout = on_timeout  # counts a bounded wait that ran out
+        self.deadline = now + timeout_s
+        self._next_liveness = now + LIVENESS_EVERY_S
+        self._sleep = BACKPRESSURE_SLEEP_MIN_S
+        self._tries = 0
+
+    def pause(self) -> float:
+        """Seconds to pause before the next try: < 0 retry at once, 0 yield, > 0 sleep.
+
+        Raises BackpressureTimeout once the deadline has passed.
+        """
+        self._tries = tries = self._tries + 1
+        if self.timeout_s > 0:
+            if tries <= BACKPRESSURE_SPINS:
+                return -1.0
+            if tries <= BACKPRESSURE_SPINS + BACKPRESSURE_YIELDS:
+                return 0.0
+        now = time.monotonic()
+        if now >= self.deadline:  # a zero timeout: at once
+            if self.timeout_s > 0 and self.on_timeout is not None:
+                self.on_timeout()
+            raise BackpressureTimeout(
+                f"{self.what}: no room for {self.timeout_s}s (a reader is behind); nothing written",
+                waited_s=self.timeout_s,
+            )
+        delay = min(self._sleep, self.deadline - now)
+        self._sleep = min(self._sleep * 2, BACKPRESSURE_SLEEP_MAX_S)
+        return delay
+
+    def liveness_due(self) -> bool:
+        """Whether it is time to drop dead readers and re-read the topology."""
+        now = time.monotonic()
+        if now < self._next_liveness:
+            return False
+        self._next_liveness = now + LIVENESS_EVERY_S
+        return True

@@ -1,0 +1,163 @@
+"""The consumer's wait policy, once, and its two drivers (sync and asyncio).
+
+How this works
+--------------
+``WaitPlan`` is the policy with no I/O in it: after each empty poll, ``step()`` says what
+to do next (poll again at once, yield, block on the doorbell, or give up at the
+deadline), following the consumer's ``WaitStrategy``: spin ``spins`` polls, then yield
+(``yield`` yields until the deadline; ``block`` yields ``yields`` times), then block.
+Blocking is always the same protocol: ``arm()`` raises the "sleeping" flag and fences
+(the flag is visible before the next poll loads the cursors), the driver polls once
+more (a publish that came before the producer saw the flag is caught there), waits on
+the doorbell for at most ``block_timeout()``, and ``disarm()`` lowers the flag and
+takes back the extra rings a busy producer posted meanwhile (each would be an empty
+wake-up later). ``wait_sync`` drives it with ``sched_yield`` and a blocking acquire;
+``wait_async`` with loop turns and the acquire in a worker thread, so the loop never
+blocks and both keep the same fence and drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import posix_ipc  # type: ignore[import-not-found]  # no stubs published
+
+from mycelium.shm.consumer_state import ConsumerState
+from mycelium.shm.ordering import BLOCK_SAFETY_S, full_fence
+from mycelium.shm.wait import SPIN_CLOCK_EVERY, WaitStrategy
+
+__all__ = ["BLOCK", "EXPIRED", "POLL", "YIELD", "WaitPlan", "wait_async", "wait_sync"]
+
+T = TypeVar("T")
+
+#: ``WaitPlan.step()`` answers: what the driver does before its next poll.
+POLL, YIELD, BLOCK, EXPIRED = range(4)
+
+
+class WaitPlan:
+    """One wait of one consumer: which step comes after each empty poll."""
+
+    __slots__ = ("_block_after", "_done", "_spins", "deadline")
+
+    def __init__(
+        self, strategy: WaitStrategy, spins: int, yields: int, deadline: float | None
+    ) -> None:
+        self.deadline = deadline
+        self._spins = spins
+        if strategy is WaitStrategy.BLOCK:
+            self._block_after: int | None = spins + yields
+        else:
+            self._block_after = None  # spin and yield never block
+            if strategy is WaitStrategy.SPIN:
+                self._spins = -1  # spin until the deadline
+        self._done = 0
+
+    def step(self) -> int:
+        """What to do after one more empty poll: POLL, YIELD, BLOCK or EXPIRED."""
+        done = self._done = self._done + 1
+        if self._spins < 0 or done <= self._spins:
+            if done % SPIN_CLOCK_EVERY or not self._expired():
+                return POLL
+            return EXPIRED
+        if self._expired():
+            return EXPIRED
+        if self._block_after is not None and done > self._block_after:
+            return BLOCK
+        return YIELD
+
+    def block_timeout(self) -> float:
+        """How long one doorbell wait may last: capped (a missed ring costs at most
+        ``BLOCK_SAFETY_S``); <= 0 means the deadline has passed."""
+        if self.deadline is None:
+            return BLOCK_SAFETY_S
+        return min(BLOCK_SAFETY_S, self.deadline - time.monotonic())
+
+    def _expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+
+def arm(state: ConsumerState) -> None:
+    """Announce "sleeping" before the last poll ahead of a doorbell wait."""
+    state.set_sleeping(True)
+    full_fence()  # Store/Load: the flag is visible before poll() loads the cursors
+
+
+def disarm(state: ConsumerState) -> None:
+    """Lower the flag, then take back rings posted while it was up."""
+    state.set_sleeping(False)
+    bell = state.doorbell
+    for _ in range(bell.value):
+        try:
+            bell.acquire(0)
+        except posix_ipc.BusyError:
+            return
+
+
+def ring_wait(bell: posix_ipc.Semaphore, timeout: float) -> None:
+    """One bounded doorbell wait; a timeout or a signal just ends it (the caller polls)."""
+    try:
+        bell.acquire(timeout)
+    except (posix_ipc.BusyError, posix_ipc.SignalError):
+        pass
+
+
+def wait_sync(poll: Callable[[], T | None], state: ConsumerState, plan: WaitPlan) -> T | None:
+    """Poll until a result or the plan's deadline (None), blocking this thread."""
+    while True:
+        step = plan.step()
+        if step == YIELD:
+            os.sched_yield()
+        elif step == BLOCK:
+            timeout = plan.block_timeout()
+            if timeout <= 0:
+                return None
+            arm(state)
+            try:
+                result = poll()
+                if result is not None:
+                    return result
+                ring_wait(state.doorbell, timeout)
+            finally:
+                disarm(state)
+        elif step == EXPIRED:
+            return None
+        result = poll()
+        if result is not None:
+            return result
+
+
+async def wait_async(
+    poll: Callable[[], Awaitable[T | None]], state: ConsumerState, plan: WaitPlan
+) -> T | None:
+    """The same policy on an event loop: yields are loop turns, and the doorbell wait
+    runs in a worker thread, so other tasks keep running while this one waits."""
+    polls = 0
+    while True:
+        step = plan.step()
+        polls += 1
+        if step == POLL:
+            if polls % SPIN_CLOCK_EVERY == 0:
+                await asyncio.sleep(0)  # a spinning task still lets the loop turn
+        elif step == YIELD:
+            await asyncio.sleep(0)
+        elif step == BLOCK:
+            timeout = plan.block_timeout()
+            if timeout <= 0:
+                return None
+            arm(state)
+            try:
+                result = await poll()
+                if result is not None:
+                    return result
+                await asyncio.to_thread(ring_wait, state.doorbell, timeout)
+            finally:
+                disarm(state)
+        else:
+            return None
+        result = await poll()
+        if result is not None:
+            return result
