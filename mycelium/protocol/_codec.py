@@ -251,7 +251,7 @@ def encode_message(
     defaults to now (ns). Raises ``EncodeError``, ``PayloadSizeMismatch``,
     ``InvalidRelayDomain`` or ``UnknownSource`` for input the parser would refuse.
     """
-    parts = []
+    parts: list[Buffer] = []
     for tlv_type, payload in tlvs:
         parts += (_tlv_head(tlv_type, len(payload), False), payload)
     return _seal(

@@ -31,6 +31,7 @@ _QUANTUM = Decimal(1).scaleb(-FIXED_POINT_DECIMALS)
 
 def to_fixed(value: str | Decimal | int | float) -> int:
     """``value`` scaled by 10**8 as an i64; raises ValueError if not a finite number in range."""
+    fixed: int
     if isinstance(value, int):
         fixed = value * FIXED_POINT_SCALE
     else:

@@ -60,7 +60,8 @@ class FrameDecoder:
         start = self._start
         available = len(buffer) - start
         if available < HEADER_SIZE:
-            return self._need_more(available, HEADER_SIZE)
+            self._need_more(available, HEADER_SIZE)
+            return None
         magic, payload_size = _MAGIC_AND_SIZE.unpack_from(buffer, start)
         if magic != MAGIC:
             raise InvalidMagic(MAGIC, magic)
@@ -68,7 +69,8 @@ class FrameDecoder:
         if size > self._max_frame_bytes:
             raise FrameTooLarge(size, self._max_frame_bytes)
         if available < size:
-            return self._need_more(available, size)
+            self._need_more(available, size)
+            return None
         frame = bytes(buffer[start : start + size])
         self._start = start + size
         if self._start >= _COMPACT_AT_BYTES and self._start * 2 >= len(buffer):
@@ -79,4 +81,3 @@ class FrameDecoder:
     def _need_more(self, available: int, need: int) -> None:
         if self._eof and available:
             raise MessageTooSmall(need, available)
-        return None

@@ -89,9 +89,10 @@ class TypedTLV:
             raise PayloadSizeMismatch(cls.TLV_TYPE, cls.SIZE, len(payload))
         values = cls._STRUCT.unpack_from(payload)
         if cls._U128:
-            values = list(values)
+            wide = list(values)
             for i in cls._U128:
-                values[i] = int.from_bytes(values[i], "little")
+                wide[i] = int.from_bytes(wide[i], "little")
+            return cls(*wide)
         return cls(*values)
 
     def to_bytes(self) -> bytes:
@@ -139,7 +140,7 @@ def typed_tlv(tlv_type: int, size: int, *, register: bool = True) -> Callable[[_
 
     def compile_layout(cls: _T) -> _T:
         hints = get_type_hints(cls, include_extras=True)
-        names = tuple(f.name for f in fields(cls))
+        names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]  # a dataclass
         codes = [hints[name].__metadata__[0] for name in names]
         cls.TLV_TYPE = tlv_type
         cls._NAMES = names

@@ -74,10 +74,15 @@ _DOMAIN_OK = np.array(IS_RELAY_DOMAIN)
 _SOURCE_OK = np.array(IS_KNOWN_SOURCE)
 
 
-@cache
+_DTYPES: dict[int, np.dtype] = {}  # id(kind) -> dtype: a class lives as long as the module
+
+
 def message_dtype(kind: type[TypedTLV]) -> np.dtype:
-    """The packed record dtype of a header plus one standard-form ``kind`` TLV."""
-    tlv_fields = []
+    """The packed record dtype of a header plus one standard-form ``kind`` TLV (cached)."""
+    cached = _DTYPES.get(id(kind))
+    if cached is not None:
+        return cached
+    tlv_fields: list[tuple[str, str] | tuple[str, str, tuple[int]]] = []
     for name, code in zip(kind._NAMES, kind._CODES, strict=True):
         if code.endswith("s"):  # byte strings and u128 stay raw bytes
             tlv_fields.append((name, "u1", (int(code[:-1]),)))
@@ -86,6 +91,7 @@ def message_dtype(kind: type[TypedTLV]) -> np.dtype:
     # The TLV type rides in the metadata: two kinds may share a layout (PoolMint/PoolBurn).
     dtype = np.dtype(_HEADER_FIELDS + tlv_fields, metadata={"tlv_type": kind.TLV_TYPE})
     assert dtype.itemsize == HEADER_SIZE + 2 + kind.SIZE and dtype.itemsize % 2 == 0
+    _DTYPES[id(kind)] = dtype
     return dtype
 
 
@@ -178,7 +184,8 @@ def _record_error(
 
 
 def _bad_domain_or_source(records: np.ndarray) -> np.ndarray:
-    return ~(_DOMAIN_OK[records["relay_domain"]] & _SOURCE_OK[records["source"]])
+    bad: np.ndarray = ~(_DOMAIN_OK[records["relay_domain"]] & _SOURCE_OK[records["source"]])
+    return bad
 
 
 def _header_error(relay_domain: int, source: int, i: int) -> ProtocolError:
@@ -188,7 +195,8 @@ def _header_error(relay_domain: int, source: int, i: int) -> ProtocolError:
 
 
 def _kind_of(dtype: np.dtype) -> type[TypedTLV]:
-    tagged = TYPED_TLV_CLASSES.get((dtype.metadata or {}).get("tlv_type", -1))
+    metadata: dict[str, int] = dict(dtype.metadata or {})
+    tagged = TYPED_TLV_CLASSES.get(metadata.get("tlv_type", -1))
     if tagged is not None and message_dtype(tagged) == dtype:
         return tagged
     for kind in TYPED_TLV_CLASSES.values():

@@ -237,7 +237,7 @@ class Detector:
         #: ticker -> (venue, pool) -> latest price: what a dashboard shows
         self.venues: dict[str, dict[tuple[int, bytes], VenuePrice]] = {}
 
-    def update(self, tlv_type: int, payload: bytes | memoryview) -> Opportunity | None:
+    def update(self, tlv_type: int, payload: bytes | bytearray | memoryview) -> Opportunity | None:
         """Apply one market-data TLV; returns an opportunity when one opens."""
         view: PoolView | None = None
         if tlv_type == TLVType.POOL_SYNC:

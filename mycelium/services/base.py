@@ -296,7 +296,8 @@ class ServiceProcess:
     def stats(self) -> dict[str, Any]:
         """The last stats the service wrote ({} before its first write)."""
         try:
-            return json.loads(self.stats_path.read_text())
+            stats: dict[str, Any] = json.loads(self.stats_path.read_text())
+            return stats
         except (OSError, ValueError):
             return {}
 
