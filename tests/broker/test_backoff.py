@@ -28,11 +28,13 @@ def test_registry_lost_consumers_back_off(make_broker: Callable[..., BrokerProce
         state_path(b.socket).unlink()
         b.start()
         # A leftover consumer segment of the first broker does not block a new Subscribe.
+        # (Another topic: the new broker's ids restart, and an entry of this pid on the
+        # same topic would be taken for the old consumer's resume.)
         with (
-            Consumer("signals", socket_path=b.socket) as fresh,
+            Consumer("market_data", socket_path=b.socket) as fresh,
             Producer(socket_path=b.socket) as p,
         ):
-            p.publish("signals", b"new broker")
+            p.publish("market_data", b"new broker")
             assert fresh.recv(timeout=5.0) == b"new broker"
         # The old consumer's resume is refused over and over: it must back off.
         wait_for(lambda: c.channel.reconnects >= 6, 60.0, "the backoff to reach its cap")
