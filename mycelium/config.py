@@ -119,7 +119,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """
 
 
-class ServerConfig(_Section, kw_only=True):
+class ServerConfig(_Section, frozen=True, kw_only=True):
     """The coordinator's control socket, its limits and who may connect."""
 
     socket_path: Annotated[str, msgspec.Meta(min_length=1)] | None = None
@@ -135,7 +135,7 @@ class ServerConfig(_Section, kw_only=True):
     client_timeout_ms: _Positive = 5000
 
 
-class PerformanceConfig(_Section, kw_only=True):
+class PerformanceConfig(_Section, frozen=True, kw_only=True):
     """Tuning knobs; every one has a default, so the section is optional."""
 
     #: Average bytes one message takes in a ring, used to derive ring size from buffer_size.
@@ -148,7 +148,7 @@ class PerformanceConfig(_Section, kw_only=True):
     stats_interval_ms: _Positive = 1000
 
 
-class MetricsConfig(_Section, kw_only=True):
+class MetricsConfig(_Section, frozen=True, kw_only=True):
     """The Prometheus endpoint: off unless ``listen`` names a HOST:PORT."""
 
     listen: str | None = None
@@ -163,7 +163,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class TopicConfig(_Section, kw_only=True):
+class TopicConfig(_Section, frozen=True, kw_only=True):
     """One topic: its routing, how much it buffers and the largest message it takes."""
 
     name: _TopicName
@@ -195,7 +195,7 @@ class TopicConfig(_Section, kw_only=True):
         return max(min(wanted, perf.max_lane_bytes), next_pow2(self.min_lane_bytes()))
 
 
-class BridgeConfig(_Section, kw_only=True):
+class BridgeConfig(_Section, frozen=True, kw_only=True):
     """``[bridge]``: the NATS JetStream bridge of this host (``mycelium bridge``, docs/distribution.md).
 
     The broker ignores it; the bridge process reads it (its command-line options win).
@@ -230,7 +230,7 @@ class BridgeConfig(_Section, kw_only=True):
     creds: str | None = None
 
 
-class BrokerConfig(_Section, kw_only=True):
+class BrokerConfig(_Section, frozen=True, kw_only=True):
     """A whole broker config; build it with load_config / parse_config, which validate it."""
 
     server: ServerConfig = ServerConfig()
@@ -352,4 +352,5 @@ def default_config() -> BrokerConfig:
 
 def config_to_dict(cfg: BrokerConfig) -> dict[str, Any]:
     """Plain JSON-ready dict of ``cfg`` (for stats); msgspec.convert turns it back."""
-    return msgspec.to_builtins(cfg)
+    plain: dict[str, Any] = msgspec.to_builtins(cfg)
+    return plain

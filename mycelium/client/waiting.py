@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import posix_ipc  # type: ignore[import-not-found]  # no stubs published
+import posix_ipc  # no stubs published
 
 from mycelium.shm.consumer_state import ConsumerState
 from mycelium.shm.ordering import BLOCK_SAFETY_S, full_fence

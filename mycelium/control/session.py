@@ -91,6 +91,12 @@ class ServerSession:
         """The client's declared pid, None before its Hello."""
         return self.hello.pid if self.hello else None
 
+    @property
+    def closed(self) -> bool:
+        """Whether the session has ended (a method, so a check after ``receive`` is not
+        narrowed away by the one before it)."""
+        return self.state is SessionState.CLOSED
+
     def receive(self, request: Request) -> None:
         """Check ``request`` against the table and the protocol version; advance the state.
 

@@ -95,7 +95,7 @@ class _Message(msgspec.Struct, frozen=True, tag_field="t", tag=True):
 # --- requests: client -> coordinator -------------------------------------------------
 
 
-class Hello(_Message):
+class Hello(_Message, frozen=True):
     """First message of every connection; the coordinator answers Welcome or Error."""
 
     version: int
@@ -106,13 +106,13 @@ class Hello(_Message):
     resume_id: int = 0
 
 
-class RegisterProducer(_Message):
+class RegisterProducer(_Message, frozen=True):
     """Ask for this client's lanes on ``topic``; answered by ProducerRegistered."""
 
     topic: str
 
 
-class Subscribe(_Message):
+class Subscribe(_Message, frozen=True):
     """Join ``topic`` (queue topics: in ``group``, "default" if None); answered by Subscribed."""
 
     topic: str
@@ -121,38 +121,38 @@ class Subscribe(_Message):
     resume_id: int = 0
 
 
-class Unsubscribe(_Message):
+class Unsubscribe(_Message, frozen=True):
     """Leave a subscription; what it had not consumed goes to the rest of its group."""
 
     consumer_id: int
 
 
-class Heartbeat(_Message):
+class Heartbeat(_Message, frozen=True):
     """Keeps the connection alive between other requests."""
 
     pid: int
 
 
-class StatsRequest(_Message):
+class StatsRequest(_Message, frozen=True):
     """Ask for the broker's statistics; answered by StatsReply."""
 
 
-class Reload(_Message):
+class Reload(_Message, frozen=True):
     """Re-read the config file (as SIGHUP does)."""
 
 
-class Shutdown(_Message):
+class Shutdown(_Message, frozen=True):
     """Stop the broker gracefully."""
 
 
-class Goodbye(_Message):
+class Goodbye(_Message, frozen=True):
     """Clean close: the client releases what it holds; no reply."""
 
 
 # --- replies: coordinator -> client --------------------------------------------------
 
 
-class Welcome(_Message):
+class Welcome(_Message, frozen=True):
     """Accepts a Hello: names the broker's shared-memory registry and the client's id."""
 
     version: int
@@ -164,14 +164,14 @@ class Welcome(_Message):
     segment_mode: int = 0o600
 
 
-class ProducerRegistered(_Message):
+class ProducerRegistered(_Message, frozen=True):
     """The producer's id on ``topic``; its lanes appear in the registry."""
 
     topic: str
     producer_id: int
 
 
-class Subscribed(_Message):
+class Subscribed(_Message, frozen=True):
     """The new consumer's id, group, state segment and doorbell names."""
 
     topic: str
@@ -181,19 +181,19 @@ class Subscribed(_Message):
     doorbell_name: str
 
 
-class Ok(_Message):
+class Ok(_Message, frozen=True):
     """A request with nothing else to return succeeded."""
 
     detail: str = ""
 
 
-class StatsReply(_Message):
+class StatsReply(_Message, frozen=True):
     """Broker statistics as a JSON-like dict."""
 
     stats: dict[str, Any]
 
 
-class Error(_Message):
+class Error(_Message, frozen=True):
     """A request failed; ``code`` is an ErrorCode value (a str, so newer codes still decode).
 
     ``data`` carries the error's fields (UnknownTopic's topic and known topics, a limit's

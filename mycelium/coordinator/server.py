@@ -366,7 +366,7 @@ class Coordinator:
                 while (request := decoder.next_message()) is not None:
                     conn.session.receive(request)
                     writer.write(self._answer(conn, request))
-                    if conn.session.state is SessionState.CLOSED:
+                    if conn.session.closed:
                         break
                 await writer.drain()
         except ControlProtocolError as exc:
@@ -480,10 +480,10 @@ class Coordinator:
                 if cid in conn.consumer_ids:
                     conn.consumer_ids.discard(cid)
                     with state.change():
-                        entry = state.consumer(cid)
+                        gone = state.consumer(cid)
                         state.remove_consumer(cid)
                         self._event(conn, "unsubscribe", f"consumer {cid}", consumer=cid,
-                                    topic=entry.topic if entry else None)  # fmt: skip
+                                    topic=gone.topic if gone else None)  # fmt: skip
                         state.sweep()
                 return Ok()
             case Heartbeat():

@@ -88,11 +88,11 @@ class _StateFields:
 
     @property
     def uid(self) -> int:
-        return CONSUMER_STATIC.unpack_from(self.seg.mm, CONSUMER_STATIC_OFF)[0]
+        return int(CONSUMER_STATIC.unpack_from(self.seg.mm, CONSUMER_STATIC_OFF)[0])
 
     @property
     def pid(self) -> int:
-        return CONSUMER_STATIC.unpack_from(self.seg.mm, CONSUMER_STATIC_OFF)[1]
+        return int(CONSUMER_STATIC.unpack_from(self.seg.mm, CONSUMER_STATIC_OFF)[1])
 
     @property
     def heartbeat_ns(self) -> int:

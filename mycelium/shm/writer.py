@@ -244,7 +244,7 @@ class LaneWriter:
                 pos = end
                 count += 1
         except BackpressureTimeout as exc:
-            exc.published = count - first  # type: ignore[attr-defined]
+            exc.published = count - first
             raise
         finally:
             self._publish_upto(pos, count)
@@ -271,7 +271,7 @@ class LaneWriter:
                 count += j
                 done += j
         except BackpressureTimeout as exc:
-            exc.published = count - first  # type: ignore[attr-defined]
+            exc.published = count - first
             raise
         finally:
             self._publish_upto(pos, count)
