@@ -36,7 +36,7 @@ API_TIMEOUT_S = 5.0
 
 
 def backoff_s(attempt: int, cfg: BridgeConfig, rng: random.Random | None = None) -> float:
-    """Full jitter: uniform in [0, min(max, min * 2**attempt)] seconds (attempt 0: min)."""
+    """Jittered: uniform in [min, min(max, min * 2**attempt)] seconds (attempt 0: min)."""
     low = cfg.reconnect_wait_min_ms / 1000
     cap = min(cfg.reconnect_wait_max_ms / 1000, low * (1 << min(attempt, 30)))
     return low if attempt == 0 else (rng or random).uniform(low, cap)
