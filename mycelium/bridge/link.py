@@ -7,7 +7,7 @@ connects with ``allow_reconnect=False``, so when a connection dies everything se
 is settled (acked or failed) before the next connection carries anything. The exporter
 then re-sends what was not acked, in order, on the new connection; that is what keeps a
 producer's messages in order across a server crash. Each attempt starts at the next URL
-of the list (cluster failover) and waits a capped, fully jittered exponential backoff.
+of the list (cluster failover) and waits a capped, jittered exponential backoff.
 """
 
 from __future__ import annotations
