@@ -126,9 +126,11 @@ class Exporter:
                 if self.unacked:
                     await self._wait_head()
                 continue
-            for record in batch:
-                item = _Sent(record, headers.export_headers(self.host, self.topic, *record[1:]))
-                self.unacked.append(item)
+            # All of the batch is queued before any is sent: a send that fails leaves the
+            # rest in ``unacked`` for the next session, never only in this frame.
+            items = [_Sent(r, headers.export_headers(self.host, self.topic, *r[1:])) for r in batch]
+            self.unacked.extend(items)
+            for item in items:
                 await self._send(js, item)
 
     def sync_figures(self) -> None:

@@ -121,19 +121,18 @@ class Importer:
         return out, top
 
     async def _into_ring(self, payloads: list[bytes]) -> None:
-        """Publish all of ``payloads``, waiting (off the loop) as long as the ring stays full.
+        """Publish all of ``payloads``, waiting (on the loop) as long as the ring stays full.
 
-        The producer core's own count of what went in is used, not ``AsyncProducer``'s
-        (whose timeout drops a partial batch's count): nothing is published twice.
+        A batch cut short by the producer's backpressure bound says in ``published`` how
+        much of it went in, so a retry carries on after it: nothing is published twice.
         """
-        core = self.producer.core
         done = 0
         delay = RING_RETRY_MIN_S
         while done < len(payloads):
             try:
-                done += core.publish_many(self.topic, payloads[done:])
+                done += await self.producer.publish_many(self.topic, payloads[done:])
             except BackpressureTimeout as exc:
-                done += getattr(exc, "published", 0)
+                done += exc.published
                 self.figures.ring_full_waits += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RING_RETRY_MAX_S)

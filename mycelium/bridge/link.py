@@ -7,7 +7,7 @@ connects with ``allow_reconnect=False``, so when a connection dies everything se
 is settled (acked or failed) before the next connection carries anything. The exporter
 then re-sends what was not acked, in order, on the new connection; that is what keeps a
 producer's messages in order across a server crash. Each attempt starts at the next URL
-of the list (cluster failover) and waits a capped, fully jittered exponential backoff.
+of the list (cluster failover) and waits a capped, jittered exponential backoff.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ API_TIMEOUT_S = 5.0
 
 
 def backoff_s(attempt: int, cfg: BridgeConfig, rng: random.Random | None = None) -> float:
-    """Full jitter: uniform in [0, min(max, min * 2**attempt)] seconds (attempt 0: min)."""
+    """Jittered: uniform in [min, min(max, min * 2**attempt)] seconds (attempt 0: min)."""
     low = cfg.reconnect_wait_min_ms / 1000
     cap = min(cfg.reconnect_wait_max_ms / 1000, low * (1 << min(attempt, 30)))
     return low if attempt == 0 else (rng or random).uniform(low, cap)

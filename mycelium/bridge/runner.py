@@ -21,6 +21,7 @@ import os
 import re
 import signal
 import socket
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ log = logging.getLogger("mycelium.bridge")
 
 #: How long the bridge waits for its local broker to answer at start.
 BROKER_WAIT_S = 10.0
+#: A session that lasted this long was healthy: the next reconnect backs off from the start.
+SESSION_HEALTHY_S = 10.0
 
 
 def default_host() -> str:
@@ -124,45 +127,46 @@ class Bridge:
         await _until_done_or_lost([asyncio.create_task(w) for w in work], lost)
 
     async def _sessions(self) -> None:
-        """Sessions one after another, with backoff, until stopped."""
-        attempt = 0
-        first = True
+        """Sessions one after another until stopped. Each failure (a connect or a session)
+        moves to the next server and doubles the jittered backoff; a session that lasted
+        SESSION_HEALTHY_S starts the backoff afresh."""
+        server = 0  # which URL of the list the next connect starts at
+        failures = 0
+        connected_before = False
         while True:
             lost = asyncio.Event()
 
             async def on_lost(lost: asyncio.Event = lost) -> None:
                 lost.set()
 
+            began = time.monotonic()
             try:
-                nc = await link.connect(self.cfg, attempt, self.host, on_lost)
+                nc = await link.connect(self.cfg, server, self.host, on_lost)
             except MyceliumError:
                 raise
             except Exception as exc:
-                if self.stopping.is_set():
-                    return
-                attempt += 1
-                wait = link.backoff_s(attempt, self.cfg)
-                log.warning("cannot reach NATS (%r); next try in %.2fs", exc, wait)
-                await asyncio.sleep(wait)
-                continue
-            url = nc.connected_url
-            self.figures.connected, self.figures.server = True, url.netloc if url else ""
-            if not first:
-                self.figures.reconnects += 1
-            first, attempt = False, attempt + 1
-            try:
-                await self._session(nc, lost)
-                return  # stopped, everything in flight settled
-            except MyceliumError:
-                raise
-            except Exception as exc:
-                log.warning("NATS session on %s ended: %r", self.figures.server, exc)
-                if self.stopping.is_set():
-                    return
-            finally:
-                self.figures.connected = False
-                await link.close_quietly(nc)
-            await asyncio.sleep(link.backoff_s(0, self.cfg))
+                nc = None
+                log.warning("cannot reach NATS: %r", exc)
+            if nc is not None:
+                url = nc.connected_url
+                self.figures.connected, self.figures.server = True, url.netloc if url else ""
+                self.figures.reconnects += connected_before
+                connected_before = True
+                try:
+                    await self._session(nc, lost)
+                    return  # stopped, everything in flight settled
+                except MyceliumError:
+                    raise
+                except Exception as exc:
+                    log.warning("NATS session on %s ended: %r", self.figures.server, exc)
+                finally:
+                    self.figures.connected = False
+                    await link.close_quietly(nc)
+            if self.stopping.is_set():
+                return
+            server += 1
+            failures = 0 if time.monotonic() - began >= SESSION_HEALTHY_S else failures + 1
+            await asyncio.sleep(link.backoff_s(failures, self.cfg))
 
     def _write_status(self) -> None:
         for exporter in self.exporters:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from bridge_kit import host_config
 
+from mycelium.bridge.link import backoff_s
 from mycelium.config import parse_config
 from mycelium.errors import ConfigError
 
@@ -64,3 +66,15 @@ def test_bridge_command_refuses_a_bad_config_file(tmp_path: Path) -> None:
     result = _bridge_cli("--config", str(config))
     assert result.returncode == 2
     assert "bridge.export[0]" in result.stderr
+
+
+def test_reconnect_backoff_doubles_with_full_jitter_and_stays_under_its_cap() -> None:
+    cfg = parse_config(
+        host_config("reconnect_wait_min_ms = 100\nreconnect_wait_max_ms = 2000")
+    ).bridge
+    rng = random.Random(7)
+    assert backoff_s(0, cfg, rng) == 0.1
+    for attempt, ceiling in ((1, 0.2), (2, 0.4), (3, 0.8), (10, 2.0), (60, 2.0)):
+        waits = [backoff_s(attempt, cfg, rng) for _ in range(200)]
+        assert all(0.1 <= w <= ceiling for w in waits)
+        assert max(waits) - min(waits) > (ceiling - 0.1) / 2  # jittered, not fixed

@@ -28,14 +28,13 @@ def test_100k_numbered_messages_arrive_in_order_and_identical(
         procs.start(produce, a.socket, "market_data", "A", MESSAGES, 0)
         (got,) = collect([c], MESSAGES)
     check_exact(got, "A", MESSAGES)
-    status = wait_for(
-        lambda: (
-            (s := bridges["B"].status())["imports"]["market_data"]["imported"] == MESSAGES and s
-        ),
+    # B's figures count every message once (a batch redelivered after ack_wait lands in
+    # duplicates_dropped instead).
+    wait_for(
+        lambda: bridges["B"].status()["imports"]["market_data"]["imported"] == MESSAGES,
         30,
         "B's figures",
     )
-    assert status["imports"]["market_data"]["duplicates_dropped"] == 0
     assert bridges["A"].status()["exports"]["market_data"]["exported"] == MESSAGES
 
 
