@@ -198,8 +198,13 @@ class Coordinator:
         self.state = BrokerState(self.broker_id, self.config, registry, adopted)
         self.state.sweep()
         self.state.publish()
+        # A backlog as deep as the connection limit: a burst of connects (a restart, a
+        # crowd, a hostile flood) waits to be accepted rather than failing with EAGAIN.
         server = await asyncio.start_unix_server(
-            self._serve, path=self.socket_path, limit=MAX_REQUEST_FRAME_BYTES
+            self._serve,
+            path=self.socket_path,
+            limit=MAX_REQUEST_FRAME_BYTES,
+            backlog=self.config.server.max_connections,
         )
         os.chmod(self.socket_path, self.config.server.socket_mode)
         loop = asyncio.get_running_loop()
