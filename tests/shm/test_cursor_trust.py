@@ -111,7 +111,10 @@ impossible = st.one_of(
 )
 @given(
     scribbles=st.lists(
-        st.tuples(st.floats(0.0, 1.0), impossible, st.integers(0, (1 << 64) - 1)),
+        # Scribbled by 80% of the stream at the latest: the writer, at most a ring (682
+        # frames) ahead, then still has messages to publish, and only its next sane cursor
+        # store ends the reader's distrust (an idle writer's lane stays skipped by design).
+        st.tuples(st.floats(0.0, 0.8), impossible, st.integers(0, (1 << 64) - 1)),
         min_size=1,
         max_size=20,
     )
