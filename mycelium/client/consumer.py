@@ -14,8 +14,10 @@ order. Blocking work is split out so an async driver can run it off the event lo
 ``Consumer.recv`` is the sync driver: it waits with the consumer's strategy through the
 one wait policy (``waiting.py``). A lane whose
 producer died stays until we have drained it; the coordinator then retires it and we
-let it go. On a queue topic, ``close()`` keeps its cursors in place so the producers can
-hand what we did not read to the rest of the group.
+let it go. On a queue topic, ``close()`` keeps its cursors in place: the coordinator hands
+our lanes to the rest of the group, which reads on from them (``redelivery.py``). A lane
+handed to us is read before our own ones (its messages are older), from where its
+previous holder stood.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 
 from mycelium.client.control import ControlChannel
 from mycelium.client.handle import ClosingHandle
+from mycelium.client.redelivery import resume_at
 from mycelium.client.topology import TopologyWatcher
 from mycelium.client.waiting import WaitPlan, wait_sync
 from mycelium.control.wire import Subscribe, Subscribed, Unsubscribe
@@ -53,6 +56,8 @@ class LaneSnapshot:
     queue: bool
     wanted: set[int]
     lanes: dict[int, Segment] = field(default_factory=dict)
+    #: Lanes handed over from a departed member: where we start reading each.
+    resume: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 class ConsumerCore:
@@ -79,6 +84,8 @@ class ConsumerCore:
         self._closed = False
         self._readers: dict[int, LaneReader] = {}
         self._order: list[LaneReader] = []
+        self._handed: list[LaneReader] = []  # lanes taken over: read first (older)
+        self._handed_uids: set[int] = set()
         self._rr = 0
         self.channel = ControlChannel(
             self.socket_path,
@@ -107,6 +114,11 @@ class ConsumerCore:
         watch = self.watch
         if watch.q[REGISTRY_GENERATION_Q] != watch.gen:  # watch.stale(), inlined
             self.refresh()
+        if self._handed:
+            for reader in self._handed:
+                data = reader.poll()
+                if data is not None:
+                    return data
         order = self._order
         n = len(order)
         if n == 1:
@@ -128,9 +140,12 @@ class ConsumerCore:
         """
         if self.watch.stale():
             self.refresh()
+        out: list[bytes] = []
+        for reader in self._handed:
+            if len(out) < max_n:
+                out += reader.poll_many(max_n - len(out))
         order = self._order
         n = len(order)
-        out: list[bytes] = []
         start = self._rr
         for k in range(n):
             if len(out) >= max_n:
@@ -162,6 +177,10 @@ class ConsumerCore:
             and (lane.consumer == self.id or not queue)
         }  # fmt: skip
         snap = LaneSnapshot(gen, topo, queue, set(wanted))
+        for uid, lane in wanted.items():
+            at = resume_at(lane) if queue else None
+            if at is not None:
+                snap.resume[uid] = at
         try:
             for uid, lane in wanted.items():
                 if uid not in self._readers:
@@ -187,10 +206,19 @@ class ConsumerCore:
                 if uid in self._readers:
                     seg.close()
                     continue
-                start = "begin" if uid > self.id else "end"
-                self._readers[uid] = LaneReader(seg, self.state, start=start)
+                at = snap.resume.get(uid)
+                if at is not None:  # handed over: on from where the previous holder stood
+                    slot = self.state.claim_slot(uid, *at)
+                    self._readers[uid] = LaneReader(seg, self.state, slot=slot)
+                    self._handed_uids.add(uid)
+                else:
+                    start = "begin" if uid > self.id else "end"
+                    self._readers[uid] = LaneReader(seg, self.state, start=start)
             snap.lanes.clear()
-            self._order = list(self._readers.values())
+            self._handed_uids &= set(self._readers)
+            readers = self._readers.items()
+            self._handed = [r for uid, r in readers if uid in self._handed_uids]
+            self._order = [r for uid, r in readers if uid not in self._handed_uids]
             self._rr = 0
 
     def refresh(self) -> None:
@@ -216,7 +244,7 @@ class ConsumerCore:
     # -- state ----------------------------------------------------------------------
     @property
     def lanes(self) -> int:
-        return len(self._order)
+        return len(self._order) + len(self._handed)
 
     @property
     def lost(self) -> int:
@@ -235,7 +263,7 @@ class ConsumerCore:
         ``lost``, ``corrupt`` and ``lanes``: every counter of the handle is one."""
         if self.watch.stale():
             self.refresh()
-        return sum(r.backlog() for r in self._order)
+        return sum(r.backlog() for r in (*self._handed, *self._order))
 
     def close(self) -> None:
         """Leave the topic. On a queue topic our unread messages go to the rest of the group."""
@@ -248,6 +276,7 @@ class ConsumerCore:
                 reader.close(release_slot=not self._queue)
             self._readers.clear()
             self._order = []
+            self._handed = []
         if self.channel.state.name == "CONNECTED":
             try:
                 self.channel.request(Unsubscribe(consumer_id=self.id))

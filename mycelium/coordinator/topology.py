@@ -42,6 +42,7 @@ from mycelium.shm.layout import (
     LANE_COUNT_Q,
     LANE_TIMEOUTS_Q,
     LANE_WRITE_Q,
+    SLOT_COUNT_Q,
     SLOT_CURSOR_Q,
 )
 from mycelium.shm.registry import (
@@ -377,11 +378,17 @@ class BrokerState:
             for p in self.topo.producers:
                 if p.alive and topic in p.topics:
                     self._add_lane(t, p, entry)
+            for lane in self.topo.lanes:  # what departed members of the group left unread
+                holder = self.consumer(lane.consumer)
+                orphan = holder is None or not holder.alive
+                if orphan and lane.topic == topic and lane.group == group:
+                    self._hand_over(lane, entry)
         return entry
 
     def remove_consumer(self, cid: int) -> None:
-        """The consumer left. Fanout: it is forgotten now. Queue: its lanes stay until their
-        producer has handed what it left unread to the rest of the group."""
+        """The consumer left. Fanout: it is forgotten now. Queue: each of its lanes goes to
+        the surviving member with the fewest lanes, read from our last stored cursor; with
+        no survivor it stays (gated, in shared memory) until a member joins."""
         c = self.consumer(cid)
         if c is None or not c.alive:
             return
@@ -389,6 +396,57 @@ class BrokerState:
             msgspec.structs.replace(x, alive=False) if x.id == cid else x
             for x in self.topo.consumers
         ]
+        heirs = [
+            x for x in self.topo.consumers if x.alive and (x.topic, x.group) == (c.topic, c.group)
+        ]
+        for lane in [x for x in self.topo.lanes if x.consumer == cid and heirs]:
+            held = {h.id: 0 for h in heirs}
+            for x in self.topo.lanes:
+                if x.consumer in held:
+                    held[x.consumer] += 1
+            heir = min(heirs, key=lambda h: (held[h.id], h.id))
+            self._hand_over(lane, heir)
+
+    def _hand_over(self, lane: LaneEntry, heir: ConsumerEntry) -> None:
+        """Give ``lane`` to ``heir``: it reads on from where the departed holder's slot
+        stands (or, if that holder never claimed one, from where its predecessor's does).
+        The lane takes no new messages (its producer closes it); it is removed once read."""
+        view = self._consumers.get(lane.consumer)
+        base = view.find_slot(lane.uid) if view is not None else None
+        if view is not None and base is not None:
+            prev, pos, count = (
+                lane.consumer,
+                view.q[base + SLOT_CURSOR_Q],
+                view.q[base + SLOT_COUNT_Q],
+            )
+        elif lane.previous:
+            prev, pos, count = lane.previous, lane.resume_pos, lane.resume_count
+        else:  # never attached: the lane was made for it, so everything in it is unread
+            prev, pos, count = lane.consumer, 0, 0
+        moved = msgspec.structs.replace(
+            lane, consumer=heir.id, draining=True, previous=prev, resume_pos=pos, resume_count=count
+        )
+        self.topo.lanes = [moved if x.uid == lane.uid else x for x in self.topo.lanes]
+        log.info(
+            "handed lane %d of %s from consumer %d to %d at message %d",
+            lane.uid,
+            lane.topic,
+            lane.consumer,
+            heir.id,
+            count,
+            extra=fields("lane_handed_over", lane=lane.uid, topic=lane.topic, consumer=heir.id),
+        )
+
+    def _settle_hand_overs(self) -> bool:
+        """Stop naming a lane's previous holder once the new one has claimed its slot."""
+        changed = False
+        for lane in list(self.topo.lanes):
+            view = self._consumers.get(lane.consumer)
+            if lane.previous and view is not None and view.find_slot(lane.uid) is not None:
+                settled = msgspec.structs.replace(lane, previous=0)
+                self.topo.lanes = [settled if x.uid == lane.uid else x for x in self.topo.lanes]
+                changed = True
+        return changed
 
     # -- liveness and garbage collection --------------------------------------------
     def sweep(self) -> bool:
@@ -419,6 +477,7 @@ class BrokerState:
                 )
                 self.remove_consumer(c.id)
                 changed = True
+        changed |= self._settle_hand_overs()
         for lane in list(self.topo.lanes):
             if self._lane_finished(lane):
                 self._retire_lane(lane)
@@ -433,13 +492,14 @@ class BrokerState:
         seg = self._lanes.get(lane.uid)
         if seg is None:
             return True
-        if lane.consumer:  # queue lane
-            c = self.consumer(lane.consumer)
+        if lane.consumer:  # queue lane: finished when nothing more comes and all is read
             producer = self.producer(lane.producer)
-            if c is None or not c.alive:
-                # Its producer re-dispatches what was left, then closes the lane.
-                return bool(seg.q[LANE_CLOSED_Q]) or producer is None or not producer.alive
-            return lane.draining and self._drained_by(lane, seg, c)
+            if not seg.q[LANE_CLOSED_Q] and producer is not None and producer.alive:
+                return False
+            view = self._consumers.get(lane.consumer)
+            base = view.find_slot(lane.uid) if view is not None else None
+            read = lane.resume_pos if view is None or base is None else view.q[base + SLOT_CURSOR_Q]
+            return read >= seg.q[LANE_WRITE_Q]
         if not lane.draining:
             return False
         return all(
@@ -479,7 +539,7 @@ class BrokerState:
 
     def _forget_finished_clients(self) -> bool:
         """Drop dead consumers and producers that no lane refers to any more."""
-        in_use_c = {lane.consumer for lane in self.topo.lanes}
+        in_use_c = {c for lane in self.topo.lanes for c in (lane.consumer, lane.previous)}
         in_use_p = {lane.producer for lane in self.topo.lanes}
         changed = False
         for c in list(self.topo.consumers):

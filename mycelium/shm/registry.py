@@ -85,7 +85,13 @@ class LaneEntry(msgspec.Struct, frozen=True):
     segment: str
     consumer: int = 0
     group: str = ""
-    draining: bool = False  # its producer is gone: readers finish it, then it is removed
+    draining: bool = False  # no new messages (producer gone, or handed over): then removed
+    #: A queue lane handed over from a departed member: ``previous`` is the consumer whose
+    #: slot (or pending gate) holds the frames from ``resume_pos`` (message index
+    #: ``resume_count``) on; producers gate on it until the new holder has claimed a slot.
+    previous: int = 0
+    resume_pos: int = 0
+    resume_count: int = 0
 
 
 class Topology(msgspec.Struct):
