@@ -208,6 +208,15 @@ class AsyncConsumer:
             except TimeoutError:
                 continue
 
+    def ack(self) -> None:
+        """Acknowledge every message received so far (cumulative; see ``Consumer.ack``)."""
+        self.core.ack()
+
+    @property
+    def redelivered(self) -> int:
+        """Messages this handle got that had been delivered (not acknowledged) before."""
+        return self.core.redelivered
+
     async def close(self) -> None:
         if self._core is not None:
             await asyncio.to_thread(self._core.close)

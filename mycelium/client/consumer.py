@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 
 from mycelium.client.control import ControlChannel
 from mycelium.client.handle import ClosingHandle
-from mycelium.client.redelivery import resume_at
+from mycelium.client.redelivery import redelivered, resume_at
 from mycelium.client.topology import TopologyWatcher
 from mycelium.client.waiting import WaitPlan, wait_sync
 from mycelium.control.wire import Subscribe, Subscribed, Unsubscribe
-from mycelium.errors import BrokerUnavailable, MyceliumError
+from mycelium.errors import BrokerUnavailable, ConfigError, MyceliumError
 from mycelium.paths import resolve_socket_path
 from mycelium.protocol import Message, parse_message
 from mycelium.shm.consumer_state import ConsumerState
@@ -44,7 +44,9 @@ from mycelium.shm.registry import Topology
 from mycelium.shm.segment import Segment
 from mycelium.shm.wait import DEFAULT_SPINS, DEFAULT_YIELDS, WaitStrategy
 
-__all__ = ["Consumer", "ConsumerCore", "LaneSnapshot"]
+__all__ = ["ACK_MODES", "Consumer", "ConsumerCore", "LaneSnapshot"]
+
+ACK_MODES = ("auto", "manual")
 
 
 @dataclass
@@ -57,7 +59,7 @@ class LaneSnapshot:
     wanted: set[int]
     lanes: dict[int, Segment] = field(default_factory=dict)
     #: Lanes handed over from a departed member: where we start reading each.
-    resume: dict[int, tuple[int, int]] = field(default_factory=dict)
+    resume: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
 
 class ConsumerCore:
@@ -74,7 +76,13 @@ class ConsumerCore:
         yields: int = DEFAULT_YIELDS,
         wait_for_broker: float = 0.0,
         name: str | None = None,
+        ack: str = "auto",
     ) -> None:
+        if ack not in ACK_MODES:
+            raise ConfigError(f"ack must be one of {ACK_MODES}, not {ack!r}")
+        #: "auto": a message is acknowledged as it is read (at-most-once for one in flight
+        #: at a crash); "manual": only by ``ack()``, the rest is delivered again.
+        self.ack_mode = ack
         self.topic = topic
         self.socket_path = resolve_socket_path(socket_path)
         self.wait = WaitStrategy(wait)
@@ -86,6 +94,9 @@ class ConsumerCore:
         self._order: list[LaneReader] = []
         self._handed: list[LaneReader] = []  # lanes taken over: read first (older)
         self._handed_uids: set[int] = set()
+        #: Per handed-over lane: (start index, index the previous holder had read to).
+        self._seen: dict[int, tuple[int, int]] = {}
+        self._redelivered_done = 0  # from handed-over lanes already let go
         self._rr = 0
         self.channel = ControlChannel(
             self.socket_path,
@@ -201,19 +212,26 @@ class ConsumerCore:
             self._queue = snap.queue
             for uid in list(self._readers):
                 if uid not in snap.wanted:
-                    self._readers.pop(uid).close(release_slot=True)
+                    gone = self._readers.pop(uid)
+                    self._redelivered_done += self._redelivered_on(uid, gone)
+                    gone.close(release_slot=True)
             for uid, seg in snap.lanes.items():
                 if uid in self._readers:
                     seg.close()
                     continue
                 at = snap.resume.get(uid)
                 if at is not None:  # handed over: on from where the previous holder stood
-                    slot = self.state.claim_slot(uid, *at)
-                    self._readers[uid] = LaneReader(seg, self.state, slot=slot)
+                    pos, count, seen = at
+                    slot = self.state.claim_slot(uid, pos, count)
+                    reader = LaneReader(seg, self.state, slot=slot)
                     self._handed_uids.add(uid)
+                    self._seen[uid] = (count, seen)
                 else:
                     start = "begin" if uid > self.id else "end"
-                    self._readers[uid] = LaneReader(seg, self.state, start=start)
+                    reader = LaneReader(seg, self.state, start=start)
+                if self.ack_mode == "manual":
+                    reader.hold()
+                self._readers[uid] = reader
             snap.lanes.clear()
             self._handed_uids &= set(self._readers)
             readers = self._readers.items()
@@ -245,6 +263,23 @@ class ConsumerCore:
     @property
     def lanes(self) -> int:
         return len(self._order) + len(self._handed)
+
+    def ack(self) -> None:
+        """Acknowledge every message this handle has received so far (cumulative): they
+        are not delivered again if we die. With ack="auto" every read already is."""
+        if self.ack_mode == "manual":
+            for reader in self._readers.values():
+                reader.ack()
+
+    @property
+    def redelivered(self) -> int:
+        """Messages this handle got that had been delivered (not acknowledged) before."""
+        live = sum(self._redelivered_on(uid, r) for uid, r in self._readers.items())
+        return self._redelivered_done + live
+
+    def _redelivered_on(self, uid: int, reader: LaneReader) -> int:
+        start, seen = self._seen.get(uid, (0, 0))
+        return redelivered(start, seen, reader.count)
 
     @property
     def lost(self) -> int:

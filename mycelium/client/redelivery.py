@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from mycelium.shm.registry import ConsumerEntry, LaneEntry
 
-__all__ = ["gate_ids", "resume_at", "takes_messages"]
+__all__ = ["gate_ids", "redelivered", "resume_at", "takes_messages"]
 
 
 def gate_ids(lane: LaneEntry) -> tuple[int, ...]:
@@ -35,6 +35,13 @@ def takes_messages(lane: LaneEntry, holder: ConsumerEntry | None) -> bool:
     return holder is not None and holder.alive and not lane.draining
 
 
-def resume_at(lane: LaneEntry) -> tuple[int, int] | None:
-    """Where the heir of a handed-over lane starts (position, message index), else None."""
-    return (lane.resume_pos, lane.resume_count) if lane.previous else None
+def resume_at(lane: LaneEntry) -> tuple[int, int, int] | None:
+    """Where the heir of a handed-over lane starts (position, message index) and the
+    index below which what it reads was delivered before; None if not handed over."""
+    return (lane.resume_pos, lane.resume_count, lane.resume_seen) if lane.previous else None
+
+
+def redelivered(start: int, seen: int, read_to: int) -> int:
+    """Messages an heir that started at index ``start`` and has read to ``read_to`` got
+    that the previous holder had received (and not acknowledged) before."""
+    return max(0, min(read_to, seen) - start)

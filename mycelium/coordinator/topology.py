@@ -44,6 +44,7 @@ from mycelium.shm.layout import (
     LANE_WRITE_Q,
     SLOT_COUNT_Q,
     SLOT_CURSOR_Q,
+    SLOT_READ_COUNT_Q,
 )
 from mycelium.shm.registry import (
     ConsumerEntry,
@@ -414,17 +415,22 @@ class BrokerState:
         view = self._consumers.get(lane.consumer)
         base = view.find_slot(lane.uid) if view is not None else None
         if view is not None and base is not None:
-            prev, pos, count = (
-                lane.consumer,
-                view.q[base + SLOT_CURSOR_Q],
-                view.q[base + SLOT_COUNT_Q],
-            )
+            q = view.q
+            prev, pos, count = lane.consumer, q[base + SLOT_CURSOR_Q], q[base + SLOT_COUNT_Q]
+            seen = max(count, q[base + SLOT_READ_COUNT_Q])
         elif lane.previous:
             prev, pos, count = lane.previous, lane.resume_pos, lane.resume_count
+            seen = lane.resume_seen
         else:  # never attached: the lane was made for it, so everything in it is unread
-            prev, pos, count = lane.consumer, 0, 0
+            prev, pos, count, seen = lane.consumer, 0, 0, 0
         moved = msgspec.structs.replace(
-            lane, consumer=heir.id, draining=True, previous=prev, resume_pos=pos, resume_count=count
+            lane,
+            consumer=heir.id,
+            draining=True,
+            previous=prev,
+            resume_pos=pos,
+            resume_count=count,
+            resume_seen=seen,
         )
         self.topo.lanes = [moved if x.uid == lane.uid else x for x in self.topo.lanes]
         log.info(

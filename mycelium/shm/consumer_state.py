@@ -8,6 +8,9 @@ slot on its own cache line: ``lane_uid, cursor, count, start``. ``cursor`` is th
 position below which the consumer needs nothing (the writer may reuse those bytes),
 ``count`` the lane's index of the next message, and ``count - start`` the messages
 delivered through the slot (a reader that skips messages it lost moves ``start`` up too).
+With manual acknowledgement, ``cursor`` and ``count`` are the acknowledged position and
+the reader's own position goes to ``read cursor, read count`` on the same line: producers
+keep everything unacknowledged, and an heir (``redelivery.py``) reads on from it.
 The consumer claims a slot by writing cursor, count and start first and the lane uid
 last, so a producer that finds its lane uid in a slot always sees a valid cursor next to
 it (Store/Store order, see ordering.py). Clearing the lane uid releases the slot:
@@ -40,6 +43,8 @@ from mycelium.shm.layout import (
     SLOT_COUNT_Q,
     SLOT_CURSOR_Q,
     SLOT_LANE_Q,
+    SLOT_READ_COUNT_Q,
+    SLOT_READ_CURSOR_Q,
     SLOT_START_Q,
     slot_q,
 )
@@ -155,6 +160,8 @@ class ConsumerState(_StateFields):
                 q[base + SLOT_CURSOR_Q] = cursor
                 q[base + SLOT_COUNT_Q] = count
                 q[base + SLOT_START_Q] = count
+                q[base + SLOT_READ_CURSOR_Q] = cursor
+                q[base + SLOT_READ_COUNT_Q] = count
                 # Publish the slot: lane uid stored last (pairs with find_slot's load).
                 q[base + SLOT_LANE_Q] = lane_uid
                 return base

@@ -92,6 +92,9 @@ class LaneEntry(msgspec.Struct, frozen=True):
     previous: int = 0
     resume_pos: int = 0
     resume_count: int = 0
+    #: The message index the previous holder had read to (above ``resume_count`` when it
+    #: read more than it acknowledged): what the heir gets below it is a redelivery.
+    resume_seen: int = 0
 
 
 class Topology(msgspec.Struct):

@@ -95,6 +95,9 @@ def _consume(plan: ConsumerPlan, results: Any, commands: Any, progress: Any) -> 
             if command == "mark":
                 results.put(("mark", plan.name, len(got)))
             want = 1000 if not plan.take else min(1000, plan.take - len(got))
+            for every in (plan.ack_every, plan.acked):  # a batch ends where an ack is due
+                if every and len(got) < every:
+                    want = min(want, every - len(got) % every)
             batch = c.recv_many(want, timeout=RECV_WAIT_S)
             for data in batch:
                 got.append(number_of(data))
