@@ -44,9 +44,10 @@ from mycelium.shm.registry import Topology
 from mycelium.shm.segment import Segment
 from mycelium.shm.wait import DEFAULT_SPINS, DEFAULT_YIELDS, WaitStrategy
 
-__all__ = ["ACK_MODES", "Consumer", "ConsumerCore", "LaneSnapshot"]
+__all__ = ["ACK_MODES", "START_MODES", "Consumer", "ConsumerCore", "LaneSnapshot"]
 
 ACK_MODES = ("auto", "manual")
+START_MODES = ("latest", "earliest")
 
 
 @dataclass
@@ -77,9 +78,17 @@ class ConsumerCore:
         wait_for_broker: float = 0.0,
         name: str | None = None,
         ack: str = "auto",
+        durable: str | None = None,
+        start: str = "latest",
     ) -> None:
         if ack not in ACK_MODES:
             raise ConfigError(f"ack must be one of {ACK_MODES}, not {ack!r}")
+        if start not in START_MODES:
+            raise ConfigError(f"start must be one of {START_MODES}, not {start!r}")
+        #: A durable consumer's position outlives this process (one live process per name).
+        self.durable = durable or ""
+        #: "latest": what is published from now on; "earliest": first what the rings hold.
+        self.start = start
         #: "auto": a message is acknowledged as it is read (at-most-once for one in flight
         #: at a crash); "manual": only by ``ack()``, the rest is delivered again.
         self.ack_mode = ack
@@ -107,7 +116,7 @@ class ConsumerCore:
             on_tick=self._beat,
         )
         try:
-            reply = self.channel.request(Subscribe(topic=topic, group=group))
+            reply = self.channel.request(Subscribe(topic=topic, group=group, durable=self.durable))
         except MyceliumError:
             self.channel.close()
             raise
@@ -220,14 +229,18 @@ class ConsumerCore:
                     seg.close()
                     continue
                 at = snap.resume.get(uid)
-                if at is not None:  # handed over: on from where the previous holder stood
+                held = self.state.find_slot(uid)
+                if held is not None:  # a durable consumer back: on from its own position
+                    reader = LaneReader(seg, self.state, slot=held)
+                elif at is not None:  # handed over: on from where the previous holder stood
                     pos, count, seen = at
                     slot = self.state.claim_slot(uid, pos, count)
                     reader = LaneReader(seg, self.state, slot=slot)
                     self._handed_uids.add(uid)
                     self._seen[uid] = (count, seen)
                 else:
-                    start = "begin" if uid > self.id else "end"
+                    older = uid < self.id and self.start == "latest"
+                    start = "end" if older else "begin"
                     reader = LaneReader(seg, self.state, start=start)
                 if self.ack_mode == "manual":
                     reader.hold()
@@ -301,14 +314,15 @@ class ConsumerCore:
         return sum(r.backlog() for r in (*self._handed, *self._order))
 
     def close(self) -> None:
-        """Leave the topic. On a queue topic our unread messages go to the rest of the group."""
+        """Leave the topic. On a queue topic our unread messages go to the rest of the group;
+        a durable consumer's position stays for the next process of its name."""
         if self._closed:
             return
         self._closed = True
+        keep = self._queue or bool(self.durable)  # our cursors stay: an heir, or we, go on
         with self._lock:
             for reader in self._readers.values():
-                # Queue lanes keep our cursor: the producer re-dispatches from it.
-                reader.close(release_slot=not self._queue)
+                reader.close(release_slot=not keep)
             self._readers.clear()
             self._order = []
             self._handed = []
@@ -318,7 +332,7 @@ class ConsumerCore:
             except MyceliumError:
                 pass  # the coordinator's sweep notices when we exit
         self.channel.close()
-        if self._queue:
+        if keep:
             self.state.seg.close()
             self.state.doorbell.close()
         else:

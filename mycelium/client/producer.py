@@ -283,11 +283,13 @@ class ProducerCore:
         if not live:
             return
         writer = self._writers[live[0].uid]
-        writer.set_readers(
-            v
-            for c in consumers.values()
-            if c.topic == entry.name and c.alive and (v := self._views.get(c.id)) is not None
-        )
+        readers = []
+        for c in consumers.values():
+            view = self._views.get(c.id)
+            if c.topic == entry.name and view is not None and (c.alive or c.durable):
+                view.durable = bool(c.durable)  # away or not, its position is kept
+                readers.append(view)
+        writer.set_readers(readers)
         route = self._routes.get(entry.name)
         if not isinstance(route, FanoutRoute) or route.writer is not writer:
             self._routes[entry.name] = FanoutRoute(entry.name, writer)
@@ -303,12 +305,15 @@ class ProducerCore:
             writer.set_readers(views[cid] for cid in gate_ids(lane) if cid in views)
             if writer.closed_by_us:
                 continue
-            if takes_messages(lane, consumers.get(lane.consumer)) and lane.consumer in views:
+            holder = consumers.get(lane.consumer)
+            if holder is not None and lane.consumer in views:
+                views[lane.consumer].durable = bool(holder.durable)
+            if takes_messages(lane, holder) and lane.consumer in views:
                 route.groups.setdefault(lane.group, []).append(writer)
             else:  # its holder left: the lane is read on by an heir, from shared memory
                 writer.mark_closed()
         for c in consumers.values():  # groups whose lanes are not there yet still exist
-            if c.topic == entry.name and c.alive:
+            if c.topic == entry.name and (c.alive or c.durable):
                 route.groups.setdefault(c.group, [])
         self._routes[entry.name] = route
         self._fanout.pop(entry.name, None)

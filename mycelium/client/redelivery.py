@@ -31,8 +31,9 @@ def gate_ids(lane: LaneEntry) -> tuple[int, ...]:
 
 
 def takes_messages(lane: LaneEntry, holder: ConsumerEntry | None) -> bool:
-    """Whether a producer may dispatch new messages to this queue lane."""
-    return holder is not None and holder.alive and not lane.draining
+    """Whether a producer may dispatch new messages to this queue lane: its holder is
+    alive, or durable and away (its lane keeps filling, up to the ring, until it returns)."""
+    return holder is not None and (holder.alive or bool(holder.durable)) and not lane.draining
 
 
 def resume_at(lane: LaneEntry) -> tuple[int, int, int] | None:

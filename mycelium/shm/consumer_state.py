@@ -207,6 +207,8 @@ class ConsumerStateView(_StateFields):
         self._doorbell: posix_ipc.Semaphore | None = None
         self._pid = self.pid
         self._proc: psutil.Process | None = None
+        #: A durable consumer's position is kept while its process is away.
+        self.durable = False
 
     @classmethod
     def attach(cls, name: str, doorbell: str | None = None) -> ConsumerStateView:
@@ -230,6 +232,10 @@ class ConsumerStateView(_StateFields):
             return self._proc.is_running() and self._proc.status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return False
+
+    def holds(self) -> bool:
+        """Whether a writer must keep gating on this consumer: durable, or alive."""
+        return self.durable or self.alive()
 
     def close(self) -> None:
         if self._doorbell is not None:

@@ -73,6 +73,9 @@ class ConsumerEntry(msgspec.Struct, frozen=True):
     started: float = 0.0
     alive: bool = True
     name: str = ""
+    #: A durable consumer's name: its entry, segment and position outlive its process.
+    durable: str = ""
+    away_since: float = 0.0  # wall-clock time a durable consumer left (0: present)
 
 
 class LaneEntry(msgspec.Struct, frozen=True):
@@ -110,6 +113,8 @@ class Topology(msgspec.Struct):
     retired_published: dict[str, int] = msgspec.field(default_factory=dict)
     retired_delivered: dict[str, int] = msgspec.field(default_factory=dict)
     retired_timeouts: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Messages dropped with durable consumers that stayed away past their topic's TTL.
+    retired_lost: dict[str, int] = msgspec.field(default_factory=dict)
 
     def topic(self, name: str) -> TopicEntry | None:
         for t in self.topics:

@@ -1,4 +1,8 @@
-"""Test-side helpers of the delivery tests: start numbered workers, sort their reports."""
+"""Test-side helpers of the delivery tests: start numbered workers, read their reports.
+
+Each worker reports on its own queue: a worker SIGKILLed right after a report may still
+hold its queue's write lock, which would block every other writer of a shared queue.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,13 @@ REPORT_WAIT_S = 60.0
 
 
 class Worker:
-    """One client process, its command queue and its progress counter."""
+    """One client process, its command and report queues and its progress counter."""
 
-    def __init__(self, clients: Clients, name: str, proc: Any, commands: Any, progress: Any):
-        self.clients = clients
+    def __init__(self, name: str, proc: Any, commands: Any, results: Any, progress: Any):
         self.name = name
         self.proc = proc
         self.commands = commands
+        self.results = results
         self.progress = progress
 
     @property
@@ -31,7 +35,16 @@ class Worker:
         self.commands.put(command)
 
     def report(self, kind: str) -> Any:
-        return self.clients.wait(self.name, kind)
+        """The next report of ``kind`` (reports of other kinds before it are skipped)."""
+        while True:
+            try:
+                got, _, value = self.results.get(timeout=REPORT_WAIT_S)
+            except queue.Empty:
+                pytest.fail(f"no {kind!r} report from {self.name} within {REPORT_WAIT_S}s")
+            if got == "error":
+                pytest.fail(f"{self.name} failed:\n{value}")
+            if got == kind:
+                return value
 
     def kill(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -39,36 +52,21 @@ class Worker:
 
 
 class Clients:
-    """Starts workers in spawned processes (through ``procs``) and sorts their reports."""
+    """Starts workers in spawned processes (through ``procs``, which reaps them)."""
 
     def __init__(self, procs: Any) -> None:
         self.procs = procs
-        self.results = procs.queue()
-        self.seen: list[tuple[str, str, Any]] = []
 
-    def producer(self, socket: str, topic: str, n: int) -> Worker:
-        commands = self.procs.queue()
-        proc = self.procs.start(produce, socket, topic, n, self.results, commands)
-        return Worker(self, "producer", proc, commands, None)
+    def producer(self, socket: str, topic: str, n: int, rate: int = 0) -> Worker:
+        commands, results = self.procs.queue(), self.procs.queue()
+        proc = self.procs.start(produce, socket, topic, n, results, commands, rate)
+        return Worker("producer", proc, commands, results, None)
 
     def consumer(self, plan: ConsumerPlan, wait_ready: bool = True) -> Worker:
-        commands = self.procs.queue()
+        commands, results = self.procs.queue(), self.procs.queue()
         progress = self.procs.ctx.Value("q", 0)
-        proc = self.procs.start(consume, plan, self.results, commands, progress)
-        worker = Worker(self, plan.name, proc, commands, progress)
+        proc = self.procs.start(consume, plan, results, commands, progress)
+        worker = Worker(plan.name, proc, commands, results, progress)
         if wait_ready:
             worker.report("ready")
         return worker
-
-    def wait(self, name: str, kind: str) -> Any:
-        while True:
-            for i, (k, n, value) in enumerate(self.seen):
-                if n == name and k in (kind, "error"):
-                    del self.seen[i]
-                    if k == "error":
-                        pytest.fail(f"{name} failed:\n{value}")
-                    return value
-            try:
-                self.seen.append(self.results.get(timeout=REPORT_WAIT_S))
-            except queue.Empty:
-                pytest.fail(f"no {kind!r} report from {name} within {REPORT_WAIT_S}s")

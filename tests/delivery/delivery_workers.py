@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import struct
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,12 +55,18 @@ def _run(name: str, results: Any, body: Callable[[], None]) -> None:
         raise
 
 
-def produce(socket: str, topic: str, n: int, results: Any, commands: Any) -> None:
-    """Publish ``n`` numbered messages, report ``published``, close when told to."""
+def produce(socket: str, topic: str, n: int, results: Any, commands: Any, rate: int = 0) -> None:
+    """Publish ``n`` numbered messages (``rate`` a second, 0: at once), report
+    ``published``, close when told to."""
 
     def body() -> None:
         with Producer(socket_path=socket, name="numbers") as p:
+            begun = time.monotonic()
             for seq in range(n):
+                if rate and seq % 100 == 0:
+                    ahead = begun + seq / rate - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(ahead)  # pacing the stream, not waiting for a condition
                 p.publish(topic, numbered(seq))
             results.put(("published", "producer", os.getpid()))
             commands.get(timeout=COMMAND_WAIT_S)
