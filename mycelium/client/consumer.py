@@ -103,7 +103,8 @@ class ConsumerCore:
         self._order: list[LaneReader] = []
         self._handed: list[LaneReader] = []  # lanes taken over: read first (older)
         self._handed_uids: set[int] = set()
-        #: Per handed-over lane: (start index, index the previous holder had read to).
+        #: Per lane handed over (or kept by a durable name): (start index, index the
+        #: previous holder had read to): what we read below the latter is a redelivery.
         self._seen: dict[int, tuple[int, int]] = {}
         self._redelivered_done = 0  # from handed-over lanes already let go
         self._rr = 0
@@ -231,6 +232,7 @@ class ConsumerCore:
                 at = snap.resume.get(uid)
                 held = self.state.find_slot(uid)
                 if held is not None:  # a durable consumer back: on from its own position
+                    self._seen[uid] = self.state.acked_and_read(held)
                     reader = LaneReader(seg, self.state, slot=held)
                 elif at is not None:  # handed over: on from where the previous holder stood
                     pos, count, seen = at

@@ -132,6 +132,13 @@ class _StateFields:
             if q[b + SLOT_LANE_Q]
         ]
 
+    def acked_and_read(self, base: int) -> tuple[int, int]:
+        """A slot's acknowledged message index and how far its reader had read (the same
+        unless it acknowledged manually and read ahead)."""
+        q = self.seg.q
+        acked = q[base + SLOT_COUNT_Q]
+        return acked, max(acked, q[base + SLOT_READ_COUNT_Q])
+
     def received(self) -> int:
         """Messages delivered in total: released lanes plus those still claimed."""
         return self.seg.q[CONSUMER_RETIRED_Q] + sum(c - s for _, _, c, s in self.slots())

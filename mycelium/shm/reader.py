@@ -398,7 +398,11 @@ class LaneReader:
         self._pos = self._avail = avail
         # Best effort: the lane's count is at least the count at `avail` (stored first),
         # and at most avail / 8 (a frame takes at least 8 bytes).
-        self._count = max(self._count, min(self._hq[LANE_COUNT_Q], avail >> 3))
+        before = self._count
+        self._count = max(before, min(self._hq[LANE_COUNT_Q], avail >> 3))
+        if self._count > before:  # the frames skipped were published, never delivered
+            self.state.add_lost(self._count - before)
+            self._sq[self.slot + SLOT_START_Q] += self._count - before
         self._sq[self._cnt_i] = self._count
         self._sq[self._cur_i] = avail
         raise CorruptFrame(
