@@ -401,7 +401,7 @@ class BrokerState:
                     self._add_lane(t, p, entry)
             for lane in self.topo.lanes:  # what departed members of the group left unread
                 holder = self.consumer(lane.consumer)
-                orphan = holder is None or not holder.alive
+                orphan = holder is None or not holds(holder)  # an absent durable keeps its own
                 if orphan and lane.topic == topic and lane.group == group:
                     self._hand_over(lane, entry)
         return entry

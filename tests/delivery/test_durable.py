@@ -118,3 +118,26 @@ def test_absent_durable_past_its_ttl_stops_holding_producers(make_broker: Any) -
     assert topic["published"] == sent
     assert topic["dropped"] == sent - 1
     assert "dropped durable consumer slow" in broker.log()
+
+
+def test_queue_durable_member_gets_its_own_backlog_back(broker: Any) -> None:
+    """On a queue topic an absent durable member's lane is not handed to the group: its
+    producer keeps filling it, and the member gets all of it when it returns."""
+    with Producer(socket_path=broker.socket) as p:
+        c = Consumer("execution", socket_path=broker.socket, group="g", durable="orders")
+        p.publish_many("execution", [numbered(s) for s in range(100)])
+        first = [number_of(d) for d in c.recv_many(40, timeout=5.0)]
+        c.close()
+        with Consumer("execution", socket_path=broker.socket, group="g") as other:
+            p.publish_many("execution", [numbered(s) for s in range(100, 200)])
+            shared = [number_of(d) for d in other.recv_many(200, timeout=1.0)]
+            with Consumer(
+                "execution", socket_path=broker.socket, group="g", durable="orders"
+            ) as again:
+                rest: list[int] = []
+                while batch := again.recv_many(200, timeout=0.5):
+                    rest += [number_of(d) for d in batch]
+    assert first == list(range(40))
+    assert not set(shared) & set(range(100)), "the durable's backlog stayed its own"
+    assert sorted(first + shared + rest) == list(range(200))
+    assert rest[:60] == list(range(40, 100))
