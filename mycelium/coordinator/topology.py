@@ -13,6 +13,11 @@ whether a lane is drained, to notice a producer's "closed" flag and to serve sta
 ``sweep()`` runs periodically: it marks clients whose process is gone as dead, retires
 lanes once nothing is left to deliver from them, and unlinks what nobody needs.
 
+A departed queue member's lanes are handed over in the registry to a member of its group
+(``_hand_over``: the heir reads on from the departed slot's cursor; see
+``client/redelivery.py``). A durable consumer's entry stays while it is away, until it
+returns, is deleted, or its topic's ``durable_ttl_s`` runs out (docs/delivery.md).
+
 A restarted coordinator builds its state from the topology it finds in the registry
 (``adopted``), so lanes, cursors and clients carry on as if nothing happened.
 """
