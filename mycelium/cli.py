@@ -200,6 +200,27 @@ def reload(socket: str | None = SocketOption) -> None:
     typer.echo(getattr(reply, "detail", "") or "reloaded")
 
 
+consumer_app = typer.Typer(help="Durable consumers.", no_args_is_help=True)
+app.add_typer(consumer_app, name="consumer")
+
+
+@consumer_app.command("delete")
+def consumer_delete(
+    name: str = typer.Argument(..., help="The durable consumer's name."),
+    socket: str | None = SocketOption,
+) -> None:
+    """Drop an absent durable consumer: producers stop holding messages for it."""
+    from mycelium.client.admin import admin_request
+    from mycelium.control.wire import DeleteDurable
+    from mycelium.errors import MyceliumError
+
+    try:
+        reply = admin_request(DeleteDurable(name=name), socket)
+    except MyceliumError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(getattr(reply, "detail", "") or f"deleted {name}")
+
+
 @app.command()
 def shutdown(socket: str | None = SocketOption) -> None:
     """Ask the broker to stop gracefully."""

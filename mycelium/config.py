@@ -177,6 +177,8 @@ class TopicConfig(_Section, frozen=True, kw_only=True):
     backpressure_timeout_ms: _Positive = 5000
     #: 0 derives the ring size (see lane_bytes_effective); else a power of two.
     lane_bytes: _NonNegative = 0
+    #: How long an absent durable consumer holds producers back before it is dropped.
+    durable_ttl_s: _Positive = 300
 
     def min_lane_bytes(self) -> int:
         """Smallest ring that holds MIN_FRAMES_PER_LANE frames of max_message_size."""

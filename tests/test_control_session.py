@@ -9,6 +9,7 @@ import pytest
 from mycelium.control.session import TRANSITIONS, ClientState, ServerSession, SessionState
 from mycelium.control.wire import (
     PROTOCOL_VERSION,
+    DeleteDurable,
     ErrorCode,
     Goodbye,
     Heartbeat,
@@ -33,6 +34,7 @@ SAMPLE: dict[type, Any] = {
     StatsRequest: StatsRequest(),
     Reload: Reload(),
     Shutdown: Shutdown(),
+    DeleteDurable: DeleteDurable(name="portfolio"),
     Goodbye: Goodbye(),
 }
 
@@ -41,7 +43,8 @@ EXPECTED: dict[tuple[SessionState, type], SessionState | None] = {
     (state, kind): None for state in SessionState for kind in SAMPLE
 }
 EXPECTED[SessionState.AWAIT_HELLO, Hello] = SessionState.READY
-for _kind in (RegisterProducer, Subscribe, Unsubscribe, Heartbeat, StatsRequest, Reload, Shutdown):
+for _kind in (RegisterProducer, Subscribe, Unsubscribe, Heartbeat, StatsRequest, Reload, Shutdown,
+              DeleteDurable):  # fmt: skip
     EXPECTED[SessionState.READY, _kind] = SessionState.READY
 EXPECTED[SessionState.READY, Goodbye] = SessionState.CLOSED
 

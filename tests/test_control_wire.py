@@ -15,6 +15,7 @@ from mycelium.control.wire import (
     FRAME_PREFIX_BYTES,
     MAX_CONTROL_FRAME_BYTES,
     PROTOCOL_VERSION,
+    DeleteDurable,
     Error,
     ErrorCode,
     FrameDecoder,
@@ -45,11 +46,13 @@ REQUESTS: list[Any] = [
     RegisterProducer(topic="market_data"),
     Subscribe(topic="execution", group="risk", resume_id=3),
     Subscribe(topic="signals"),
+    Subscribe(topic="execution", group="fills", durable="portfolio"),
     Unsubscribe(consumer_id=42),
     Heartbeat(pid=1234),
     StatsRequest(),
     Reload(),
     Shutdown(),
+    DeleteDurable(name="portfolio"),
     Goodbye(),
 ]
 REPLIES: list[Any] = [

@@ -93,18 +93,10 @@ class AsyncProducer:
         await self.publish(topic_of_message(message), message, timeout)
 
     async def close(self) -> None:
-        """Hand departed members' messages on (waiting on the loop), then close."""
+        """Close our lanes (in a thread: it unmaps) and leave the broker."""
         core = self._core
         if core is None or core._closed:
             return
-        if core.needs_fetch():
-            await asyncio.to_thread(core.refresh_before_close)  # only takes lanes back
-        if core.offer_redelivery() is not None:
-            for topic, _ in list(core.redelivery.pending):
-                try:
-                    await self._wait(topic, None, lambda: core.offer_redelivery() is None)
-                except BackpressureTimeout:
-                    break  # the rest is reported at close
         await asyncio.to_thread(core.close)
 
     async def _sync(self, topic: str | None = None) -> None:
@@ -215,6 +207,15 @@ class AsyncConsumer:
                 yield await self.recv(timeout=1.0)
             except TimeoutError:
                 continue
+
+    def ack(self) -> None:
+        """Acknowledge every message received so far (cumulative; see ``Consumer.ack``)."""
+        self.core.ack()
+
+    @property
+    def redelivered(self) -> int:
+        """Messages this handle got that had been delivered (not acknowledged) before."""
+        return self.core.redelivered
 
     async def close(self) -> None:
         if self._core is not None:

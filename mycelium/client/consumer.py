@@ -14,8 +14,10 @@ order. Blocking work is split out so an async driver can run it off the event lo
 ``Consumer.recv`` is the sync driver: it waits with the consumer's strategy through the
 one wait policy (``waiting.py``). A lane whose
 producer died stays until we have drained it; the coordinator then retires it and we
-let it go. On a queue topic, ``close()`` keeps its cursors in place so the producers can
-hand what we did not read to the rest of the group.
+let it go. On a queue topic, ``close()`` keeps its cursors in place: the coordinator hands
+our lanes to the rest of the group, which reads on from them (``redelivery.py``). A lane
+handed to us is read before our own ones (its messages are older), from where its
+previous holder stood.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from dataclasses import dataclass, field
 
 from mycelium.client.control import ControlChannel
 from mycelium.client.handle import ClosingHandle
+from mycelium.client.redelivery import redelivered, resume_at
 from mycelium.client.topology import TopologyWatcher
 from mycelium.client.waiting import WaitPlan, wait_sync
 from mycelium.control.wire import Subscribe, Subscribed, Unsubscribe
-from mycelium.errors import BrokerUnavailable, MyceliumError
+from mycelium.errors import BrokerUnavailable, ConfigError, MyceliumError
 from mycelium.paths import resolve_socket_path
 from mycelium.protocol import Message, parse_message
 from mycelium.shm.consumer_state import ConsumerState
@@ -41,7 +44,10 @@ from mycelium.shm.registry import Topology
 from mycelium.shm.segment import Segment
 from mycelium.shm.wait import DEFAULT_SPINS, DEFAULT_YIELDS, WaitStrategy
 
-__all__ = ["Consumer", "ConsumerCore", "LaneSnapshot"]
+__all__ = ["ACK_MODES", "START_MODES", "Consumer", "ConsumerCore", "LaneSnapshot"]
+
+ACK_MODES = ("auto", "manual")
+START_MODES = ("latest", "earliest")
 
 
 @dataclass
@@ -53,6 +59,8 @@ class LaneSnapshot:
     queue: bool
     wanted: set[int]
     lanes: dict[int, Segment] = field(default_factory=dict)
+    #: Lanes handed over from a departed member: where we start reading each.
+    resume: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
 
 class ConsumerCore:
@@ -69,7 +77,21 @@ class ConsumerCore:
         yields: int = DEFAULT_YIELDS,
         wait_for_broker: float = 0.0,
         name: str | None = None,
+        ack: str = "auto",
+        durable: str | None = None,
+        start: str = "latest",
     ) -> None:
+        if ack not in ACK_MODES:
+            raise ConfigError(f"ack must be one of {ACK_MODES}, not {ack!r}")
+        if start not in START_MODES:
+            raise ConfigError(f"start must be one of {START_MODES}, not {start!r}")
+        #: A durable consumer's position outlives this process (one live process per name).
+        self.durable = durable or ""
+        #: "latest": what is published from now on; "earliest": first what the rings hold.
+        self.start = start
+        #: "auto": a message is acknowledged as it is read (at-most-once for one in flight
+        #: at a crash); "manual": only by ``ack()``, the rest is delivered again.
+        self.ack_mode = ack
         self.topic = topic
         self.socket_path = resolve_socket_path(socket_path)
         self.wait = WaitStrategy(wait)
@@ -79,6 +101,12 @@ class ConsumerCore:
         self._closed = False
         self._readers: dict[int, LaneReader] = {}
         self._order: list[LaneReader] = []
+        self._handed: list[LaneReader] = []  # lanes taken over: read first (older)
+        self._handed_uids: set[int] = set()
+        #: Per lane handed over (or kept by a durable name): (start index, index the
+        #: previous holder had read to): what we read below the latter is a redelivery.
+        self._seen: dict[int, tuple[int, int]] = {}
+        self._redelivered_done = 0  # from handed-over lanes already let go
         self._rr = 0
         self.channel = ControlChannel(
             self.socket_path,
@@ -89,7 +117,7 @@ class ConsumerCore:
             on_tick=self._beat,
         )
         try:
-            reply = self.channel.request(Subscribe(topic=topic, group=group))
+            reply = self.channel.request(Subscribe(topic=topic, group=group, durable=self.durable))
         except MyceliumError:
             self.channel.close()
             raise
@@ -107,6 +135,11 @@ class ConsumerCore:
         watch = self.watch
         if watch.q[REGISTRY_GENERATION_Q] != watch.gen:  # watch.stale(), inlined
             self.refresh()
+        if self._handed:
+            for reader in self._handed:
+                data = reader.poll()
+                if data is not None:
+                    return data
         order = self._order
         n = len(order)
         if n == 1:
@@ -128,9 +161,12 @@ class ConsumerCore:
         """
         if self.watch.stale():
             self.refresh()
+        out: list[bytes] = []
+        for reader in self._handed:
+            if len(out) < max_n:
+                out += reader.poll_many(max_n - len(out))
         order = self._order
         n = len(order)
-        out: list[bytes] = []
         start = self._rr
         for k in range(n):
             if len(out) >= max_n:
@@ -162,6 +198,10 @@ class ConsumerCore:
             and (lane.consumer == self.id or not queue)
         }  # fmt: skip
         snap = LaneSnapshot(gen, topo, queue, set(wanted))
+        for uid, lane in wanted.items():
+            at = resume_at(lane) if queue else None
+            if at is not None:
+                snap.resume[uid] = at
         try:
             for uid, lane in wanted.items():
                 if uid not in self._readers:
@@ -182,15 +222,36 @@ class ConsumerCore:
             self._queue = snap.queue
             for uid in list(self._readers):
                 if uid not in snap.wanted:
-                    self._readers.pop(uid).close(release_slot=True)
+                    gone = self._readers.pop(uid)
+                    self._redelivered_done += self._redelivered_on(uid, gone)
+                    gone.close(release_slot=True)
             for uid, seg in snap.lanes.items():
                 if uid in self._readers:
                     seg.close()
                     continue
-                start = "begin" if uid > self.id else "end"
-                self._readers[uid] = LaneReader(seg, self.state, start=start)
+                at = snap.resume.get(uid)
+                held = self.state.find_slot(uid)
+                if held is not None:  # a durable consumer back: on from its own position
+                    self._seen[uid] = self.state.acked_and_read(held)
+                    reader = LaneReader(seg, self.state, slot=held)
+                elif at is not None:  # handed over: on from where the previous holder stood
+                    pos, count, seen = at
+                    slot = self.state.claim_slot(uid, pos, count)
+                    reader = LaneReader(seg, self.state, slot=slot)
+                    self._handed_uids.add(uid)
+                    self._seen[uid] = (count, seen)
+                else:
+                    older = uid < self.id and self.start == "latest"
+                    start = "end" if older else "begin"
+                    reader = LaneReader(seg, self.state, start=start)
+                if self.ack_mode == "manual":
+                    reader.hold()
+                self._readers[uid] = reader
             snap.lanes.clear()
-            self._order = list(self._readers.values())
+            self._handed_uids &= set(self._readers)
+            readers = self._readers.items()
+            self._handed = [r for uid, r in readers if uid in self._handed_uids]
+            self._order = [r for uid, r in readers if uid not in self._handed_uids]
             self._rr = 0
 
     def refresh(self) -> None:
@@ -216,7 +277,24 @@ class ConsumerCore:
     # -- state ----------------------------------------------------------------------
     @property
     def lanes(self) -> int:
-        return len(self._order)
+        return len(self._order) + len(self._handed)
+
+    def ack(self) -> None:
+        """Acknowledge every message this handle has received so far (cumulative): they
+        are not delivered again if we die. With ack="auto" every read already is."""
+        if self.ack_mode == "manual":
+            for reader in self._readers.values():
+                reader.ack()
+
+    @property
+    def redelivered(self) -> int:
+        """Messages this handle got that had been delivered (not acknowledged) before."""
+        live = sum(self._redelivered_on(uid, r) for uid, r in self._readers.items())
+        return self._redelivered_done + live
+
+    def _redelivered_on(self, uid: int, reader: LaneReader) -> int:
+        start, seen = self._seen.get(uid, (0, 0))
+        return redelivered(start, seen, reader.count)
 
     @property
     def lost(self) -> int:
@@ -235,26 +313,28 @@ class ConsumerCore:
         ``lost``, ``corrupt`` and ``lanes``: every counter of the handle is one."""
         if self.watch.stale():
             self.refresh()
-        return sum(r.backlog() for r in self._order)
+        return sum(r.backlog() for r in (*self._handed, *self._order))
 
     def close(self) -> None:
-        """Leave the topic. On a queue topic our unread messages go to the rest of the group."""
+        """Leave the topic. On a queue topic our unread messages go to the rest of the group;
+        a durable consumer's position stays for the next process of its name."""
         if self._closed:
             return
         self._closed = True
+        keep = self._queue or bool(self.durable)  # our cursors stay: an heir, or we, go on
         with self._lock:
             for reader in self._readers.values():
-                # Queue lanes keep our cursor: the producer re-dispatches from it.
-                reader.close(release_slot=not self._queue)
+                reader.close(release_slot=not keep)
             self._readers.clear()
             self._order = []
+            self._handed = []
         if self.channel.state.name == "CONNECTED":
             try:
                 self.channel.request(Unsubscribe(consumer_id=self.id))
             except MyceliumError:
                 pass  # the coordinator's sweep notices when we exit
         self.channel.close()
-        if self._queue:
+        if keep:
             self.state.seg.close()
             self.state.doorbell.close()
         else:

@@ -12,8 +12,8 @@ routes from it. ``Producer`` drives the core synchronously: ``fetch`` and ``appl
 line, and the one backpressure policy (``backpressure.py``) with ``time.sleep`` when
 an offer comes back full.
 
-When a queue consumer leaves or dies, ``redelivery.py`` takes its unread messages back
-and hands them to the rest of its group, ahead of anything published after.
+When a queue consumer leaves or dies, the coordinator hands its lanes to the rest of its
+group (``redelivery.py``): we keep gating them on its last cursor and write no more to them.
 Topics are registered lazily on first publish; the hot path is a generation check, a
 dict lookup and a ring write.
 """
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from mycelium.client.backpressure import Backpressure
 from mycelium.client.control import ControlChannel
 from mycelium.client.handle import ClosingHandle
-from mycelium.client.redelivery import Redelivery
+from mycelium.client.redelivery import gate_ids, takes_messages
 from mycelium.client.routes import FanoutRoute, Payload, QueueRoute, Route
 from mycelium.client.topology import TopologyWatcher
 from mycelium.control.wire import RegisterProducer
@@ -109,8 +109,6 @@ class ProducerCore:
         self._registered: list[str] = []
         self._writers: dict[int, LaneWriter] = {}
         self._views: dict[int, ConsumerStateView] = {}
-        self.redelivery = Redelivery()
-        self._queue_routes: dict[str, QueueRoute] = {}
         self._closed = False
         self.channel = ControlChannel(
             self.socket_path,
@@ -132,8 +130,6 @@ class ProducerCore:
         watch = self.watch
         if watch.q[REGISTRY_GENERATION_Q] != watch.gen:  # watch.stale(), inlined
             self.refresh()
-        if self.redelivery.pending:
-            self.redelivery.offer(self._queue_routes)  # older: what fits goes first
         publish = self._fanout.get(topic)
         if publish is not None:  # the hot path: the fanout lane's own publish, unwrapped
             try:
@@ -161,13 +157,7 @@ class ProducerCore:
         limit = self._limits[topic]
         if items and (largest := max(map(len, items))) > limit:
             raise MessageTooLarge(largest, limit, topic)
-        if self.redelivery.pending:
-            self.redelivery.offer(self._queue_routes)
         return self._routes[topic].offer_many(items)
-
-    def offer_redelivery(self) -> tuple[str, str] | None:
-        """Hand departed members' messages on; the (topic, group) still stuck, or None."""
-        return self.redelivery.offer(self._queue_routes)
 
     def backpressure(self, topic: str, timeout: float | None = None) -> Backpressure:
         """The wait of one full publish on ``topic``, bounded by ``timeout``, else the
@@ -293,11 +283,13 @@ class ProducerCore:
         if not live:
             return
         writer = self._writers[live[0].uid]
-        writer.set_readers(
-            v
-            for c in consumers.values()
-            if c.topic == entry.name and c.alive and (v := self._views.get(c.id)) is not None
-        )
+        readers = []
+        for c in consumers.values():
+            view = self._views.get(c.id)
+            if c.topic == entry.name and view is not None and (c.alive or c.durable):
+                view.durable = bool(c.durable)  # away or not, its position is kept
+                readers.append(view)
+        writer.set_readers(readers)
         route = self._routes.get(entry.name)
         if not isinstance(route, FanoutRoute) or route.writer is not writer:
             self._routes[entry.name] = FanoutRoute(entry.name, writer)
@@ -309,19 +301,22 @@ class ProducerCore:
         route = QueueRoute(entry.name, entry.max_message_size)
         for lane in sorted(lanes, key=lambda x: x.uid):
             writer = self._writers[lane.uid]
-            c = consumers.get(lane.consumer)
-            view = self._views.get(lane.consumer)
-            if c is not None and c.alive and view is not None:
-                writer.set_readers([view])
+            views = self._views
+            writer.set_readers(views[cid] for cid in gate_ids(lane) if cid in views)
+            if writer.closed_by_us:
+                continue
+            holder = consumers.get(lane.consumer)
+            if holder is not None and lane.consumer in views:
+                views[lane.consumer].durable = bool(holder.durable)
+            if takes_messages(lane, holder) and lane.consumer in views:
                 route.groups.setdefault(lane.group, []).append(writer)
-            elif not writer.info.lossy and not writer.closed_by_us:
-                self.redelivery.take_back(writer, lane, view)
+            else:  # its holder left: the lane is read on by an heir, from shared memory
+                writer.mark_closed()
         for c in consumers.values():  # groups whose lanes are not there yet still exist
-            if c.topic == entry.name and c.alive:
+            if c.topic == entry.name and (c.alive or c.durable):
                 route.groups.setdefault(c.group, [])
         self._routes[entry.name] = route
         self._fanout.pop(entry.name, None)
-        self._queue_routes[entry.name] = route
 
     def _forget_views(self, consumers: dict[int, ConsumerEntry]) -> None:
         in_use = {id(v) for w in self._writers.values() for v in w.readers}
@@ -334,30 +329,11 @@ class ProducerCore:
     def connected(self) -> bool:
         return self.channel.state.name == "CONNECTED"
 
-    @property
-    def pending_orphans(self) -> int:
-        """Messages of departed queue consumers waiting for a consumer of their group."""
-        return len(self.redelivery)
-
-    def refresh_before_close(self) -> None:
-        """A last topology read, so departed members' messages are taken back and handed
-        on before we leave."""
-        if self.watch.stale():
-            try:
-                self.refresh()
-            except MyceliumError as exc:
-                log.warning("final topology refresh failed: %s", exc)
-
     def close(self) -> None:
         """Close our lanes (consumers drain them) and leave the broker."""
         if self._closed:
             return
         self._closed = True
-        if self.redelivery:
-            log.warning(
-                "closing with %d undelivered messages of departed queue consumers",
-                self.pending_orphans,
-            )
         for writer in self._writers.values():
             writer.close(final=True)
         self._writers.clear()
@@ -426,19 +402,6 @@ class Producer(ClosingHandle, ProducerCore):
         UnknownTopic for a valid domain without a topic (SYSTEM).
         """
         self.publish(topic_of_message(message), message)
-
-    def close(self) -> None:
-        """Hand departed members' messages on (each group waits its bound), then close."""
-        if self._closed:
-            return
-        self.refresh_before_close()
-        if self.offer_redelivery() is not None:
-            for topic, _ in list(self.redelivery.pending):
-                try:
-                    self._wait(topic, lambda: self.offer_redelivery() is None)
-                except BackpressureTimeout:
-                    break  # the rest is reported at close
-        ProducerCore.close(self)
 
     def _wait(self, topic: str, attempt: Callable[[], bool]) -> None:
         bp = self.backpressure(topic)

@@ -1,87 +1,48 @@
-"""Redelivery: a departed queue consumer's unread messages, handed to its group.
+"""Redelivery: a departed queue member's unread messages stay in shared memory.
 
 How this works
 --------------
-When a queue consumer leaves or dies, the producer reads its lane's unread frames back
-(from the consumer's last stored cursor up to our write cursor), closes the lane, and
-keeps the copies here per (topic, group) until a member of the group has room. Queue
-lanes never gate their writer on their reader, so the frames are still intact when we
-read them back. Older than anything published after, they go first: every publish
-offers them before its own message. Delivery guarantees (acks, durable consumers,
-redelivery lanes) build on this module.
+When a queue consumer leaves or dies, the coordinator hands each of its lanes to a
+surviving member of its group (or, with none left, to the next member that joins),
+naming in the registry the departed holder (``previous``) and where its slot stood
+(``resume_pos``, ``resume_count``). No copy is made in any process's heap:
+
+* producers keep gating the lane on the previous holder's frozen slot until the heir has
+  claimed its own slot at that position (``gate_ids``), so nothing unread is overwritten,
+  and stop writing to it (``takes_messages``: it is closed and drained, then removed);
+* the heir claims a slot at the resume position (``resume_at``) and reads the lane before
+  its own lanes: older messages first.
+
+So the frames survive their producer closing or dying, and the hand-over needs nothing
+from the producer: it happens in the coordinator's sweep that notices the death.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
+from mycelium.shm.registry import ConsumerEntry, LaneEntry
 
-from mycelium.client.routes import QueueRoute
-from mycelium.errors import MyceliumError
-from mycelium.shm.consumer_state import ConsumerStateView
-from mycelium.shm.layout import SLOT_CURSOR_Q
-from mycelium.shm.recovery import unread_frames
-from mycelium.shm.registry import LaneEntry
-from mycelium.shm.writer import LaneWriter
-
-__all__ = ["Redelivery"]
-
-log = logging.getLogger("mycelium.client")
+__all__ = ["gate_ids", "redelivered", "resume_at", "takes_messages"]
 
 
-class Redelivery:
-    """Messages of departed queue consumers, waiting for a member of their group."""
+def gate_ids(lane: LaneEntry) -> tuple[int, ...]:
+    """The consumers a queue lane's writer must not overrun: its holder, and while a
+    hand-over is not settled, the previous holder whose slot still marks the unread."""
+    return (lane.consumer, lane.previous) if lane.previous else (lane.consumer,)
 
-    __slots__ = ("pending",)
 
-    def __init__(self) -> None:
-        self.pending: dict[tuple[str, str], list[bytes]] = {}
+def takes_messages(lane: LaneEntry, holder: ConsumerEntry | None) -> bool:
+    """Whether a producer may dispatch new messages to this queue lane: its holder is
+    alive, or durable and away (its lane keeps filling, up to the ring, until it returns)."""
+    return holder is not None and (holder.alive or bool(holder.durable)) and not lane.draining
 
-    def __bool__(self) -> bool:
-        return bool(self.pending)
 
-    def __len__(self) -> int:
-        return sum(len(v) for v in self.pending.values())
+def resume_at(lane: LaneEntry) -> tuple[int, int, int] | None:
+    """Where the heir of a handed-over lane starts (position, message index) and the
+    index below which what it reads was delivered before; None if not handed over."""
+    return (lane.resume_pos, lane.resume_count, lane.resume_seen) if lane.previous else None
 
-    def take_back(
-        self, writer: LaneWriter, lane: LaneEntry, view: ConsumerStateView | None
-    ) -> None:
-        """The consumer of ``lane`` left: keep copies of what it did not read, close the lane."""
-        start = 0
-        if view is not None:
-            base = view.find_slot(lane.uid)
-            if base is not None:
-                start = view.q[base + SLOT_CURSOR_Q]
-        try:
-            frames = unread_frames(writer.seg, start)
-        except MyceliumError as exc:
-            log.error("could not recover unread messages of lane %s: %s", lane.segment, exc)
-            frames = []
-        if frames:
-            log.info(
-                "re-dispatching %d unread messages of consumer %d on %s",
-                len(frames),
-                lane.consumer,
-                lane.topic,
-            )
-            self.pending.setdefault((lane.topic, lane.group), []).extend(frames)
-        writer.mark_closed()
 
-    def offer(self, routes: Mapping[str, QueueRoute]) -> tuple[str, str] | None:
-        """Hand on what fits now, oldest first; returns a (topic, group) whose member had
-        no room (its messages stay), or None when nothing deliverable is left."""
-        stuck = None
-        for key, frames in list(self.pending.items()):
-            route = routes.get(key[0])
-            if route is None or not route.has_members(key[1]):
-                continue  # the group has no member yet
-            sent = 0
-            for frame in frames:
-                if not route.offer_to(key[1], frame):
-                    stuck = key
-                    break
-                sent += 1
-            del frames[:sent]
-            if not frames:
-                del self.pending[key]
-        return stuck
+def redelivered(start: int, seen: int, read_to: int) -> int:
+    """Messages an heir that started at index ``start`` and has read to ``read_to`` got
+    that the previous holder had received (and not acknowledged) before."""
+    return max(0, min(read_to, seen) - start)

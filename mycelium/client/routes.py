@@ -67,7 +67,7 @@ class FanoutRoute:
     def drop_dead_readers(self) -> None:
         """Stop gating on consumers whose process is gone (the coordinator may be down)."""
         w = self.writer
-        w.set_readers([v for v in w.readers if v.alive()])
+        w.set_readers([v for v in w.readers if v.holds()])
 
 
 class QueueRoute:

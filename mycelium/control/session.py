@@ -17,6 +17,7 @@ import enum
 
 from mycelium.control.wire import (
     PROTOCOL_VERSION,
+    DeleteDurable,
     ErrorCode,
     Goodbye,
     Heartbeat,
@@ -59,6 +60,7 @@ _READY_REQUESTS: tuple[type[Request], ...] = (
     StatsRequest,
     Reload,
     Shutdown,
+    DeleteDurable,
 )
 
 #: (state, request type) -> next state. A pair missing here is refused as out_of_order.

@@ -30,6 +30,7 @@ __all__ = [
     "FRAME_PREFIX_BYTES",
     "MAX_CONTROL_FRAME_BYTES",
     "PROTOCOL_VERSION",
+    "DeleteDurable",
     "Error",
     "ErrorCode",
     "FrameDecoder",
@@ -119,6 +120,8 @@ class Subscribe(_Message, frozen=True):
     group: str | None = None
     #: The consumer_id of a previous subscription to resume after a reconnect (0: new).
     resume_id: int = 0
+    #: A durable consumer's name: resume its position (one live process per name).
+    durable: str = ""
 
 
 class Unsubscribe(_Message, frozen=True):
@@ -143,6 +146,12 @@ class Reload(_Message, frozen=True):
 
 class Shutdown(_Message, frozen=True):
     """Stop the broker gracefully."""
+
+
+class DeleteDurable(_Message, frozen=True):
+    """Remove an absent durable consumer (``mycelium consumer delete NAME``)."""
+
+    name: str
 
 
 class Goodbye(_Message, frozen=True):
@@ -214,6 +223,7 @@ Request: TypeAlias = (
     | StatsRequest
     | Reload
     | Shutdown
+    | DeleteDurable
     | Goodbye
 )
 Reply: TypeAlias = Welcome | ProducerRegistered | Subscribed | Ok | StatsReply | Error

@@ -43,12 +43,12 @@ def render_stats(doc: dict[str, Any]) -> str:
         out += [
             "",
             _table(
-                ["consumer", "name", "topic", "group", "pid", "alive", "received", "lag",
-                 "lag s", "lost", "corrupt"],
+                ["consumer", "name", "topic", "group", "pid", "alive", "durable", "received",
+                 "lag", "lag s", "lost", "corrupt"],
                 [
                     [c["id"], c["name"] or "-", c["topic"], c["group"], c["pid"], c["alive"],
-                     c["received"], c["lag"], f"{c['lag_seconds']:.1f}", c["lost"],
-                     c["corrupt"]]
+                     c.get("durable") or "-", c["received"], c["lag"],
+                     f"{c['lag_seconds']:.1f}", c["lost"], c["corrupt"]]
                     for c in doc["consumers"]
                 ],
             ),

@@ -53,6 +53,7 @@ from mycelium.control.session import ServerSession, SessionState
 from mycelium.control.wire import (
     MAX_CONTROL_FRAME_BYTES,
     PROTOCOL_VERSION,
+    DeleteDurable,
     Error,
     ErrorCode,
     FrameDecoder,
@@ -464,13 +465,15 @@ class Coordinator:
                     state.register_topic(conn.producer_id, topic)
                 self._event(conn, "register", f"producer {conn.producer_id}", topic=topic)
                 return ProducerRegistered(topic=topic, producer_id=conn.producer_id)
-            case Subscribe(topic=topic, group=group, resume_id=resume_id):
+            case Subscribe(topic=topic, group=group, resume_id=resume_id, durable=durable):
                 check_name("topic", topic)
                 if group is not None:
                     check_name("group", group)
+                if durable:
+                    check_name("durable", durable)
                 self._check_entries(conn, consumers=1)
                 with state.change():
-                    entry = state.subscribe(conn.pid, topic, group, resume_id, conn.name)
+                    entry = state.subscribe(conn.pid, topic, group, resume_id, conn.name, durable)
                 conn.consumer_ids.add(entry.id)
                 self._event(conn, "subscribe", f"consumer {entry.id} in {entry.group}",
                             topic=topic, consumer=entry.id, group=entry.group)  # fmt: skip
@@ -497,6 +500,12 @@ class Coordinator:
                 return bounded_stats_reply(self._stats(state))
             case Reload():
                 return Ok(detail="; ".join(self.reload()))
+            case DeleteDurable(name=name):
+                check_name("durable", name)
+                with state.change():
+                    n = state.delete_durable(name)
+                    state.sweep()
+                return Ok(detail=f"deleted durable consumer {name} ({n} topic(s))")
             case Shutdown():
                 asyncio.get_running_loop().call_soon(self.stop)
                 return Ok(detail="shutting down")

@@ -156,6 +156,7 @@ def collect_stats(
                 "group": c.group,
                 "pid": c.pid,
                 "alive": c.alive,
+                "durable": c.durable,
                 "received": view.received(),
                 "lag": lag,
                 "lag_seconds": round(now - oldest, 3) if oldest is not None else 0.0,
@@ -207,7 +208,7 @@ def collect_stats(
                 "delivered": dlv,
                 "publish_rate": round(pub_rate, 1),
                 "deliver_rate": round(dlv_rate, 1),
-                "dropped": lost_by_topic.get(t.name, 0),
+                "dropped": lost_by_topic.get(t.name, 0) + state.topo.retired_lost.get(t.name, 0),
                 "backpressure_timeouts": timeouts.get(t.name, 0),
                 "publish_rate_history": [round(r, 1) for r in rates.history.get(t.name, ())],
             }

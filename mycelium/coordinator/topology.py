@@ -13,6 +13,11 @@ whether a lane is drained, to notice a producer's "closed" flag and to serve sta
 ``sweep()`` runs periodically: it marks clients whose process is gone as dead, retires
 lanes once nothing is left to deliver from them, and unlinks what nobody needs.
 
+A departed queue member's lanes are handed over in the registry to a member of its group
+(``_hand_over``: the heir reads on from the departed slot's cursor; see
+``client/redelivery.py``). A durable consumer's entry stays while it is away, until it
+returns, is deleted, or its topic's ``durable_ttl_s`` runs out (docs/delivery.md).
+
 A restarted coordinator builds its state from the topology it finds in the registry
 (``adopted``), so lanes, cursors and clients carry on as if nothing happened.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 
 import msgspec
@@ -28,7 +34,7 @@ import psutil
 
 from mycelium.config import BrokerConfig, TopicConfig
 from mycelium.control.limits import LANES_PER_CONSUMER
-from mycelium.errors import LimitExceeded, SegmentError, UnknownTopic
+from mycelium.errors import ConfigError, LimitExceeded, SegmentError, UnknownTopic
 from mycelium.logs import fields
 from mycelium.shm.consumer_state import (
     ConsumerStateView,
@@ -42,7 +48,9 @@ from mycelium.shm.layout import (
     LANE_COUNT_Q,
     LANE_TIMEOUTS_Q,
     LANE_WRITE_Q,
+    SLOT_COUNT_Q,
     SLOT_CURSOR_Q,
+    SLOT_READ_COUNT_Q,
 )
 from mycelium.shm.registry import (
     ConsumerEntry,
@@ -79,6 +87,11 @@ def process_started(pid: int) -> float:
         return psutil.Process(pid).create_time()
     except psutil.Error:
         return 0.0
+
+
+def holds(c: ConsumerEntry) -> bool:
+    """Whether producers must keep ``c``'s position: it is alive, or durable and away."""
+    return c.alive or bool(c.durable)
 
 
 def _alive(pid: int, started: float) -> bool:
@@ -255,7 +268,7 @@ class BrokerState:
             raise SegmentError(f"producer {producer_id} is not registered")
         if topic in p.topics:
             return
-        readers = [c for c in self.topo.consumers if c.topic == topic and c.alive]
+        readers = [c for c in self.topo.consumers if c.topic == topic and holds(c)]
         if t.routing == "queue":
             for c in readers:
                 self._check_lane_room(topic, c.id)
@@ -341,13 +354,26 @@ class BrokerState:
         return None
 
     def subscribe(
-        self, pid: int, topic: str, group: str | None, resume_id: int = 0, name: str = ""
+        self,
+        pid: int,
+        topic: str,
+        group: str | None,
+        resume_id: int = 0,
+        name: str = "",
+        durable: str = "",
     ) -> ConsumerEntry:
-        """A consumer joins ``topic`` (in ``group`` for queue topics). Raises UnknownTopic."""
+        """A consumer joins ``topic`` (in ``group`` for queue topics). Raises UnknownTopic;
+        LimitExceeded if its durable name is held by a live process."""
         t = self.topic(topic)
         old = self.consumer(resume_id) if resume_id else None
         if old is not None and old.pid == pid and old.alive and old.topic == topic:
             return old
+        if durable:
+            back = next(
+                (c for c in self.topo.consumers if (c.durable, c.topic) == (durable, topic)), None
+            )
+            if back is not None:
+                return self._durable_returns(t, back, pid, group, name)
         if t.routing == "queue":
             producers = sum(1 for p in self.topo.producers if p.alive and topic in p.topics)
             if producers > LANES_PER_CONSUMER:
@@ -368,6 +394,7 @@ class BrokerState:
             doorbell=self._name("D", uid, token),
             started=process_started(pid),
             name=name,
+            durable=durable,
         )
         create_consumer_segment(entry.segment, entry.doorbell, uid, pid, self.mode).close()
         self._created.append(("consumer", f"{entry.segment} {entry.doorbell}"))
@@ -377,18 +404,185 @@ class BrokerState:
             for p in self.topo.producers:
                 if p.alive and topic in p.topics:
                     self._add_lane(t, p, entry)
+            for lane in self.topo.lanes:  # what departed members of the group left unread
+                holder = self.consumer(lane.consumer)
+                orphan = holder is None or not holds(holder)  # an absent durable keeps its own
+                if orphan and lane.topic == topic and lane.group == group:
+                    self._hand_over(lane, entry)
+        return entry
+
+    def _durable_returns(
+        self, t: TopicEntry, back: ConsumerEntry, pid: int, group: str | None, name: str
+    ) -> ConsumerEntry:
+        """A process takes up an absent durable consumer: same id, segment and position."""
+        if back.alive:
+            raise LimitExceeded(
+                f"durable consumer {back.durable!r} on {t.name!r} is in use by pid {back.pid}",
+                limit="durable_processes",
+                maximum=1,
+            )
+        if t.routing == "queue" and (group or DEFAULT_GROUP) != back.group:
+            raise ConfigError(
+                f"durable consumer {back.durable!r} belongs to group {back.group!r}", "group"
+            )
+        entry = msgspec.structs.replace(
+            back, pid=pid, started=process_started(pid), alive=True, away_since=0.0,
+            name=name or back.name,
+        )  # fmt: skip
+        self.topo.consumers = [entry if x.id == back.id else x for x in self.topo.consumers]
+        if t.routing == "queue":  # producers that registered while it was away
+            for p in self.topo.producers:
+                fed = any(x.producer == p.id and x.consumer == back.id for x in self.topo.lanes)
+                if p.alive and t.name in p.topics and not fed:
+                    self._add_lane(t, p, entry)
+        log.info(
+            "durable consumer %s of %s is back (pid %d)",
+            back.durable,
+            t.name,
+            pid,
+            extra=fields("durable_back", consumer=back.id, topic=t.name, pid=pid),
+        )
         return entry
 
     def remove_consumer(self, cid: int) -> None:
-        """The consumer left. Fanout: it is forgotten now. Queue: its lanes stay until their
-        producer has handed what it left unread to the rest of the group."""
+        """The consumer left. Durable: its entry and position stay (producers keep gating
+        on it) until it returns or its TTL runs out. Fanout: it is forgotten now. Queue: each
+        of its lanes goes to the surviving member with the fewest lanes, read from our last
+        stored cursor; with no survivor it stays (gated, in shared memory) until one joins."""
         c = self.consumer(cid)
         if c is None or not c.alive:
             return
+        away = time.time() if c.durable else 0.0
         self.topo.consumers = [
-            msgspec.structs.replace(x, alive=False) if x.id == cid else x
+            msgspec.structs.replace(x, alive=False, away_since=away) if x.id == cid else x
             for x in self.topo.consumers
         ]
+        if not c.durable:
+            self._hand_over_lanes(c)
+
+    def _hand_over_lanes(self, c: ConsumerEntry) -> None:
+        cid = c.id
+        heirs = [
+            x for x in self.topo.consumers if x.alive and (x.topic, x.group) == (c.topic, c.group)
+        ]
+        for lane in [x for x in self.topo.lanes if x.consumer == cid and heirs]:
+            held = {h.id: 0 for h in heirs}
+            for x in self.topo.lanes:
+                if x.consumer in held:
+                    held[x.consumer] += 1
+            heir = min(heirs, key=lambda h: (held[h.id], h.id))
+            self._hand_over(lane, heir)
+
+    def _hand_over(self, lane: LaneEntry, heir: ConsumerEntry) -> None:
+        """Give ``lane`` to ``heir``: it reads on from where the departed holder's slot
+        stands (or, if that holder never claimed one, from where its predecessor's does).
+        The lane takes no new messages (its producer closes it); it is removed once read."""
+        view = self._consumers.get(lane.consumer)
+        base = view.find_slot(lane.uid) if view is not None else None
+        if view is not None and base is not None:
+            q = view.q
+            prev, pos, count = lane.consumer, q[base + SLOT_CURSOR_Q], q[base + SLOT_COUNT_Q]
+            seen = max(count, q[base + SLOT_READ_COUNT_Q])
+        elif lane.previous:
+            prev, pos, count = lane.previous, lane.resume_pos, lane.resume_count
+            seen = lane.resume_seen
+        else:  # never attached: the lane was made for it, so everything in it is unread
+            prev, pos, count, seen = lane.consumer, 0, 0, 0
+        moved = msgspec.structs.replace(
+            lane,
+            consumer=heir.id,
+            draining=True,
+            previous=prev,
+            resume_pos=pos,
+            resume_count=count,
+            resume_seen=seen,
+        )
+        self.topo.lanes = [moved if x.uid == lane.uid else x for x in self.topo.lanes]
+        log.info(
+            "handed lane %d of %s from consumer %d to %d at message %d",
+            lane.uid,
+            lane.topic,
+            lane.consumer,
+            heir.id,
+            count,
+            extra=fields("lane_handed_over", lane=lane.uid, topic=lane.topic, consumer=heir.id),
+        )
+
+    def delete_durable(self, name: str) -> int:
+        """``mycelium consumer delete NAME``: drop an absent durable consumer now; returns
+        how many entries went (one per topic). Raises ConfigError if there is none,
+        LimitExceeded if its process is connected."""
+        found = [c for c in self.topo.consumers if c.durable == name]
+        if not found:
+            raise ConfigError(f"no durable consumer {name!r}", "durable")
+        for c in found:
+            if c.alive:
+                raise LimitExceeded(
+                    f"durable consumer {name!r} is in use by pid {c.pid}; stop it first",
+                    limit="durable_processes",
+                    maximum=1,
+                )
+        for c in found:
+            self._drop_durable(c, "deleted")
+        return len(found)
+
+    def _expire_durables(self) -> bool:
+        """Drop durable consumers absent longer than their topic's ``durable_ttl_s``."""
+        ttl = {t.name: t.durable_ttl_s for t in self.config.topics}
+        now = time.time()
+        expired = [
+            c
+            for c in self.topo.consumers
+            if c.durable and not c.alive and now - c.away_since > ttl.get(c.topic, 300)
+        ]
+        for c in expired:
+            self._drop_durable(c, f"absent for more than {ttl.get(c.topic, 300)} s")
+        return bool(expired)
+
+    def _drop_durable(self, c: ConsumerEntry, why: str) -> None:
+        """Forget a durable consumer's position: producers stop holding for it. On a fanout
+        topic what it had not read is lost (counted); on a queue topic it goes to the group."""
+        lost = self.unread(c) if self.topic(c.topic).routing != "queue" else 0
+        self.topo.retired_lost[c.topic] = self.topo.retired_lost.get(c.topic, 0) + lost
+        log.warning(
+            "dropped durable consumer %s of %s (%s): %d unread messages lost",
+            c.durable,
+            c.topic,
+            why,
+            lost,
+            extra=fields("durable_dropped", consumer=c.id, topic=c.topic),
+        )
+        plain = msgspec.structs.replace(c, durable="")
+        self.topo.consumers = [plain if x.id == c.id else x for x in self.topo.consumers]
+        self._hand_over_lanes(plain)
+
+    def unread(self, c: ConsumerEntry) -> int:
+        """Messages on the lanes ``c`` reads that it has not consumed (acknowledged)."""
+        view = self._consumers.get(c.id)
+        total = 0
+        for lane in self.topo.lanes:
+            seg = self._lanes.get(lane.uid)
+            if seg is None or view is None or lane.topic != c.topic:
+                continue
+            if lane.consumer not in (0, c.id):
+                continue
+            base = view.find_slot(lane.uid)
+            if base is not None:
+                total += max(0, seg.q[LANE_COUNT_Q] - view.q[base + SLOT_COUNT_Q])
+            elif lane.uid > c.id:
+                total += seg.q[LANE_COUNT_Q]
+        return total
+
+    def _settle_hand_overs(self) -> bool:
+        """Stop naming a lane's previous holder once the new one has claimed its slot."""
+        changed = False
+        for lane in list(self.topo.lanes):
+            view = self._consumers.get(lane.consumer)
+            if lane.previous and view is not None and view.find_slot(lane.uid) is not None:
+                settled = msgspec.structs.replace(lane, previous=0)
+                self.topo.lanes = [settled if x.uid == lane.uid else x for x in self.topo.lanes]
+                changed = True
+        return changed
 
     # -- liveness and garbage collection --------------------------------------------
     def sweep(self) -> bool:
@@ -419,6 +613,8 @@ class BrokerState:
                 )
                 self.remove_consumer(c.id)
                 changed = True
+        changed |= self._settle_hand_overs()
+        changed |= self._expire_durables()
         for lane in list(self.topo.lanes):
             if self._lane_finished(lane):
                 self._retire_lane(lane)
@@ -433,19 +629,20 @@ class BrokerState:
         seg = self._lanes.get(lane.uid)
         if seg is None:
             return True
-        if lane.consumer:  # queue lane
-            c = self.consumer(lane.consumer)
+        if lane.consumer:  # queue lane: finished when nothing more comes and all is read
             producer = self.producer(lane.producer)
-            if c is None or not c.alive:
-                # Its producer re-dispatches what was left, then closes the lane.
-                return bool(seg.q[LANE_CLOSED_Q]) or producer is None or not producer.alive
-            return lane.draining and self._drained_by(lane, seg, c)
+            if not seg.q[LANE_CLOSED_Q] and producer is not None and producer.alive:
+                return False
+            view = self._consumers.get(lane.consumer)
+            base = view.find_slot(lane.uid) if view is not None else None
+            read = lane.resume_pos if view is None or base is None else view.q[base + SLOT_CURSOR_Q]
+            return read >= seg.q[LANE_WRITE_Q]
         if not lane.draining:
             return False
         return all(
             self._drained_by(lane, seg, c)
             for c in self.topo.consumers
-            if c.topic == lane.topic and c.alive
+            if c.topic == lane.topic and holds(c)
         )
 
     def _drained_by(self, lane: LaneEntry, seg: Segment, c: ConsumerEntry) -> bool:
@@ -479,11 +676,11 @@ class BrokerState:
 
     def _forget_finished_clients(self) -> bool:
         """Drop dead consumers and producers that no lane refers to any more."""
-        in_use_c = {lane.consumer for lane in self.topo.lanes}
+        in_use_c = {c for lane in self.topo.lanes for c in (lane.consumer, lane.previous)}
         in_use_p = {lane.producer for lane in self.topo.lanes}
         changed = False
         for c in list(self.topo.consumers):
-            if not c.alive and c.id not in in_use_c:
+            if not holds(c) and c.id not in in_use_c:
                 view = self._consumers.pop(c.id, None)
                 if view is not None:
                     self.retired_delivered[c.topic] = (

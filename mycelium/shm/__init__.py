@@ -2,8 +2,7 @@
 
 A lane is split Disruptor-style: ``lane_header`` (geometry, tail record), ``frames``
 (the frame format and its one walk), ``payload``, ``gating`` (the readers a writer
-waits on), ``writer`` (the sequencer), ``reader``, ``runs`` (vectorised batches) and
-``recovery`` (a producer reading its own unread frames back).
+waits on), ``writer`` (the sequencer), ``reader`` and ``runs`` (vectorised batches).
 
 Knows nothing of sockets or the coordinator: tests and tools create and attach segments
 directly; the coordinator and client handles use the same calls.

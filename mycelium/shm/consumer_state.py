@@ -8,6 +8,9 @@ slot on its own cache line: ``lane_uid, cursor, count, start``. ``cursor`` is th
 position below which the consumer needs nothing (the writer may reuse those bytes),
 ``count`` the lane's index of the next message, and ``count - start`` the messages
 delivered through the slot (a reader that skips messages it lost moves ``start`` up too).
+With manual acknowledgement, ``cursor`` and ``count`` are the acknowledged position and
+the reader's own position goes to ``read cursor, read count`` on the same line: producers
+keep everything unacknowledged, and an heir (``redelivery.py``) reads on from it.
 The consumer claims a slot by writing cursor, count and start first and the lane uid
 last, so a producer that finds its lane uid in a slot always sees a valid cursor next to
 it (Store/Store order, see ordering.py). Clearing the lane uid releases the slot:
@@ -40,6 +43,8 @@ from mycelium.shm.layout import (
     SLOT_COUNT_Q,
     SLOT_CURSOR_Q,
     SLOT_LANE_Q,
+    SLOT_READ_COUNT_Q,
+    SLOT_READ_CURSOR_Q,
     SLOT_START_Q,
     slot_q,
 )
@@ -127,6 +132,13 @@ class _StateFields:
             if q[b + SLOT_LANE_Q]
         ]
 
+    def acked_and_read(self, base: int) -> tuple[int, int]:
+        """A slot's acknowledged message index and how far its reader had read (the same
+        unless it acknowledged manually and read ahead)."""
+        q = self.seg.q
+        acked = q[base + SLOT_COUNT_Q]
+        return acked, max(acked, q[base + SLOT_READ_COUNT_Q])
+
     def received(self) -> int:
         """Messages delivered in total: released lanes plus those still claimed."""
         return self.seg.q[CONSUMER_RETIRED_Q] + sum(c - s for _, _, c, s in self.slots())
@@ -155,6 +167,8 @@ class ConsumerState(_StateFields):
                 q[base + SLOT_CURSOR_Q] = cursor
                 q[base + SLOT_COUNT_Q] = count
                 q[base + SLOT_START_Q] = count
+                q[base + SLOT_READ_CURSOR_Q] = cursor
+                q[base + SLOT_READ_COUNT_Q] = count
                 # Publish the slot: lane uid stored last (pairs with find_slot's load).
                 q[base + SLOT_LANE_Q] = lane_uid
                 return base
@@ -200,6 +214,8 @@ class ConsumerStateView(_StateFields):
         self._doorbell: posix_ipc.Semaphore | None = None
         self._pid = self.pid
         self._proc: psutil.Process | None = None
+        #: A durable consumer's position is kept while its process is away.
+        self.durable = False
 
     @classmethod
     def attach(cls, name: str, doorbell: str | None = None) -> ConsumerStateView:
@@ -223,6 +239,10 @@ class ConsumerStateView(_StateFields):
             return self._proc.is_running() and self._proc.status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return False
+
+    def holds(self) -> bool:
+        """Whether a writer must keep gating on this consumer: durable, or alive."""
+        return self.durable or self.alive()
 
     def close(self) -> None:
         if self._doorbell is not None:

@@ -91,7 +91,7 @@ class Gating:
 
     def drop_dead(self, pos: int) -> bool:
         """Stop gating on readers whose process is gone; True if any was dropped."""
-        live = [g for g in self._gates if g.view.alive()]
+        live = [g for g in self._gates if g.view.holds()]
         if len(live) == len(self._gates):
             return False
         self.set_readers((g.view for g in live), pos)

@@ -137,6 +137,10 @@ SLOT_LANE_Q = 0
 SLOT_CURSOR_Q = 1
 SLOT_COUNT_Q = 2
 SLOT_START_Q = 3
+#: Manual acknowledgement: where the reader has read to (cursor, message index); the
+#: cursor and count above then move only when the consumer acknowledges.
+SLOT_READ_CURSOR_Q = 4
+SLOT_READ_COUNT_Q = 5
 
 
 def slot_q(slot: int) -> int:

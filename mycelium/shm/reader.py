@@ -35,6 +35,8 @@ from mycelium.shm.layout import (
     LANE_WRITE_Q,
     SLOT_COUNT_Q,
     SLOT_CURSOR_Q,
+    SLOT_READ_COUNT_Q,
+    SLOT_READ_CURSOR_Q,
     SLOT_START_Q,
 )
 from mycelium.shm.ordering import full_fence
@@ -396,7 +398,11 @@ class LaneReader:
         self._pos = self._avail = avail
         # Best effort: the lane's count is at least the count at `avail` (stored first),
         # and at most avail / 8 (a frame takes at least 8 bytes).
-        self._count = max(self._count, min(self._hq[LANE_COUNT_Q], avail >> 3))
+        before = self._count
+        self._count = max(before, min(self._hq[LANE_COUNT_Q], avail >> 3))
+        if self._count > before:  # the frames skipped were published, never delivered
+            self.state.add_lost(self._count - before)
+            self._sq[self.slot + SLOT_START_Q] += self._count - before
         self._sq[self._cnt_i] = self._count
         self._sq[self._cur_i] = avail
         raise CorruptFrame(
@@ -429,6 +435,23 @@ class LaneReader:
     @property
     def closed(self) -> bool:
         return bool(self._hq[LANE_CLOSED_Q])
+
+    def hold(self) -> None:
+        """Manual acknowledgement: from now on reads move the slot's read words only; the
+        cursor writers gate on (and an heir resumes from) moves with ``ack``."""
+        sq = self._sq
+        sq[self.slot + SLOT_READ_COUNT_Q] = sq[self._cnt_i]
+        sq[self.slot + SLOT_READ_CURSOR_Q] = sq[self._cur_i]
+        self._cur_i = self.slot + SLOT_READ_CURSOR_Q
+        self._cnt_i = self.slot + SLOT_READ_COUNT_Q
+
+    def ack(self) -> None:
+        """Acknowledge what was read (a held zero-copy view stays unacknowledged): count
+        first, then the cursor that releases the bytes to the writer."""
+        sq = self._sq
+        base = self.slot
+        sq[base + SLOT_COUNT_Q] = sq[base + SLOT_READ_COUNT_Q]
+        sq[base + SLOT_CURSOR_Q] = sq[base + SLOT_READ_CURSOR_Q]
 
     def close(self, *, release_slot: bool = True) -> None:
         """Unmap the lane; by default also give the slot back (the writer stops gating)."""

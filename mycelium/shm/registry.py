@@ -73,6 +73,9 @@ class ConsumerEntry(msgspec.Struct, frozen=True):
     started: float = 0.0
     alive: bool = True
     name: str = ""
+    #: A durable consumer's name: its entry, segment and position outlive its process.
+    durable: str = ""
+    away_since: float = 0.0  # wall-clock time a durable consumer left (0: present)
 
 
 class LaneEntry(msgspec.Struct, frozen=True):
@@ -85,7 +88,16 @@ class LaneEntry(msgspec.Struct, frozen=True):
     segment: str
     consumer: int = 0
     group: str = ""
-    draining: bool = False  # its producer is gone: readers finish it, then it is removed
+    draining: bool = False  # no new messages (producer gone, or handed over): then removed
+    #: A queue lane handed over from a departed member: ``previous`` is the consumer whose
+    #: slot (or pending gate) holds the frames from ``resume_pos`` (message index
+    #: ``resume_count``) on; producers gate on it until the new holder has claimed a slot.
+    previous: int = 0
+    resume_pos: int = 0
+    resume_count: int = 0
+    #: The message index the previous holder had read to (above ``resume_count`` when it
+    #: read more than it acknowledged): what the heir gets below it is a redelivery.
+    resume_seen: int = 0
 
 
 class Topology(msgspec.Struct):
@@ -101,6 +113,8 @@ class Topology(msgspec.Struct):
     retired_published: dict[str, int] = msgspec.field(default_factory=dict)
     retired_delivered: dict[str, int] = msgspec.field(default_factory=dict)
     retired_timeouts: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Messages dropped with durable consumers that stayed away past their topic's TTL.
+    retired_lost: dict[str, int] = msgspec.field(default_factory=dict)
 
     def topic(self, name: str) -> TopicEntry | None:
         for t in self.topics:
