@@ -184,6 +184,31 @@ def wake_latency(lane: str, consumer: tuple[str, str], n: int, out: Any) -> None
     out.put(("latency", lat))
 
 
+def read_all_doorbell_only(lane: str, consumer: tuple[str, str], n: int, ready: Any,
+                           out: Any) -> None:  # fmt: skip
+    """Read ``n`` messages, blocking on the doorbell whenever caught up (no spin, no
+    yield); the safety timeout is raised to the deadline, so only a ring wakes us. Reports
+    the sequence numbers seen and how many times we slept."""
+    wait_module.BLOCK_SAFETY_S = CHILD_DEADLINE_S
+    state = ConsumerState.attach(*consumer)
+    r = LaneReader(Segment.attach(lane, KIND_LANE), state, start="begin")
+    ready.set()
+    seqs: list[int] = []
+    sleeps = 0
+    deadline = time.monotonic() + CHILD_DEADLINE_S
+    while len(seqs) < n:
+        data = r.poll()
+        if data is None:
+            sleeps += 1
+            data = wait_module.wait_until(
+                r.poll, state, deadline, wait_module.WaitStrategy.BLOCK, spins=0, yields=0
+            )
+            if data is None:
+                break
+        seqs.append(check(data))
+    out.put(("read", seqs, sleeps))
+
+
 def write_through_readonly(lane: str) -> None:
     """Store a byte through a read-only mapping at the C level: the kernel must kill us."""
     seg = Segment.attach(lane, KIND_LANE)
