@@ -16,10 +16,11 @@ writer loads their flags after every publish (``every_publish``), as it always d
 more, loading every flag on every publish would make the producer pay per consumer per
 message, so it scans them only every *k* publishes (``ring_sleepers``; every batch, too),
 and *k* follows what the scans see: it doubles up to ``WAKE_SCAN_MAX`` while scans find
-nobody asleep and come less than ``WAKE_SCAN_S`` apart (streaming: about 1/64 of a flag
-load per reader per message), and drops to 1 when a scan finds a sleeper or comes later
-than that (a paced writer, or readers that keep catching up, are checked after every
-publish, so a lone message wakes its readers at once). The bound on a late wake-up: a
+nobody asleep and the publishes since the last one came less than ``WAKE_GAP_S`` apart on
+average (streaming: about 1/64 of a flag load per reader per message), and drops to 1
+when a scan finds a sleeper or the publishes came slower than that (a paced writer, or
+readers that keep falling asleep, are checked after every publish, so a lone message
+wakes its readers at once). The bound on a late wake-up: a
 reader that fell asleep is rung within ``WAKE_SCAN_MAX`` publishes; if the writer stops
 before that, the reader's own ``BLOCK_SAFETY_S`` timeout wakes it (as for the
 store-buffer race, ``ordering.py``): a late ring costs latency, never a message.
@@ -37,15 +38,15 @@ from mycelium.shm.consumer_state import ConsumerStateView
 from mycelium.shm.layout import CONSUMER_SLEEPING_Q, SLOT_CURSOR_Q, SLOT_LANE_Q
 from mycelium.shm.ordering import full_fence
 
-__all__ = ["WAKE_SCAN_EACH_UP_TO", "WAKE_SCAN_MAX", "WAKE_SCAN_S", "Gating"]
+__all__ = ["WAKE_GAP_S", "WAKE_SCAN_EACH_UP_TO", "WAKE_SCAN_MAX", "Gating"]
 
 #: Lanes with at most this many doorbells have every flag loaded after every publish.
 WAKE_SCAN_EACH_UP_TO = 2
 #: Most publishes between two scans of the readers' "sleeping" flags (larger lanes).
 WAKE_SCAN_MAX = 64
-#: Scans closer together than this mean the writer streams: scan less often. A scan
-#: after a longer pause means it is paced: scan after every publish again.
-WAKE_SCAN_S = 50e-6
+#: Publishes closer together than this on average mean the writer streams: scan less
+#: often. Slower (above 100,000 msg/s no more) means it is paced: scan after each one.
+WAKE_GAP_S = 10e-6
 
 #: Backpressure wait: rescans with no pause, then sched_yield, then sleeps doubling up to max.
 WRITER_SPINS = 200
@@ -108,7 +109,7 @@ class Gating:
                 bell.release()
                 asleep = True
         now = time.perf_counter()
-        if asleep or now - self._scanned_at >= WAKE_SCAN_S:
+        if asleep or now - self._scanned_at >= WAKE_GAP_S * self._scan_every:
             self._scan_every = 1
         else:
             self._scan_every = min(self._scan_every * 2, WAKE_SCAN_MAX)

@@ -71,6 +71,34 @@ _ONLY_BYTES = {bytes}
 class LaneWriter:
     """The single writer of one lane. Not thread-safe by design: one thread owns it."""
 
+    __slots__ = (
+        "_bells",
+        "_cap",
+        "_checkpoints",
+        "_count",
+        "_dq",
+        "_gating",
+        "_hq",
+        "_limit",
+        "_lossy",
+        "_mask",
+        "_mm",
+        "_owner",
+        "_pos",
+        "_reserved",
+        "_scan_in",
+        "_step",
+        "_tail_version",
+        "_u8",
+        "_u64",
+        "backpressure_timeout_s",
+        "info",
+        "lane_uid",
+        "max_message",
+        "on_wait",
+        "seg",
+    )
+
     def __init__(
         self,
         seg: Segment,
@@ -174,14 +202,17 @@ class LaneWriter:
         # Publish: the header and payload stores above precede this cursor store (x86-64
         # Store/Store order); pairs with the reader's load of LANE_WRITE_Q in poll().
         hq[LANE_WRITE_Q] = end
-        for q, i, bell in self._bells:  # a small lane: every flag, every publish
-            if q[i]:
-                bell.release()
-        left = self._scan_in - 1
-        if left:
-            self._scan_in = left
-        else:
-            self._scan_in = self._gating.ring_sleepers()
+        bells = self._bells
+        if bells:  # a small lane: every flag, every publish
+            for q, i, bell in bells:
+                if q[i]:
+                    bell.release()
+        else:  # a large lane (or none with a doorbell): a scan every few publishes
+            left = self._scan_in - 1
+            if left:
+                self._scan_in = left
+            else:
+                self._scan_in = self._gating.ring_sleepers()
 
     def publish_many(self, items: Sequence[Payload]) -> int:
         """Write a batch and publish it with one cursor store; returns how many were written.
