@@ -432,20 +432,24 @@ class _ZenohSender:
 
 
 class _ZenohReceiver:
+    """Samples arrive on zenoh's thread through a callback, into a queue we wait on."""
+
     def __init__(self, spec: dict[str, Any], channel: str, index: int) -> None:
+        import queue
+
+        self.q: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self.empty = queue.Empty
         self.session = _zenoh_session(spec, listen=False)
-        self.sub = self.session.declare_subscriber(f"bench/{channel}")
+        put = self.q.put
+        self.sub = self.session.declare_subscriber(
+            f"bench/{channel}", lambda sample: put(bytes(sample.payload.to_bytes()))
+        )
 
     def recv(self, timeout_s: float | None) -> bytes | None:
-        deadline = _rcv_deadline(timeout_s)
-        while True:
-            sample = self.sub.try_recv()
-            if sample is not None:
-                return bytes(sample.payload.to_bytes())
-            if time.monotonic() > deadline:
-                return None
-            sample = self.sub.recv()  # blocks; the run ends with data, not a timeout
-            return bytes(sample.payload.to_bytes())
+        try:
+            return self.q.get(timeout=timeout_s)
+        except self.empty:
+            return None
 
     def close(self) -> None:
         self.sub.undeclare()
