@@ -485,6 +485,93 @@ def _zenoh_setup(workdir: Path, consumers: int) -> dict[str, Any]:
     return {"endpoint": endpoint, "_procs": [proc]}
 
 
+# -- iceoryx2's Python API ------------------------------------------------------------
+#: Samples a subscriber may hold unread: with RetryUntilDelivered the publisher waits
+#: for room beyond that (lossless, like Mycelium's default lanes).
+IOX_BUFFER = 4096
+#: An empty iceoryx2 subscriber has no blocking receive here: it sleeps this long between
+#: polls once a short spin found nothing.
+IOX_POLL_S = 50e-6
+
+
+def _iox_service(spec: dict[str, Any], channel: str) -> tuple[Any, Any, Any]:
+    import ctypes
+
+    import iceoryx2 as iox2
+
+    node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+    service = (
+        node.service_builder(iox2.ServiceName.new(f"{spec['prefix']}-{channel}"))
+        .publish_subscribe(iox2.Slice[ctypes.c_uint8])
+        .max_subscribers(64)
+        .subscriber_max_buffer_size(IOX_BUFFER)
+        .enable_safe_overflow(False)
+        .open_or_create()
+    )
+    return iox2, node, service
+
+
+class _IoxSender:
+    def __init__(self, spec: dict[str, Any], channel: str) -> None:
+        import ctypes
+
+        iox2, self.node, self.service = _iox_service(spec, channel)
+        self.pub = (
+            self.service.publisher_builder()
+            .initial_max_slice_len(2048)
+            .allocation_strategy(iox2.AllocationStrategy.PowerOfTwo)
+            .backpressure_strategy(iox2.BackpressureStrategy.RetryUntilDelivered)
+            .create()
+        )
+        self.memmove = ctypes.memmove
+
+    def send(self, data: bytes) -> None:
+        sample = self.pub.loan_slice_uninit(len(data))
+        self.memmove(sample.payload().as_ptr(), data, len(data))
+        sample.assume_init().send()
+
+    def close(self) -> None:
+        self.pub.delete()
+
+
+class _IoxReceiver:
+    def __init__(self, spec: dict[str, Any], channel: str, index: int) -> None:
+        import ctypes
+
+        _, self.node, self.service = _iox_service(spec, channel)
+        self.sub = self.service.subscriber_builder().buffer_size(IOX_BUFFER).create()
+        self.string_at = ctypes.string_at
+
+    def _poll(self) -> bytes | None:
+        sample = self.sub.receive()
+        if sample is None:
+            return None
+        payload = sample.payload()
+        data = self.string_at(payload.as_ptr(), payload.len())
+        sample.delete()
+        return data  # type: ignore[no-any-return]
+
+    def recv(self, timeout_s: float | None) -> bytes | None:
+        deadline = _rcv_deadline(timeout_s)
+        for _ in range(200):
+            data = self._poll()
+            if data is not None:
+                return data
+        while time.monotonic() < deadline:
+            data = self._poll()
+            if data is not None:
+                return data
+            time.sleep(IOX_POLL_S)
+        return None
+
+    def close(self) -> None:
+        self.sub.delete()
+
+
+def _iox_setup(workdir: Path, consumers: int) -> dict[str, Any]:
+    return {"prefix": f"myc-bench-{secrets.token_hex(4)}"}
+
+
 # -- the table ---------------------------------------------------------------------------
 def _nothing(spec: dict[str, Any]) -> None:
     """Nothing to tear down (queues go with their last handle)."""
@@ -508,6 +595,8 @@ PEERS: dict[str, tuple[str | None, Any, Any, Any, Any, str]] = {
                         _ZmqReceiver, f"pyzmq, HWM {ZMQ_TUNED_HWM}"),
     "zenoh": ("zenoh", _zenoh_setup, _procs_teardown, _ZenohSender, _ZenohReceiver,
               "eclipse-zenoh over tcp://127.0.0.1 through a listening peer"),
+    "iceoryx2": ("iceoryx2", _iox_setup, _nothing, _IoxSender, _IoxReceiver,
+                 "iceoryx2's Python API, lossless; polls (50 us sleeps when empty)"),
     "faster-fifo": ("faster_fifo", _ff_setup, _nothing, _QueueSender, _QueueReceiver,
                     "one queue per receiver"),
     "mp.Queue": (None, _mpq_setup, _nothing, _QueueSender, _QueueReceiver,
