@@ -144,7 +144,7 @@ class PerformanceConfig(_Section, frozen=True, kw_only=True):
     max_lane_bytes: _Positive = 256 << 20
     spin_iterations: _NonNegative = 2000
     yield_iterations: _NonNegative = 200
-    wait_strategy: Literal["spin", "yield", "block"] = "block"
+    wait_strategy: Literal["spin", "yield", "block", "adaptive"] = "adaptive"
     stats_interval_ms: _Positive = 1000
 
 

@@ -32,7 +32,7 @@ from mycelium.client.control import ControlChannel
 from mycelium.client.handle import ClosingHandle
 from mycelium.client.redelivery import redelivered, resume_at
 from mycelium.client.topology import TopologyWatcher
-from mycelium.client.waiting import WaitPlan, wait_sync
+from mycelium.client.waiting import SpinBudget, WaitPlan, wait_sync
 from mycelium.control.wire import Subscribe, Subscribed, Unsubscribe
 from mycelium.errors import BrokerUnavailable, ConfigError, MyceliumError
 from mycelium.paths import resolve_socket_path
@@ -72,7 +72,7 @@ class ConsumerCore:
         socket_path: str | os.PathLike[str] | None = None,
         group: str | None = None,
         *,
-        wait: WaitStrategy | str = WaitStrategy.BLOCK,
+        wait: WaitStrategy | str = WaitStrategy.ADAPTIVE,
         spins: int = DEFAULT_SPINS,
         yields: int = DEFAULT_YIELDS,
         wait_for_broker: float = 0.0,
@@ -97,6 +97,7 @@ class ConsumerCore:
         self.wait = WaitStrategy(wait)
         self.spins = spins
         self.yields = yields
+        self.spin_budget = SpinBudget()  # what the adaptive wait learned of our gaps
         self._lock = threading.RLock()
         self._closed = False
         self._readers: dict[int, LaneReader] = {}
@@ -178,7 +179,7 @@ class ConsumerCore:
     def plan(self, timeout: float | None) -> WaitPlan:
         """The wait for the next message, by this consumer's strategy (None: no deadline)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        return WaitPlan(self.wait, self.spins, self.yields, deadline)
+        return WaitPlan(self.wait, self.spins, self.yields, deadline, self.spin_budget)
 
     # -- topology (blocking work split from applying it) ----------------------------------
     def needs_fetch(self) -> bool:

@@ -9,6 +9,21 @@ for our lane yet is gated at the position where we first saw it, so it loses not
 published from then on. The writer caches the floor as its limit and rescans only when a
 write would cross it (``LaneWriter._claim``); then, if the ring is full, ``wait_for_space``
 spins, yields and sleeps (bounded), dropping readers whose process died.
+
+Doorbells: a reader about to block raises its "sleeping" flag, and the writer rings the
+doorbell of each reader it sees asleep. With up to ``WAKE_SCAN_EACH_UP_TO`` readers the
+writer loads their flags after every publish (``every_publish``), as it always did. With
+more, loading every flag on every publish would make the producer pay per consumer per
+message, so it scans them only every *k* publishes (``ring_sleepers``; every batch, too),
+and *k* follows what the scans see: it doubles up to ``WAKE_SCAN_MAX`` while scans find
+nobody asleep and the publishes since the last one came less than ``WAKE_GAP_S`` apart on
+average (streaming: about 1/64 of a flag load per reader per message), and drops to 1
+when a scan finds a sleeper or the publishes came slower than that (a paced writer, or
+readers that keep falling asleep, are checked after every publish, so a lone message
+wakes its readers at once). The bound on a late wake-up: a
+reader that fell asleep is rung within ``WAKE_SCAN_MAX`` publishes; if the writer stops
+before that, the reader's own ``BLOCK_SAFETY_S`` timeout wakes it (as for the
+store-buffer race, ``ordering.py``): a late ring costs latency, never a message.
 """
 
 from __future__ import annotations
@@ -23,7 +38,15 @@ from mycelium.shm.consumer_state import ConsumerStateView
 from mycelium.shm.layout import CONSUMER_SLEEPING_Q, SLOT_CURSOR_Q, SLOT_LANE_Q
 from mycelium.shm.ordering import full_fence
 
-__all__ = ["Gating"]
+__all__ = ["WAKE_GAP_S", "WAKE_SCAN_EACH_UP_TO", "WAKE_SCAN_MAX", "Gating"]
+
+#: Lanes with at most this many doorbells have every flag loaded after every publish.
+WAKE_SCAN_EACH_UP_TO = 2
+#: Most publishes between two scans of the readers' "sleeping" flags (larger lanes).
+WAKE_SCAN_MAX = 64
+#: Publishes closer together than this on average mean the writer streams: scan less
+#: often. Slower (above 100,000 msg/s no more) means it is paced: scan after each one.
+WAKE_GAP_S = 10e-6
 
 #: Backpressure wait: rescans with no pause, then sched_yield, then sleeps doubling up to max.
 WRITER_SPINS = 200
@@ -54,6 +77,10 @@ class Gating:
         self._gates: list[_Gate] = []
         #: (consumer words, sleeping-flag index, doorbell) of every reader with a doorbell.
         self.bells: tuple[tuple[memoryview, int, Any], ...] = ()
+        #: The bells the writer checks after every publish (all of them on a small lane).
+        self.every_publish: tuple[tuple[memoryview, int, Any], ...] = ()
+        self._scan_every = 1
+        self._scanned_at = 0.0
 
     def set_readers(self, views: Iterable[ConsumerStateView], pos: int) -> None:
         """Gate on exactly these consumers (keeping what we know of ones seen before);
@@ -65,10 +92,29 @@ class Gating:
             for g in self._gates
             if g.view.doorbell is not None
         )
+        self.every_publish = self.bells if len(self.bells) <= WAKE_SCAN_EACH_UP_TO else ()
 
     @property
     def readers(self) -> list[ConsumerStateView]:
         return [g.view for g in self._gates]
+
+    def ring_sleepers(self) -> int:
+        """Ring every reader whose "sleeping" flag is up; returns how many publishes may
+        go by before the next scan (the rule in the module docstring)."""
+        if self.every_publish or not self.bells:
+            return WAKE_SCAN_MAX  # the writer checks these after every publish itself
+        asleep = False
+        for q, i, bell in self.bells:
+            if q[i]:
+                bell.release()
+                asleep = True
+        now = time.perf_counter()
+        if asleep or now - self._scanned_at >= WAKE_GAP_S * self._scan_every:
+            self._scan_every = 1
+        else:
+            self._scan_every = min(self._scan_every * 2, WAKE_SCAN_MAX)
+        self._scanned_at = now
+        return self._scan_every
 
     def floor(self, pos: int) -> int:
         """The lowest position some gated reader still needs (``pos`` if none)."""

@@ -63,6 +63,31 @@ class LaneReader:
     next message, so ``lost`` and ``backlog`` are exact too.
     """
 
+    __slots__ = (
+        "_avail",
+        "_cap",
+        "_cnt_i",
+        "_count",
+        "_cur_i",
+        "_distrust",
+        "_dq",
+        "_held",
+        "_hq",
+        "_lossy",
+        "_mask",
+        "_max",
+        "_mm",
+        "_pending_error",
+        "_pos",
+        "_ring64",
+        "_sq",
+        "info",
+        "lane_uid",
+        "seg",
+        "slot",
+        "state",
+    )
+
     def __init__(
         self,
         seg: Segment,

@@ -40,11 +40,15 @@ SPIN_CLOCK_EVERY = 64
 
 class WaitStrategy(enum.StrEnum):
     """How a reader waits: ``spin`` burns a core for the lowest latency, ``yield`` gives
-    the CPU away between polls, ``block`` sleeps on the doorbell (the default)."""
+    the CPU away between polls, ``block`` spins and yields a fixed budget, then sleeps on
+    the doorbell; ``adaptive`` (the consumer's default) spins as long as its recent gaps
+    between messages say is worth it, then sleeps (``mycelium.client.waiting``). Here,
+    with no memory of past waits, ``adaptive`` waits as ``block``."""
 
     SPIN = "spin"
     YIELD = "yield"
     BLOCK = "block"
+    ADAPTIVE = "adaptive"
 
 
 def wait_until(

@@ -4,9 +4,10 @@ How this works
 --------------
 Positions are 64-bit byte sequences that only grow; a position's place in the ring is
 ``pos & mask`` (the capacity is a power of two). The writer writes header and payload,
-then stores the message count and the write cursor (``publish``); ``publish_many`` stores
-them once per batch and copies a run of equal-size items with one numpy assignment
-(``runs.py``). It runs freely up to a cached *limit*. Crossing it (at least
+then stores the message count and the write cursor (``publish``) and rings the doorbells
+of sleeping readers (after every publish on a small lane, every few on a large one: the
+rule is in ``gating.py``); ``publish_many`` stores them once per batch and copies a run of
+equal-size items with one numpy assignment (``runs.py``). It runs freely up to a cached *limit*. Crossing it (at least
 ``CHECKPOINTS_PER_LAP`` times a lap) takes the slow path, ``_claim``, in this order:
 
 1. rescan the gating readers' cursors and, on a lossless lane, wait for space
@@ -70,6 +71,34 @@ _ONLY_BYTES = {bytes}
 class LaneWriter:
     """The single writer of one lane. Not thread-safe by design: one thread owns it."""
 
+    __slots__ = (
+        "_bells",
+        "_cap",
+        "_checkpoints",
+        "_count",
+        "_dq",
+        "_gating",
+        "_hq",
+        "_limit",
+        "_lossy",
+        "_mask",
+        "_mm",
+        "_owner",
+        "_pos",
+        "_reserved",
+        "_scan_in",
+        "_step",
+        "_tail_version",
+        "_u8",
+        "_u64",
+        "backpressure_timeout_s",
+        "info",
+        "lane_uid",
+        "max_message",
+        "on_wait",
+        "seg",
+    )
+
     def __init__(
         self,
         seg: Segment,
@@ -117,7 +146,9 @@ class LaneWriter:
         self._checkpoints: deque[tuple[int, int]] = deque([(tail, tail_count)])
         self._reserved = hq[LANE_RESERVED_Q]
         self._gating = Gating(info.lane_uid)
-        self._bells = self._gating.bells  # cached for publish
+        #: Publishes left until the next scan of the readers' "sleeping" flags (gating.py).
+        self._scan_in = 1
+        self._bells = self._gating.every_publish
         self._limit = pos  # forces the first publish through the slow path
 
     # -- readers ------------------------------------------------------------------------
@@ -128,7 +159,8 @@ class LaneWriter:
         position, so it loses nothing published from now on.
         """
         self._gating.set_readers(views, self._pos)
-        self._bells = self._gating.bells
+        self._scan_in = 1  # look at the new readers' flags on the next publish
+        self._bells = self._gating.every_publish
         self._limit = min(self._limit, self._pos)  # re-evaluate on the next publish
 
     @property
@@ -170,9 +202,17 @@ class LaneWriter:
         # Publish: the header and payload stores above precede this cursor store (x86-64
         # Store/Store order); pairs with the reader's load of LANE_WRITE_Q in poll().
         hq[LANE_WRITE_Q] = end
-        for q, i, bell in self._bells:
-            if q[i]:
-                bell.release()
+        bells = self._bells
+        if bells:  # a small lane: every flag, every publish
+            for q, i, bell in bells:
+                if q[i]:
+                    bell.release()
+        else:  # a large lane (or none with a doorbell): a scan every few publishes
+            left = self._scan_in - 1
+            if left:
+                self._scan_in = left
+            else:
+                self._scan_in = self._gating.ring_sleepers()
 
     def publish_many(self, items: Sequence[Payload]) -> int:
         """Write a batch and publish it with one cursor store; returns how many were written.
@@ -289,6 +329,7 @@ class LaneWriter:
         for q, i, bell in self._bells:
             if q[i]:
                 bell.release()
+        self._scan_in = self._gating.ring_sleepers()  # a large lane: once per batch
 
     def close(self, *, final: bool = True) -> None:
         """Mark the lane closed (readers drain it, then forget it) and unmap it."""
@@ -354,7 +395,7 @@ class LaneWriter:
                 if self.backpressure_timeout_s > 0:  # a bounded wait ran out
                     self.count_timeout()
                 raise
-            self._bells = self._gating.bells  # dead readers may have been dropped
+            self._bells = self._gating.every_publish  # dead readers may have been dropped
             limit = min(limit, floor + cap)
         limit = min(limit, max(need_end, pos + self._step))
         if pos >= self._checkpoints[-1][0] + self._step:  # at most one per step: bounded

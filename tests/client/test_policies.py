@@ -14,7 +14,16 @@ from mycelium.client.backpressure import (
     BACKPRESSURE_YIELDS,
     Backpressure,
 )
-from mycelium.client.waiting import BLOCK, EXPIRED, POLL, YIELD, WaitPlan
+from mycelium.client.waiting import (
+    ADAPTIVE_SPIN_MAX_S,
+    ADAPTIVE_SPIN_MIN_S,
+    BLOCK,
+    EXPIRED,
+    POLL,
+    YIELD,
+    SpinBudget,
+    WaitPlan,
+)
 from mycelium.errors import BackpressureTimeout
 from mycelium.shm.ordering import BLOCK_SAFETY_S
 from mycelium.shm.wait import WaitStrategy
@@ -50,6 +59,30 @@ def test_no_deadline_blocks_for_the_safety_bound_only() -> None:
     plan = WaitPlan(WaitStrategy.BLOCK, 0, 0, None)
     assert steps(plan, 3) == [BLOCK] * 3
     assert plan.block_timeout() == BLOCK_SAFETY_S
+
+
+def test_adaptive_spins_its_budget_then_blocks_without_yielding() -> None:
+    budget = SpinBudget()
+    plan = WaitPlan(WaitStrategy.ADAPTIVE, 5, 3, time.monotonic() + FAR_S, budget)
+    first = steps(plan, 64)
+    assert set(first) == {POLL}  # a budget of 100 us is far more than 64 polls
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 2 * budget.spin_s:
+        pass
+    assert steps(plan, 16)[-1] == BLOCK and YIELD not in steps(plan, 16)
+
+
+def test_the_spin_budget_follows_the_gaps() -> None:
+    budget = SpinBudget()
+    assert budget.spin_s == ADAPTIVE_SPIN_MAX_S  # a new consumer spins as much as allowed
+    for _ in range(5):
+        budget.learn(1e-6)  # back to back: keep spinning
+    assert budget.spin_s == ADAPTIVE_SPIN_MAX_S
+    for _ in range(20):
+        budget.learn(1e-3)  # millisecond gaps: spinning through them is waste
+    assert budget.spin_s == ADAPTIVE_SPIN_MIN_S
+    budget.learn(30e-6)  # a gap a longer spin would have caught: spin that long next time
+    assert budget.spin_s == 60e-6
 
 
 def test_backpressure_spins_yields_then_backs_off_up_to_its_cap() -> None:

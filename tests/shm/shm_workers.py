@@ -184,6 +184,77 @@ def wake_latency(lane: str, consumer: tuple[str, str], n: int, out: Any) -> None
     out.put(("latency", lat))
 
 
+def read_all_doorbell_only(lane: str, consumer: tuple[str, str], n: int, ready: Any,
+                           out: Any) -> None:  # fmt: skip
+    """Read ``n`` messages, blocking on the doorbell whenever caught up (no spin, no
+    yield); the safety timeout is raised to the deadline, so only a ring wakes us. Reports
+    the sequence numbers seen and how many times we slept."""
+    wait_module.BLOCK_SAFETY_S = CHILD_DEADLINE_S
+    state = ConsumerState.attach(*consumer)
+    r = LaneReader(Segment.attach(lane, KIND_LANE), state, start="begin")
+    ready.set()
+    seqs: list[int] = []
+    sleeps = 0
+    deadline = time.monotonic() + CHILD_DEADLINE_S
+    while len(seqs) < n:
+        data = r.poll()
+        if data is None:
+            sleeps += 1
+            data = wait_module.wait_until(
+                r.poll, state, deadline, wait_module.WaitStrategy.BLOCK, spins=0, yields=0
+            )
+            if data is None:
+                break
+        seqs.append(check(data))
+    out.put(("read", seqs, sleeps))
+
+
+class CountingBell:
+    """A doorbell that counts the waits that may sleep (acquires with a timeout)."""
+
+    def __init__(self, bell: Any) -> None:
+        self.bell = bell
+        self.sleeps = 0
+
+    def acquire(self, timeout: float | None = None) -> None:
+        if timeout != 0:
+            self.sleeps += 1
+        self.bell.acquire(timeout)
+
+    @property
+    def value(self) -> int:
+        return int(self.bell.value)
+
+
+def read_adaptive(lane: str, consumer: tuple[str, str], n: int, ready: Any, out: Any) -> None:
+    """Read ``n`` messages as a consumer does by default (poll, then the adaptive wait);
+    report the CPU seconds and wall seconds from the first message to the last, how many
+    waits there were and how many of them slept on the doorbell."""
+    from mycelium.client.waiting import SpinBudget, WaitPlan, wait_sync
+
+    state = ConsumerState.attach(*consumer)
+    bell = state.doorbell = CountingBell(state.doorbell)  # type: ignore[assignment]
+    r = LaneReader(Segment.attach(lane, KIND_LANE), state, start="begin")
+    budget = SpinBudget()
+    ready.set()
+    deadline = time.monotonic() + CHILD_DEADLINE_S
+    got = waits = 0
+    cpu0 = wall0 = 0.0
+    while got < n:
+        data = r.poll()
+        if data is None:
+            waits += 1
+            plan = WaitPlan(wait_module.WaitStrategy.ADAPTIVE, 0, 0, deadline, budget)
+            data = wait_sync(r.poll, state, plan)
+            if data is None:
+                break
+        if not got:
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+        got += 1
+    out.put(("adaptive", got, time.process_time() - cpu0, time.perf_counter() - wall0,
+             waits - 1, bell.sleeps))  # fmt: skip
+
+
 def write_through_readonly(lane: str) -> None:
     """Store a byte through a read-only mapping at the C level: the kernel must kill us."""
     seg = Segment.attach(lane, KIND_LANE)
