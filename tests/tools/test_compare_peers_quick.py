@@ -1,5 +1,5 @@
 """The peer comparison's smoke run: ``tools/compare_peers.py --quick`` with the peers that
-need nothing beyond the test extras finishes within a minute and writes JSON with every
+need nothing beyond the test extras finishes within two minutes and writes JSON with every
 section, each figure carrying its load average; a peer that is not installed is listed
 as skipped with the reason, never silently dropped."""
 
@@ -31,7 +31,7 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     )  # fmt: skip
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert elapsed < 60, f"the smoke run took {elapsed:.0f} s"
+    assert elapsed < 110, f"the smoke run took {elapsed:.0f} s"  # a loaded 2-core box
     data = json.loads(out.read_text())
     assert data["quick"] and data["commit"] and data["date"]
     for section in SECTIONS:
