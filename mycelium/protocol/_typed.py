@@ -6,7 +6,7 @@ offset order with an ``Annotated`` width (``U64``, ``I64``, ``Address``, ...). T
 ``struct.Struct`` for the whole payload, so ``from_bytes`` is a single ``unpack_from`` and
 ``to_bytes`` a single ``pack``. u128 fields travel as 16 little-endian bytes and are
 converted to Python ints. Field names and offsets are those of the original Rust structs
-(``shared/protocol-v2/layouts.json``; the tests check every offset).
+(``tests/data/protocol-v2/layouts.json``; the tests check every offset).
 
 Deliberate deviations from the original, which we accept on purpose: ``QuoteTLV`` is 56
 bytes and ``ArbitrageSignalTLV`` 170 bytes (their real struct sizes), where the original's

@@ -1,7 +1,7 @@
 """Protocol V2 numbers: header constants, relay domains, sources, TLV types and fixed sizes.
 
 How this works: every number here is the one the original AlphaPulse ``protocol_v2`` puts on
-the wire. The golden vectors in ``shared/protocol-v2`` confirm the sources 1-4, 20, 22, 40,
+the wire. The golden vectors in ``tests/data/protocol-v2`` confirm the sources 1-4, 20, 22, 40,
 42, 60, 62, 80 and 81 and the TLV types they use; ``layouts.json`` gives the fixed payload
 sizes (``TLVType::expected_payload_size``). Names outside that evidence complete the
 original's ranges. The codec keeps these as plain ints on its hot paths and uses the enums
