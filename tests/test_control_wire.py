@@ -15,10 +15,10 @@ from mycelium.control.wire import (
     FRAME_PREFIX_BYTES,
     MAX_CONTROL_FRAME_BYTES,
     PROTOCOL_VERSION,
+    ControlFrameDecoder,
     DeleteDurable,
     Error,
     ErrorCode,
-    FrameDecoder,
     Goodbye,
     Heartbeat,
     Hello,
@@ -87,7 +87,7 @@ def _raw_frame(doc: object) -> bytes:
     return _body_frame(msgspec.msgpack.encode(doc))
 
 
-def _drain(decoder: FrameDecoder) -> list[Any]:
+def _drain(decoder: ControlFrameDecoder) -> list[Any]:
     out = []
     while (msg := decoder.next_message()) is not None:
         out.append(msg)
@@ -95,7 +95,7 @@ def _drain(decoder: FrameDecoder) -> list[Any]:
 
 
 def _refusal(frame: bytes, expect: Any = Request, **kwargs: Any) -> ControlProtocolError:
-    decoder = FrameDecoder(expect=expect, **kwargs)
+    decoder = ControlFrameDecoder(expect=expect, **kwargs)
     decoder.receive_data(frame)
     with pytest.raises(ControlProtocolError) as info:
         decoder.next_message()
@@ -113,7 +113,7 @@ def test_samples_cover_every_message_type() -> None:
     ids=lambda v: type(v).__name__ if not isinstance(v, type) else "",
 )
 def test_round_trip(msg: Any, expect: Any) -> None:
-    for decoder in (FrameDecoder(expect=expect), FrameDecoder(expect=Message)):
+    for decoder in (ControlFrameDecoder(expect=expect), ControlFrameDecoder(expect=Message)):
         decoder.receive_data(encode_frame(msg))
         assert decoder.next_message() == msg
         assert decoder.next_message() is None
@@ -128,7 +128,7 @@ def test_frame_is_length_prefixed_msgpack_tagged_t() -> None:
 
 def test_byte_by_byte_feeding() -> None:
     stream = b"".join(encode_frame(m) for m in REQUESTS)
-    decoder = FrameDecoder()
+    decoder = ControlFrameDecoder()
     got = []
     for i in range(len(stream)):
         decoder.receive_data(stream[i : i + 1])
@@ -139,7 +139,7 @@ def test_byte_by_byte_feeding() -> None:
 def test_incomplete_frame_needs_more_data() -> None:
     frame = encode_frame(Hello(version=PROTOCOL_VERSION, pid=1, role="consumer"))
     for cut in (1, FRAME_PREFIX_BYTES, len(frame) - 1):
-        decoder = FrameDecoder()
+        decoder = ControlFrameDecoder()
         decoder.receive_data(frame[:cut])
         assert decoder.next_message() is None
     decoder.receive_data(frame[cut:])
@@ -147,7 +147,7 @@ def test_incomplete_frame_needs_more_data() -> None:
 
 
 def test_many_frames_in_one_chunk() -> None:
-    decoder = FrameDecoder(expect=Reply)
+    decoder = ControlFrameDecoder(expect=Reply)
     decoder.receive_data(b"".join(encode_frame(m) for m in REPLIES))
     assert _drain(decoder) == REPLIES
 
@@ -156,7 +156,7 @@ def test_many_frames_in_one_chunk() -> None:
 def test_any_chunking_yields_the_same_messages(cuts: list[int]) -> None:
     stream = b"".join(encode_frame(m) for m in REQUESTS)
     bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
-    decoder = FrameDecoder()
+    decoder = ControlFrameDecoder()
     got = []
     for lo, hi in pairwise(bounds):
         decoder.receive_data(stream[lo:hi])
@@ -170,7 +170,7 @@ def test_oversize_declared_length_is_refused_from_the_prefix_alone() -> None:
 
 
 def test_declared_length_at_the_limit_waits_for_the_body() -> None:
-    decoder = FrameDecoder(max_frame=16)
+    decoder = ControlFrameDecoder(max_frame=16)
     decoder.receive_data(struct.pack(">I", 16))
     assert decoder.next_message() is None
     assert _refusal(struct.pack(">I", 17), max_frame=16).code == ErrorCode.TOO_LARGE
@@ -227,14 +227,14 @@ def test_wrong_field_types_are_malformed(doc: dict[str, Any]) -> None:
 
 
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
-    decoder = FrameDecoder()
+    decoder = ControlFrameDecoder()
     decoder.receive_data(_raw_frame({"t": "Heartbeat", "pid": 3, "added_in_v2": [1, 2]}))
     assert decoder.next_message() == Heartbeat(pid=3)
 
 
 def test_a_refused_frame_is_consumed() -> None:
     """The decoder can still report what follows (the caller closes anyway)."""
-    decoder = FrameDecoder()
+    decoder = ControlFrameDecoder()
     decoder.receive_data(_raw_frame({"t": "Nope"}) + encode_frame(Goodbye()))
     with pytest.raises(ControlProtocolError):
         decoder.next_message()
@@ -258,7 +258,7 @@ def test_error_codes_are_the_wire_strings() -> None:
         "shutting_down",
         "internal",
     }
-    decoder = FrameDecoder(expect=Reply)
+    decoder = ControlFrameDecoder(expect=Reply)
     decoder.receive_data(encode_frame(Error(code=ErrorCode.TIMEOUT, message="slow")))
     assert decoder.next_message().code == "timeout"
 
@@ -289,7 +289,7 @@ _DOCS = st.builds(
 
 
 def _feed_all(data: bytes, max_frame: int = MAX_CONTROL_FRAME_BYTES) -> None:
-    decoder = FrameDecoder(max_frame=max_frame)
+    decoder = ControlFrameDecoder(max_frame=max_frame)
     decoder.receive_data(data)
     try:
         _drain(decoder)

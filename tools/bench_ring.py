@@ -43,6 +43,7 @@ import numpy as np
 import psutil
 from bench_broker import pace_until
 
+from mycelium.client.waiting import WaitPlan, wait_sync
 from mycelium.shm import (
     ConsumerState,
     ConsumerStateView,
@@ -54,7 +55,6 @@ from mycelium.shm import (
     create_lane_segment,
     list_segments,
     segment_name,
-    wait_until,
 )
 from mycelium.shm.layout import KIND_LANE
 from mycelium.shm.segment import unlink_quietly
@@ -208,7 +208,9 @@ def _latency(reader: LaneReader, state: ConsumerState, case: dict[str, Any]) -> 
     deadline = time.monotonic() + CASE_DEADLINE_S
     got = 0
     while got < n:
-        data = wait_until(reader.poll, state, deadline, strategy, spins=spins, yields=yields)
+        data = reader.poll()
+        if data is None:
+            data = wait_sync(reader.poll, state, WaitPlan(strategy, spins, yields, deadline))
         now = clock()
         if data is None:
             break

@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
+from mycelium.backoff import jittered_backoff_s
 from mycelium.bridge import headers
 from mycelium.config import BridgeConfig
 
@@ -37,9 +38,8 @@ API_TIMEOUT_S = 5.0
 
 def backoff_s(attempt: int, cfg: BridgeConfig, rng: random.Random | None = None) -> float:
     """Jittered: uniform in [min, min(max, min * 2**attempt)] seconds (attempt 0: min)."""
-    low = cfg.reconnect_wait_min_ms / 1000
-    cap = min(cfg.reconnect_wait_max_ms / 1000, low * (1 << min(attempt, 30)))
-    return low if attempt == 0 else (rng or random).uniform(low, cap)
+    low, high = cfg.reconnect_wait_min_ms / 1000, cfg.reconnect_wait_max_ms / 1000
+    return jittered_backoff_s(attempt, low, high, rng=rng)
 
 
 def _tls(cfg: BridgeConfig) -> ssl.SSLContext | None:

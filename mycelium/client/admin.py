@@ -9,7 +9,7 @@ import socket
 from mycelium.client.control import exchange, raise_for_error
 from mycelium.control.wire import (
     PROTOCOL_VERSION,
-    FrameDecoder,
+    ControlFrameDecoder,
     Goodbye,
     Hello,
     Reply,
@@ -34,7 +34,7 @@ def admin_request(request: Request, socket_path: str | os.PathLike[str] | None =
     path = resolve_socket_path(socket_path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(ADMIN_TIMEOUT_S)
-    decoder = FrameDecoder(expect=Reply)
+    decoder = ControlFrameDecoder(expect=Reply)
     try:
         sock.connect(path)
         welcome = raise_for_error(

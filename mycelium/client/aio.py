@@ -22,7 +22,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from mycelium.client.backpressure import Backpressure
+from mycelium.backoff import Backpressure
 from mycelium.client.consumer import ConsumerCore
 from mycelium.client.producer import Payload, ProducerCore, topic_of_message
 from mycelium.client.waiting import wait_async

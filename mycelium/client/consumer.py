@@ -38,11 +38,10 @@ from mycelium.errors import BrokerUnavailable, ConfigError, MyceliumError
 from mycelium.paths import resolve_socket_path
 from mycelium.protocol import Message, parse_message
 from mycelium.shm.consumer_state import ConsumerState
-from mycelium.shm.layout import KIND_LANE, REGISTRY_GENERATION_Q
 from mycelium.shm.reader import LaneReader
-from mycelium.shm.registry import Topology
 from mycelium.shm.segment import Segment
 from mycelium.shm.wait import DEFAULT_SPINS, DEFAULT_YIELDS, WaitStrategy
+from mycelium.topology import Topology
 
 __all__ = ["ACK_MODES", "START_MODES", "Consumer", "ConsumerCore", "LaneSnapshot"]
 
@@ -134,7 +133,7 @@ class ConsumerCore:
     def poll(self) -> bytes | None:
         """The next message, or None if nothing is waiting. Raises CorruptFrame."""
         watch = self.watch
-        if watch.q[REGISTRY_GENERATION_Q] != watch.gen:  # watch.stale(), inlined
+        if watch.generation[0] != watch.gen:  # watch.stale(), inlined
             self.refresh()
         if self._handed:
             for reader in self._handed:
@@ -207,7 +206,7 @@ class ConsumerCore:
             for uid, lane in wanted.items():
                 if uid not in self._readers:
                     try:
-                        snap.lanes[uid] = Segment.attach(lane.segment, KIND_LANE)
+                        snap.lanes[uid] = Segment.attach_lane(lane.segment)
                     except MyceliumError:
                         continue  # retired between the registry read and now
         except BaseException:

@@ -19,20 +19,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Literal, cast
 
+from mycelium.backoff import jittered_backoff_s
 from mycelium.control.faults import from_error
 from mycelium.control.peer import peer_credentials
 from mycelium.control.session import ClientState
 from mycelium.control.wire import (
     PROTOCOL_VERSION,
+    ControlFrameDecoder,
     Error,
-    FrameDecoder,
     Goodbye,
     Heartbeat,
     Hello,
@@ -73,7 +73,7 @@ def raise_for_error(reply: Reply) -> Reply:
     return reply
 
 
-def exchange(sock: socket.socket, decoder: FrameDecoder, request: Request) -> Reply:
+def exchange(sock: socket.socket, decoder: ControlFrameDecoder, request: Request) -> Reply:
     """Send ``request`` and read frames until its reply. Raises OSError (ConnectionError
     when the broker closed the connection without a reply), ControlProtocolError.
 
@@ -121,7 +121,7 @@ class ControlChannel:
         #: Set by close() when the Goodbye could not be said: keep trying until then.
         self._goodbye_by: float | None = None
         self._sock: socket.socket | None = None
-        self._decoder = FrameDecoder(expect=Reply)
+        self._decoder = ControlFrameDecoder(expect=Reply)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._connect_with_retry(wait_for_broker_s)
@@ -163,7 +163,7 @@ class ControlChannel:
             version=PROTOCOL_VERSION, pid=os.getpid(), role=self.role, name=self.name,
             resume_id=resume,
         )  # fmt: skip
-        decoder = FrameDecoder(expect=Reply)
+        decoder = ControlFrameDecoder(expect=Reply)
         try:
             reply = exchange(sock, decoder, hello)
             welcome = raise_for_error(reply)
@@ -327,5 +327,4 @@ class ControlChannel:
 
 def _backoff(attempt: int) -> float:
     """Capped exponential backoff with jitter (nats.py style)."""
-    wait = min(RECONNECT_WAIT_MAX_S, RECONNECT_WAIT_MIN_S * (2.0 ** min(attempt, 16)))
-    return wait * random.uniform(1 - RECONNECT_JITTER, 1)
+    return jittered_backoff_s(attempt, RECONNECT_WAIT_MIN_S, RECONNECT_WAIT_MAX_S, RECONNECT_JITTER)

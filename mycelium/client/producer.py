@@ -9,7 +9,7 @@ so that an async driver can run it off the event loop: ``fetch`` (register a top
 decode the topology, map new lanes and consumer states) returns a ``Snapshot`` and
 ``apply`` (on the thread that publishes: lane writers are single-writer) rebuilds the
 routes from it. ``Producer`` drives the core synchronously: ``fetch`` and ``apply`` in
-line, and the one backpressure policy (``backpressure.py``) with ``time.sleep`` when
+line, and the one backpressure policy (``mycelium/backoff.py``) with ``time.sleep`` when
 an offer comes back full.
 
 When a queue consumer leaves or dies, the coordinator hands its lanes to the rest of its
@@ -23,11 +23,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from mycelium.client.backpressure import Backpressure
+from mycelium.backoff import Backpressure, pause_sync
 from mycelium.client.control import ControlChannel
 from mycelium.client.handle import ClosingHandle
 from mycelium.client.redelivery import gate_ids, takes_messages
@@ -45,10 +44,10 @@ from mycelium.protocol import (
     RelayDomain,
 )
 from mycelium.shm.consumer_state import ConsumerStateView
-from mycelium.shm.layout import KIND_LANE, REGISTRY_GENERATION_Q
-from mycelium.shm.registry import ConsumerEntry, LaneEntry, RegistryView, TopicEntry, Topology
+from mycelium.shm.registry import RegistryView
 from mycelium.shm.segment import Segment
 from mycelium.shm.writer import LaneWriter
+from mycelium.topology import ConsumerEntry, LaneEntry, TopicEntry, Topology
 
 __all__ = ["Payload", "Producer", "ProducerCore", "Snapshot", "topic_of_message"]
 
@@ -128,7 +127,7 @@ class ProducerCore:
         UnknownTopic, MessageTooLarge (nothing written), BrokerUnavailable (a new topic
         while the broker is down)."""
         watch = self.watch
-        if watch.q[REGISTRY_GENERATION_Q] != watch.gen:  # watch.stale(), inlined
+        if watch.generation[0] != watch.gen:  # watch.stale(), inlined
             self.refresh()
         publish = self._fanout.get(topic)
         if publish is not None:  # the hot path: the fanout lane's own publish, unwrapped
@@ -200,7 +199,7 @@ class ProducerCore:
         try:
             for lane in topo.lanes:
                 if lane.producer == self.id and lane.uid not in self._writers:
-                    snap.lanes[lane.uid] = Segment.attach(lane.segment, KIND_LANE, writable=True)
+                    snap.lanes[lane.uid] = Segment.attach_lane(lane.segment, writable=True)
             topics = {*self._registered, topic}
             for c in topo.consumers:
                 if c.topic in topics and c.id not in self._views:
@@ -342,15 +341,6 @@ class ProducerCore:
         self._views.clear()
         self.channel.close()
         self.watch.close()
-
-
-def pause_sync(bp: Backpressure) -> None:
-    """Carry out one backpressure pause in this thread."""
-    delay = bp.pause()
-    if delay > 0:
-        time.sleep(delay)
-    elif delay == 0:
-        os.sched_yield()
 
 
 class Producer(ClosingHandle, ProducerCore):

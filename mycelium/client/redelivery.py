@@ -19,7 +19,7 @@ from the producer: it happens in the coordinator's sweep that notices the death.
 
 from __future__ import annotations
 
-from mycelium.shm.registry import ConsumerEntry, LaneEntry
+from mycelium.topology import ConsumerEntry, LaneEntry
 
 __all__ = ["gate_ids", "redelivered", "resume_at", "takes_messages"]
 

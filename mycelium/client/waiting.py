@@ -30,11 +30,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import posix_ipc  # no stubs published
-
 from mycelium.shm.consumer_state import ConsumerState
-from mycelium.shm.ordering import BLOCK_SAFETY_S, full_fence
-from mycelium.shm.wait import SPIN_CLOCK_EVERY, WaitStrategy
+from mycelium.shm.ordering import BLOCK_SAFETY_S
+from mycelium.shm.wait import SPIN_CLOCK_EVERY, WaitStrategy, arm, disarm, ring_wait
 
 __all__ = [
     "ADAPTIVE_SPIN_MAX_S",
@@ -146,31 +144,6 @@ class WaitPlan:
         """The wait is over (a message or the deadline): teach the budget how long it took."""
         if self._budget is not None:
             self._budget.learn(time.monotonic() - self._start)
-
-
-def arm(state: ConsumerState) -> None:
-    """Announce "sleeping" before the last poll ahead of a doorbell wait."""
-    state.set_sleeping(True)
-    full_fence()  # Store/Load: the flag is visible before poll() loads the cursors
-
-
-def disarm(state: ConsumerState) -> None:
-    """Lower the flag, then take back rings posted while it was up."""
-    state.set_sleeping(False)
-    bell = state.doorbell
-    for _ in range(bell.value):
-        try:
-            bell.acquire(0)
-        except posix_ipc.BusyError:
-            return
-
-
-def ring_wait(bell: posix_ipc.Semaphore, timeout: float) -> None:
-    """One bounded doorbell wait; a timeout or a signal just ends it (the caller polls)."""
-    try:
-        bell.acquire(timeout)
-    except (posix_ipc.BusyError, posix_ipc.SignalError):
-        pass
 
 
 def wait_sync(poll: Callable[[], T | None], state: ConsumerState, plan: WaitPlan) -> T | None:

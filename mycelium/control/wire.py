@@ -4,7 +4,7 @@ How this works
 --------------
 Every control message is a msgspec Struct tagged by its class name in field ``"t"``.
 On the wire a message is one frame: a 4-byte big-endian body length, then the msgpack
-body. ``encode_frame`` turns a message into bytes; ``FrameDecoder`` is fed whatever
+body. ``encode_frame`` turns a message into bytes; ``ControlFrameDecoder`` is fed whatever
 bytes the socket produced (``receive_data``) and hands back whole messages
 (``next_message``, None while a frame is incomplete), h11 style: the caller owns the
 socket, this module only converts.
@@ -30,10 +30,10 @@ __all__ = [
     "FRAME_PREFIX_BYTES",
     "MAX_CONTROL_FRAME_BYTES",
     "PROTOCOL_VERSION",
+    "ControlFrameDecoder",
     "DeleteDurable",
     "Error",
     "ErrorCode",
-    "FrameDecoder",
     "Goodbye",
     "Heartbeat",
     "Hello",
@@ -258,7 +258,7 @@ def _tag_of(body: bytes) -> object:
     return doc.get("t") if isinstance(doc, dict) else None
 
 
-class FrameDecoder:
+class ControlFrameDecoder:
     """Reassembles frames from a byte stream and decodes them into ``expect`` messages.
 
     Feed bytes with ``receive_data``; call ``next_message`` until it returns None (more

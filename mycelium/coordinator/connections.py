@@ -18,7 +18,7 @@ import time
 from mycelium.control.limits import MAX_REQUEST_FRAME_BYTES
 from mycelium.control.peer import peer_credentials
 from mycelium.control.session import ServerSession, SessionState
-from mycelium.control.wire import Error, ErrorCode, FrameDecoder, Request, encode_frame
+from mycelium.control.wire import ControlFrameDecoder, Error, ErrorCode, Request, encode_frame
 from mycelium.coordinator.requests import ClientConnection, RequestHandler
 from mycelium.errors import ControlProtocolError
 from mycelium.logs import fields
@@ -67,7 +67,7 @@ class ConnectionServer(RequestHandler):
         self._next_session += 1
         self._conns.add(conn)
         log.debug("connect from pid %d (uid %d)", pid, uid, extra=fields("connect", pid=pid))
-        decoder = FrameDecoder(max_frame=MAX_REQUEST_FRAME_BYTES, expect=Request)
+        decoder = ControlFrameDecoder(max_frame=MAX_REQUEST_FRAME_BYTES, expect=Request)
         timeout_s = self.config.server.connection_timeout_ms / 1000
         frame_started = accepted
         try:

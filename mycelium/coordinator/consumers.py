@@ -11,8 +11,8 @@ from mycelium.coordinator.durables import Durables
 from mycelium.coordinator.model import DEFAULT_GROUP, holds, process_started
 from mycelium.errors import LimitExceeded
 from mycelium.shm.consumer_state import ConsumerStateView, create_consumer_segment
-from mycelium.shm.registry import ConsumerEntry
 from mycelium.shm.segment import fresh_token
+from mycelium.topology import ConsumerEntry
 
 __all__ = ["Consumers"]
 

@@ -15,7 +15,7 @@ from mycelium.coordinator.model import DEFAULT_GROUP, process_started
 from mycelium.errors import ConfigError, LimitExceeded
 from mycelium.logs import fields
 from mycelium.shm.layout import LANE_COUNT_Q, SLOT_COUNT_Q
-from mycelium.shm.registry import ConsumerEntry, TopicEntry
+from mycelium.topology import ConsumerEntry, TopicEntry
 
 __all__ = ["Durables"]
 

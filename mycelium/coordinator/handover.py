@@ -13,7 +13,7 @@ import msgspec
 from mycelium.coordinator.lanes import LaneBook
 from mycelium.logs import fields
 from mycelium.shm.layout import SLOT_COUNT_Q, SLOT_CURSOR_Q, SLOT_READ_COUNT_Q
-from mycelium.shm.registry import ConsumerEntry, LaneEntry
+from mycelium.topology import ConsumerEntry, LaneEntry
 
 __all__ = ["HandOver"]
 

@@ -11,9 +11,8 @@ from mycelium.coordinator.model import StateCore, holds, process_started
 from mycelium.errors import LimitExceeded, SegmentError
 from mycelium.logs import fields
 from mycelium.shm.lane_header import create_lane_segment
-from mycelium.shm.layout import KIND_LANE
-from mycelium.shm.registry import ConsumerEntry, LaneEntry, ProducerEntry, TopicEntry
 from mycelium.shm.segment import Segment, fresh_token
+from mycelium.topology import ConsumerEntry, LaneEntry, ProducerEntry, TopicEntry
 
 __all__ = ["LaneBook"]
 
@@ -86,7 +85,7 @@ class LaneBook(StateCore):
         )
         self._created.append(("lane", name))
         seg.close()
-        self._lanes[uid] = Segment.attach(name, KIND_LANE)
+        self._lanes[uid] = Segment.attach_lane(name)
         log.debug(
             "created lane %d of %s for producer %d %s",
             uid,

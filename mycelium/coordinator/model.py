@@ -19,15 +19,9 @@ import psutil
 from mycelium.config import BrokerConfig, TopicConfig
 from mycelium.errors import UnknownTopic
 from mycelium.shm.consumer_state import ConsumerStateView, remove_consumer_objects
-from mycelium.shm.registry import (
-    ConsumerEntry,
-    LaneEntry,
-    ProducerEntry,
-    Registry,
-    TopicEntry,
-    Topology,
-)
+from mycelium.shm.registry import Registry
 from mycelium.shm.segment import Segment, segment_name, unlink_quietly
+from mycelium.topology import ConsumerEntry, LaneEntry, ProducerEntry, TopicEntry, Topology
 
 __all__ = ["DEFAULT_GROUP", "StateCore", "holds", "process_started", "topic_entry"]
 

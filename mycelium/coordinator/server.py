@@ -49,8 +49,9 @@ from mycelium.coordinator.stats import RateMeter
 from mycelium.coordinator.topology import BrokerState
 from mycelium.errors import ConfigError, MyceliumError, SegmentError
 from mycelium.logs import fields
-from mycelium.shm.registry import Registry, Topology
+from mycelium.shm.registry import Registry
 from mycelium.shm.segment import TRUST, broker_id_for, fresh_token, segment_name
+from mycelium.topology import Topology
 
 __all__ = ["Coordinator", "bounded_stats_reply", "registry_name_for", "run_broker"]
 

@@ -36,7 +36,7 @@ from mycelium.shm.layout import (
     SLOT_COUNT_Q,
     SLOT_CURSOR_Q,
 )
-from mycelium.shm.registry import ConsumerEntry, LaneEntry
+from mycelium.topology import ConsumerEntry, LaneEntry
 
 __all__ = ["HISTORY_S", "RateMeter", "collect_stats"]
 

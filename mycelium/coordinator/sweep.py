@@ -21,8 +21,8 @@ from mycelium.shm.layout import (
     LANE_WRITE_Q,
     SLOT_CURSOR_Q,
 )
-from mycelium.shm.registry import ConsumerEntry, LaneEntry
 from mycelium.shm.segment import Segment, unlink_quietly
+from mycelium.topology import ConsumerEntry, LaneEntry
 
 __all__ = ["Sweeper"]
 

@@ -36,9 +36,9 @@ from mycelium.coordinator.sweep import Sweeper
 from mycelium.errors import SegmentError
 from mycelium.logs import fields
 from mycelium.shm.consumer_state import ConsumerStateView, remove_consumer_objects
-from mycelium.shm.layout import KIND_LANE
-from mycelium.shm.registry import Registry, Topology
+from mycelium.shm.registry import Registry
 from mycelium.shm.segment import Segment, unlink_quietly
+from mycelium.topology import Topology
 
 __all__ = ["BrokerState", "process_started", "topic_entry"]
 
@@ -106,7 +106,7 @@ class BrokerState(Sweeper):
         kept = []
         for lane in self.topo.lanes:
             try:
-                self._lanes[lane.uid] = Segment.attach(lane.segment, KIND_LANE)
+                self._lanes[lane.uid] = Segment.attach_lane(lane.segment)
                 kept.append(lane)
             except SegmentError:
                 log.warning("adopted topology names lane %s, which is gone", lane.segment)

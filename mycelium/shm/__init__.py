@@ -17,7 +17,7 @@ from mycelium.shm.consumer_state import (
 from mycelium.shm.lane_header import LaneInfo, create_lane_segment
 from mycelium.shm.reader import LaneReader
 from mycelium.shm.segment import Segment, broker_id_for, list_segments, segment_name
-from mycelium.shm.wait import WaitStrategy, wait_until
+from mycelium.shm.wait import WaitStrategy
 from mycelium.shm.writer import LaneWriter
 
 __all__ = [
@@ -34,5 +34,4 @@ __all__ = [
     "list_segments",
     "remove_consumer_objects",
     "segment_name",
-    "wait_until",
 ]

@@ -8,7 +8,8 @@ its own consumer segment, mapped read-only here; a reader that has not claimed i
 for our lane yet is gated at the position where we first saw it, so it loses nothing
 published from then on. The writer caches the floor as its limit and rescans only when a
 write would cross it (``LaneWriter._claim``); then, if the ring is full, ``wait_for_space``
-spins, yields and sleeps (bounded), dropping readers whose process died.
+waits (bounded) by the project's one backpressure policy (``mycelium/backoff.py``: spin,
+yield, sleep with backoff), dropping readers whose process died.
 
 Doorbells: a reader about to block raises its "sleeping" flag, and the writer rings the
 doorbell of each reader it sees asleep. With up to ``WAKE_SCAN_EACH_UP_TO`` readers the
@@ -28,11 +29,11 @@ store-buffer race, ``ordering.py``): a late ring costs latency, never a message.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from mycelium.backoff import Backpressure, pause_sync
 from mycelium.errors import BackpressureTimeout
 from mycelium.shm.consumer_state import ConsumerStateView
 from mycelium.shm.layout import CONSUMER_SLEEPING_Q, SLOT_CURSOR_Q, SLOT_LANE_Q
@@ -47,14 +48,6 @@ WAKE_SCAN_MAX = 64
 #: Publishes closer together than this on average mean the writer streams: scan less
 #: often. Slower (above 100,000 msg/s no more) means it is paced: scan after each one.
 WAKE_GAP_S = 10e-6
-
-#: Backpressure wait: rescans with no pause, then sched_yield, then sleeps doubling up to max.
-WRITER_SPINS = 200
-WRITER_YIELDS = 50
-WRITER_SLEEP_MIN_S = 20e-6
-WRITER_SLEEP_MAX_S = 1e-3
-#: How often a waiting writer re-checks that the readers holding it back are still alive.
-WRITER_LIVENESS_EVERY_S = 0.1
 
 
 class _Gate:
@@ -165,33 +158,22 @@ class Gating:
             raise BackpressureTimeout(
                 f"lane {lane_name}: ring full; nothing written", needed=need_end - cap - floor
             )
-        now = time.monotonic()
-        deadline = now + timeout_s
-        next_liveness = now + WRITER_LIVENESS_EVERY_S
-        sleep_s = WRITER_SLEEP_MIN_S
-        attempt = 0
+        bp = Backpressure(timeout_s, f"lane {lane_name}")
         while True:
-            attempt += 1
-            if attempt > WRITER_SPINS:
-                if attempt <= WRITER_SPINS + WRITER_YIELDS:
-                    os.sched_yield()
-                else:
-                    now = time.monotonic()
-                    if now >= deadline:
-                        raise BackpressureTimeout(
-                            f"lane {lane_name}: ring full for {timeout_s}s"
-                            f" (a reader is {need_end - cap - floor} bytes too far behind);"
-                            " nothing written",
-                            waited_s=timeout_s,
-                            needed=need_end - cap - floor,
-                        )
-                    if now >= next_liveness:
-                        next_liveness = now + WRITER_LIVENESS_EVERY_S
-                        self.drop_dead(pos)
-                        if on_wait is not None:
-                            on_wait()
-                    time.sleep(sleep_s)
-                    sleep_s = min(sleep_s * 2, WRITER_SLEEP_MAX_S)
+            try:
+                pause_sync(bp)
+            except BackpressureTimeout:  # the lane's own words: how far behind, in bytes
+                short = need_end - cap - floor
+                raise BackpressureTimeout(
+                    f"lane {lane_name}: ring full for {timeout_s}s"
+                    f" (a reader is {short} bytes too far behind); nothing written",
+                    waited_s=timeout_s,
+                    needed=short,
+                ) from None
+            if bp.liveness_due():
+                self.drop_dead(pos)
+                if on_wait is not None:
+                    on_wait()
             floor = self.floor(pos)
             if need_end <= floor + cap:
                 return floor

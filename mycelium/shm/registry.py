@@ -2,9 +2,9 @@
 
 How this works
 --------------
-The topology (topics, producers, lanes, consumers) is one msgpack document kept in two
-buffers. The coordinator writes the next version into the buffer the current generation
-does not point at, then stores the new generation (its parity picks the buffer): the
+The topology (``mycelium.topology``: topics, producers, lanes, consumers) is one msgpack
+document kept in two buffers. The coordinator writes the next version into the buffer
+the current generation does not point at, then stores the new generation (its parity picks the buffer): the
 store is the publish. A client checks one 8-byte word per poll; when it differs from the
 generation it last read, it copies the live buffer, decodes it, and re-checks the
 generation (a seqlock: if the coordinator published twice meanwhile, it reads again).
@@ -30,97 +30,12 @@ from mycelium.shm.layout import (
     REGISTRY_SEGMENT_BYTES,
 )
 from mycelium.shm.segment import DEFAULT_SEGMENT_MODE, Segment
+from mycelium.topology import Topology
 
-__all__ = [
-    "ConsumerEntry",
-    "LaneEntry",
-    "ProducerEntry",
-    "Registry",
-    "RegistryView",
-    "TopicEntry",
-    "Topology",
-]
+__all__ = ["Registry", "RegistryView"]
 
 #: A reader retries a torn read (coordinator published twice while we copied) this often.
 READ_TRIES = 100
-
-
-class TopicEntry(msgspec.Struct, frozen=True):
-    name: str
-    routing: str  # "fanout" | "queue"
-    max_message_size: int
-    lane_bytes: int
-    lossy: bool = False
-    backpressure_timeout_ms: int = 5000
-
-
-class ProducerEntry(msgspec.Struct, frozen=True):
-    id: int
-    pid: int
-    started: float = 0.0  # the process's create time: pid reuse cannot fool liveness
-    name: str = ""
-    topics: tuple[str, ...] = ()
-    alive: bool = True
-
-
-class ConsumerEntry(msgspec.Struct, frozen=True):
-    id: int
-    pid: int
-    topic: str
-    group: str
-    segment: str
-    doorbell: str
-    started: float = 0.0
-    alive: bool = True
-    name: str = ""
-    #: A durable consumer's name: its entry, segment and position outlive its process.
-    durable: str = ""
-    away_since: float = 0.0  # wall-clock time a durable consumer left (0: present)
-
-
-class LaneEntry(msgspec.Struct, frozen=True):
-    """A lane: ``consumer`` is 0 for a fanout lane (every consumer of the topic reads it),
-    else the one queue consumer it feeds; ``group`` names that consumer's group."""
-
-    uid: int
-    topic: str
-    producer: int
-    segment: str
-    consumer: int = 0
-    group: str = ""
-    draining: bool = False  # no new messages (producer gone, or handed over): then removed
-    #: A queue lane handed over from a departed member: ``previous`` is the consumer whose
-    #: slot (or pending gate) holds the frames from ``resume_pos`` (message index
-    #: ``resume_count``) on; producers gate on it until the new holder has claimed a slot.
-    previous: int = 0
-    resume_pos: int = 0
-    resume_count: int = 0
-    #: The message index the previous holder had read to (above ``resume_count`` when it
-    #: read more than it acknowledged): what the heir gets below it is a redelivery.
-    resume_seen: int = 0
-
-
-class Topology(msgspec.Struct):
-    broker_id: str = ""
-    coordinator_pid: int = 0
-    next_id: int = 1
-    topics: list[TopicEntry] = msgspec.field(default_factory=list)
-    producers: list[ProducerEntry] = msgspec.field(default_factory=list)
-    consumers: list[ConsumerEntry] = msgspec.field(default_factory=list)
-    lanes: list[LaneEntry] = msgspec.field(default_factory=list)
-    #: Counts of lanes and consumers already removed, per topic: kept here, in shared
-    #: memory, so a restarted coordinator's counters carry on instead of going back.
-    retired_published: dict[str, int] = msgspec.field(default_factory=dict)
-    retired_delivered: dict[str, int] = msgspec.field(default_factory=dict)
-    retired_timeouts: dict[str, int] = msgspec.field(default_factory=dict)
-    #: Messages dropped with durable consumers that stayed away past their topic's TTL.
-    retired_lost: dict[str, int] = msgspec.field(default_factory=dict)
-
-    def topic(self, name: str) -> TopicEntry | None:
-        for t in self.topics:
-            if t.name == name:
-                return t
-        return None
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -138,6 +53,9 @@ class RegistryView:
     def __init__(self, seg: Segment) -> None:
         self.seg = seg
         self.q = seg.q
+        #: The generation word alone: ``generation_word[0]`` is the one 8-byte load a
+        #: client polls, as cheap as indexing ``q`` and with no layout offset in the caller.
+        self.generation_word = seg.q[REGISTRY_GENERATION_Q : REGISTRY_GENERATION_Q + 1]
 
     @classmethod
     def attach(cls, name: str) -> RegistryView:
@@ -170,6 +88,7 @@ class RegistryView:
         raise SegmentError(f"{self.seg.name}: topology kept changing while being read")
 
     def close(self) -> None:
+        self.generation_word.release()
         self.seg.close()
 
 

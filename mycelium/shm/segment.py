@@ -40,7 +40,7 @@ from pathlib import Path
 import posix_ipc
 
 from mycelium.errors import SegmentError
-from mycelium.shm.layout import IDENTITY, KIND_NAMES, LAYOUT_VERSION, MAGIC
+from mycelium.shm.layout import IDENTITY, KIND_LANE, KIND_NAMES, LAYOUT_VERSION, MAGIC
 
 __all__ = [
     "NAME_PREFIX",
@@ -272,6 +272,12 @@ class Segment:
             mm.close()
             raise SegmentError(f"segment {name} {problem}")
         return cls(name, mm, size, kind, writable)
+
+    @classmethod
+    def attach_lane(cls, name: str, writable: bool = False) -> Segment:
+        """Map a lane segment (``writable`` for its producer), so that callers above the
+        shm layer never name a segment kind. Raises SegmentError as ``attach``."""
+        return cls.attach(name, KIND_LANE, writable)
 
     def close(self) -> None:
         """Unmap. Zero-copy views a caller still holds keep the mapping alive until dropped."""

@@ -23,9 +23,9 @@ from mycelium import Consumer, Producer
 from mycelium.client.admin import admin_request
 from mycelium.control.wire import (
     PROTOCOL_VERSION,
+    ControlFrameDecoder,
     Error,
     ErrorCode,
-    FrameDecoder,
     Heartbeat,
     Hello,
     Ok,
@@ -64,7 +64,7 @@ def replies_until_closed(sock: socket.socket) -> list[Reply]:
     A broker that closes without reading all we sent makes the kernel reset the
     connection once its replies are read: that is a close too.
     """
-    decoder = FrameDecoder(expect=Reply)
+    decoder = ControlFrameDecoder(expect=Reply)
     out = []
     while True:
         try:
@@ -80,7 +80,7 @@ def replies_until_closed(sock: socket.socket) -> list[Reply]:
 
 def exchange(sock: socket.socket, frame: bytes) -> Reply:
     sock.sendall(frame)
-    decoder = FrameDecoder(expect=Reply)
+    decoder = ControlFrameDecoder(expect=Reply)
     while (reply := decoder.next_message()) is None:
         data = sock.recv(65536)
         assert data, "the broker closed a good connection"

@@ -21,9 +21,9 @@ from mycelium.control.limits import LANES_PER_CONSUMER, MAX_CONSUMERS_PER_CONNEC
 from mycelium.control.wire import (
     MAX_CONTROL_FRAME_BYTES,
     PROTOCOL_VERSION,
+    ControlFrameDecoder,
     Error,
     ErrorCode,
-    FrameDecoder,
     Goodbye,
     Hello,
     Reply,
@@ -43,7 +43,8 @@ from mycelium.errors import (
     SegmentError,
     UnknownTopic,
 )
-from mycelium.shm.registry import ConsumerEntry, Registry, Topology
+from mycelium.shm.registry import Registry
+from mycelium.topology import ConsumerEntry, Topology
 
 SMALL = "lane_bytes = 65536\nmax_message_size = 1024\n"
 TOPICS = f'[[topics]]\nname = "t"\n{SMALL}\n[[topics]]\nname = "q"\nrouting = "queue"\n{SMALL}'
@@ -73,7 +74,7 @@ def _ask(sock: socket.socket, frame: bytes) -> Reply:
     """Send a frame and read the reply (a refusal may come before the frame is read)."""
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         sock.sendall(frame)
-    decoder = FrameDecoder(expect=Reply)
+    decoder = ControlFrameDecoder(expect=Reply)
     while (reply := decoder.next_message()) is None:
         data = sock.recv(65536)
         assert data, "the broker closed the connection"

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mycelium.client.backpressure import (
+from mycelium.backoff import (
     BACKPRESSURE_SLEEP_MAX_S,
     BACKPRESSURE_SLEEP_MIN_S,
     BACKPRESSURE_SPINS,

@@ -89,7 +89,7 @@ def test_member_killed_while_producer_idle_survivor_takes_over_at_once(
     victim.kill()
     wait_for(lambda: gone(broker, victim.proc.pid), what="the coordinator to notice")
     noticed = time.monotonic()
-    wait_for(lambda: survivor.count == N - 200, timeout=5.0, what="the backlog at the survivor")
+    wait_for(lambda: survivor.count == N - 200, timeout=20.0, what="the backlog at the survivor")
     took_over_s = time.monotonic() - noticed
     record_property("take_over_s", round(took_over_s, 3))
     print(f"take-over after the death was noticed: {took_over_s * 1000:.0f} ms")
@@ -97,7 +97,9 @@ def test_member_killed_while_producer_idle_survivor_takes_over_at_once(
     after = seqs[mark:]
     assert after == sorted(after), "the victim's backlog arrives in order"
     expect_exactly_once([taken, seqs])
-    assert took_over_s < 2.0
+    # ~5 ms on a quiet box (printed above); the bug took until the producer closed, which
+    # it never does here. 5 s is a loaded 2-core box's margin for draining 2,800 messages.
+    assert took_over_s < 5.0
     producer.tell("close")
     wait_for(lambda: reconciled(broker), what="published == delivered")
 

@@ -13,26 +13,30 @@ import ctypes
 import random
 import struct
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
+from mycelium.client import waiting
+from mycelium.client.waiting import SpinBudget, WaitPlan, wait_sync
 from mycelium.shm import (
     ConsumerState,
     ConsumerStateView,
     LaneReader,
     LaneWriter,
     Segment,
-    wait_until,
+    WaitStrategy,
 )
-from mycelium.shm import wait as wait_module
 from mycelium.shm.layout import KIND_LANE
+from mycelium.shm.wait import DEFAULT_SPINS, DEFAULT_YIELDS
 
 #: seq u64, total length u32, then pattern bytes.
 HEAD = struct.Struct("<QI")
 PATTERN = random.Random(20240611).randbytes(1 << 18)
 PATTERN_OFFSETS = 4093
 CHILD_DEADLINE_S = 60.0
+T = TypeVar("T")
 STAMP = struct.Struct("<q")
 MASK64 = (1 << 64) - 1
 
@@ -55,6 +59,23 @@ def check(data: bytes | memoryview) -> int:
     o = seq % PATTERN_OFFSETS
     assert bytes(data[HEAD.size :]) == PATTERN[o : o + size - HEAD.size], f"message {seq} torn"
     return seq
+
+
+def wait_until(
+    poll: Callable[[], T | None],
+    state: ConsumerState,
+    deadline: float | None,
+    strategy: WaitStrategy | str = WaitStrategy.BLOCK,
+    *,
+    spins: int = DEFAULT_SPINS,
+    yields: int = DEFAULT_YIELDS,
+) -> T | None:
+    """Poll a raw reader until a result or ``deadline``, with the consumer's own wait
+    policy (``mycelium.client.waiting``), so these tests wait exactly as a consumer does."""
+    result = poll()
+    if result is not None:
+        return result
+    return wait_sync(poll, state, WaitPlan(WaitStrategy(strategy), spins, yields, deadline))
 
 
 def next_batch(r: LaneReader, many: int, deadline: float) -> list[bytes]:
@@ -159,9 +180,7 @@ def block_idle(lane: str, consumer: tuple[str, str], seconds: float, go: Any, re
     state = ConsumerState.attach(*consumer)
     r = LaneReader(Segment.attach(lane, KIND_LANE), state)
     ready.set()
-    wait_module.wait_until(
-        r.poll, state, time.monotonic() + seconds, wait_module.WaitStrategy.BLOCK
-    )
+    wait_until(r.poll, state, time.monotonic() + seconds, WaitStrategy.BLOCK)
 
 
 def wake_latency(lane: str, consumer: tuple[str, str], n: int, out: Any) -> None:
@@ -169,15 +188,13 @@ def wake_latency(lane: str, consumer: tuple[str, str], n: int, out: Any) -> None
 
     The safety timeout is raised to the deadline, so only the doorbell can wake us early.
     """
-    wait_module.BLOCK_SAFETY_S = CHILD_DEADLINE_S
+    waiting.BLOCK_SAFETY_S = CHILD_DEADLINE_S
     state = ConsumerState.attach(*consumer)
     r = LaneReader(Segment.attach(lane, KIND_LANE), state)
     lat = []
     deadline = time.monotonic() + CHILD_DEADLINE_S
     for _ in range(n):
-        data = wait_module.wait_until(
-            r.poll, state, deadline, wait_module.WaitStrategy.BLOCK, spins=0, yields=0
-        )
+        data = wait_until(r.poll, state, deadline, WaitStrategy.BLOCK, spins=0, yields=0)
         if data is None:
             break
         lat.append(time.perf_counter_ns() - STAMP.unpack_from(data)[0])
@@ -189,7 +206,7 @@ def read_all_doorbell_only(lane: str, consumer: tuple[str, str], n: int, ready: 
     """Read ``n`` messages, blocking on the doorbell whenever caught up (no spin, no
     yield); the safety timeout is raised to the deadline, so only a ring wakes us. Reports
     the sequence numbers seen and how many times we slept."""
-    wait_module.BLOCK_SAFETY_S = CHILD_DEADLINE_S
+    waiting.BLOCK_SAFETY_S = CHILD_DEADLINE_S
     state = ConsumerState.attach(*consumer)
     r = LaneReader(Segment.attach(lane, KIND_LANE), state, start="begin")
     ready.set()
@@ -200,9 +217,7 @@ def read_all_doorbell_only(lane: str, consumer: tuple[str, str], n: int, ready: 
         data = r.poll()
         if data is None:
             sleeps += 1
-            data = wait_module.wait_until(
-                r.poll, state, deadline, wait_module.WaitStrategy.BLOCK, spins=0, yields=0
-            )
+            data = wait_until(r.poll, state, deadline, WaitStrategy.BLOCK, spins=0, yields=0)
             if data is None:
                 break
         seqs.append(check(data))
@@ -230,8 +245,6 @@ def read_adaptive(lane: str, consumer: tuple[str, str], n: int, ready: Any, out:
     """Read ``n`` messages as a consumer does by default (poll, then the adaptive wait);
     report the CPU seconds and wall seconds from the first message to the last, how many
     waits there were and how many of them slept on the doorbell."""
-    from mycelium.client.waiting import SpinBudget, WaitPlan, wait_sync
-
     state = ConsumerState.attach(*consumer)
     bell = state.doorbell = CountingBell(state.doorbell)  # type: ignore[assignment]
     r = LaneReader(Segment.attach(lane, KIND_LANE), state, start="begin")
@@ -244,7 +257,7 @@ def read_adaptive(lane: str, consumer: tuple[str, str], n: int, ready: Any, out:
         data = r.poll()
         if data is None:
             waits += 1
-            plan = WaitPlan(wait_module.WaitStrategy.ADAPTIVE, 0, 0, deadline, budget)
+            plan = WaitPlan(WaitStrategy.ADAPTIVE, 0, 0, deadline, budget)
             data = wait_sync(r.poll, state, plan)
             if data is None:
                 break

@@ -11,10 +11,10 @@ import psutil
 import pytest
 import shm_workers
 from harness import wait_for
-from shm_workers import STAMP
+from shm_workers import STAMP, wait_until
 
-from mycelium.shm import ConsumerStateView, WaitStrategy, wait_until
-from mycelium.shm import wait as wait_module
+from mycelium.client import waiting
+from mycelium.shm import ConsumerStateView, WaitStrategy
 from mycelium.shm.gating import WAKE_SCAN_MAX
 
 
@@ -42,7 +42,7 @@ def test_a_reader_that_finds_data_never_yields_or_sleeps(shm, monkeypatch, strat
     r = shm.reader(lane, state)
     w = shm.writer(lane, (c,))
     yields = []
-    monkeypatch.setattr(wait_module.os, "sched_yield", lambda: yields.append(1))
+    monkeypatch.setattr(waiting.os, "sched_yield", lambda: yields.append(1))
     bell = CountingBell(state.doorbell)
     monkeypatch.setattr(state, "doorbell", bell)
     w.publish_many([b"m%d" % i for i in range(1000)])
@@ -64,7 +64,7 @@ def test_every_strategy_gives_up_at_the_deadline(shm, strategy) -> None:
 def test_strategy_accepts_config_strings(shm) -> None:
     state = shm.state(shm.consumer())
     r = shm.reader(shm.lane(), state)
-    assert wait_until(r.poll, state, time.monotonic() + 0.01, "spin") is None  # type: ignore[arg-type]
+    assert wait_until(r.poll, state, time.monotonic() + 0.01, "spin") is None
 
 
 def test_writer_rings_only_a_sleeping_reader(shm) -> None:

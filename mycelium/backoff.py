@@ -1,4 +1,4 @@
-"""The producer's backpressure policy, once: how a publish waits for ring space.
+"""Backoff: how long to wait before trying again, once for the whole project.
 
 How this works
 --------------
@@ -10,18 +10,27 @@ exponential backoff between ``BACKPRESSURE_SLEEP_MIN_S`` and ``BACKPRESSURE_SLEE
 Every ``LIVENESS_EVERY_S`` it also says "check liveness", so the driver drops readers
 whose process died (a dead fanout consumer cannot stall a producer while the
 coordinator is down) and picks up topology changes. Past the deadline it raises
-``BackpressureTimeout``. ``Producer`` drives it with ``time.sleep``, ``AsyncProducer``
-with ``asyncio.sleep``.
+``BackpressureTimeout``. ``pause_sync`` carries a pause out in this thread (``Producer``,
+and a bare ``LaneWriter`` given a wait bound: ``shm/gating.py``); ``AsyncProducer`` uses
+``asyncio.sleep``.
+
+A reconnect (the control channel's, the bridge's) waits ``jittered_backoff_s``: capped
+exponential backoff with jitter, nats.py style.
+
+It sits below every layer (it knows only ``mycelium.errors``), so the data plane, the
+clients and the bridge share it.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import time
 from collections.abc import Callable
 
 from mycelium.errors import BackpressureTimeout
 
-__all__ = ["Backpressure"]
+__all__ = ["Backpressure", "jittered_backoff_s", "pause_sync"]
 
 BACKPRESSURE_SPINS = 200
 BACKPRESSURE_YIELDS = 50
@@ -86,3 +95,22 @@ class Backpressure:
             return False
         self._next_liveness = now + LIVENESS_EVERY_S
         return True
+
+
+def pause_sync(bp: Backpressure) -> None:
+    """Carry out one backpressure pause in this thread."""
+    delay = bp.pause()
+    if delay > 0:
+        time.sleep(delay)
+    elif delay == 0:
+        os.sched_yield()
+
+
+def jittered_backoff_s(
+    attempt: int, low_s: float, high_s: float, jitter: float = 1.0, rng: random.Random | None = None
+) -> float:
+    """The wait before reconnect ``attempt`` (0 first): its cap doubles from ``low_s`` per
+    attempt up to ``high_s``, and the wait is uniform in the cap's top ``jitter`` fraction,
+    never under ``low_s`` (so attempt 0 waits ``low_s``; ``jitter`` 1 is full jitter)."""
+    cap = min(high_s, low_s * 2.0 ** min(attempt, 30))
+    return (rng or random).uniform(max(low_s, cap * (1 - jitter)), cap)
