@@ -168,7 +168,7 @@ class ProducerCore:
             entry = self.watch.topology.topic(topic)
             timeout = entry.backpressure_timeout_ms / 1000 if entry else 0.0
         route = self._routes.get(topic)
-        return Backpressure(timeout, f"topic {topic!r}", route.count_timeout if route else None)
+        return Backpressure(timeout, topic, route.count_timeout if route else None)
 
     @property
     def registry(self) -> RegistryView:
