@@ -126,6 +126,7 @@ class Topology(msgspec.Struct):
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Topology)
 _LEN_BYTES = 8
+_U64 = (1 << 64) - 1
 
 
 def _buffer_off(generation: int) -> int:
@@ -200,6 +201,14 @@ class Registry(RegistryView):
 
         Raises LimitExceeded (nothing written) if it does not fit the buffer.
         """
+        for counters in (
+            topology.retired_published,
+            topology.retired_delivered,
+            topology.retired_timeouts,
+            topology.retired_lost,
+        ):  # sums of u64 words a scribbled segment may inflate: they wrap, as the words do
+            for key, n in counters.items():
+                counters[key] = n & _U64
         blob = _encoder.encode(topology)
         if len(blob) > REGISTRY_BUFFER_BYTES - _LEN_BYTES:
             raise LimitExceeded(
@@ -207,7 +216,7 @@ class Registry(RegistryView):
                 limit="topology_bytes",
                 maximum=REGISTRY_BUFFER_BYTES - _LEN_BYTES,
             )
-        gen = self.q[REGISTRY_GENERATION_Q] + 1
+        gen = (self.q[REGISTRY_GENERATION_Q] + 1) & _U64
         off = _buffer_off(gen)
         mm = self.seg.mm
         mm[off : off + _LEN_BYTES] = len(blob).to_bytes(_LEN_BYTES, "little")
