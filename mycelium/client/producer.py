@@ -280,7 +280,9 @@ class ProducerCore:
         self, entry: TopicEntry, lanes: list[LaneEntry], consumers: dict[int, ConsumerEntry]
     ) -> None:
         live = [lane for lane in lanes if not lane.draining]
-        if not live:
+        if not live:  # no lane to write now: the next publish registers the topic again
+            self._routes.pop(entry.name, None)
+            self._fanout.pop(entry.name, None)  # its writer may be closed: never call it
             return
         writer = self._writers[live[0].uid]
         readers = []

@@ -7,26 +7,30 @@ published a sane topology, a segment left behind."""
 
 from __future__ import annotations
 
+import os
 import queue
 import time
 from collections.abc import Callable
 
+import pytest
 import trust_workers
-from harness import Processes
+from harness import Processes, wait_for
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from trust_workers import check_numbered, numbered
 
 from mycelium import Consumer, Producer
-from mycelium.errors import MyceliumError
+from mycelium.errors import MyceliumError, SegmentError
 from mycelium.shm.layout import (
     CONSUMER_SLOTS_OFF,
     KIND_CONSUMER,
     KIND_REGISTRY,
     REGISTRY_BUFFER_BYTES,
     REGISTRY_BUFFER_OFF,
+    REGISTRY_GENERATION_Q,
     slot_q,
 )
+from mycelium.shm.registry import Registry, RegistryView, Topology
 from mycelium.shm.segment import Segment
 
 CONFIG = """
@@ -154,3 +158,67 @@ def test_scribbled_registry_and_consumer_state_while_traffic_flows(
         except MyceliumError:
             pass
         broker.stop()  # type: ignore[attr-defined]
+
+
+def _two_generations(name: str) -> Registry:
+    reg = Registry.create(name)
+    reg.publish(Topology(broker_id="old"))
+    reg.publish(Topology(broker_id="new"))
+    return reg
+
+
+@pytest.mark.parametrize(
+    "scribble",
+    [
+        lambda q, gen: (REGISTRY_GENERATION_Q, gen - 1),  # points at the stale buffer
+        lambda q, gen: (REGISTRY_GENERATION_Q, gen + 2),  # the right buffer, the wrong stamp
+        lambda q, gen: (_live_q(gen) + 3, q[_live_q(gen) + 3] ^ 1),  # the document itself
+        lambda q, gen: (_live_q(gen), (1 << 64) - 1),  # its length
+    ],
+    ids=["generation_back", "generation_ahead", "document", "length"],
+)
+def test_a_scribbled_registry_is_refused_not_misread(scribble: Callable) -> None:
+    """Never the previous topology, never an altered one: SegmentError until the
+    coordinator, which notices (``intact``), publishes again."""
+    name = f"/myc-test-R.{os.getpid()}"
+    reg = _two_generations(name)
+    view = RegistryView.attach(name)
+    try:
+        gen = reg.generation
+        assert reg.intact() and view.read()[1].broker_id == "new"
+        q, word = scribble(reg.q, gen)
+        reg.q[q] = word
+        with pytest.raises(SegmentError, match="unreadable topology"):
+            view.read()
+        assert not reg.intact()
+        reg.publish(Topology(broker_id="repaired"))
+        assert reg.intact() and view.read()[1].broker_id == "repaired"
+    finally:
+        view.close()
+        reg.close()
+        reg.seg.unlink()
+
+
+def _live_q(gen: int) -> int:
+    return (REGISTRY_BUFFER_OFF + (gen & 1) * REGISTRY_BUFFER_BYTES) // 8
+
+
+def test_the_coordinator_repairs_a_scribbled_registry(
+    make_broker: Callable[..., object],
+) -> None:
+    broker = make_broker(CONFIG)
+    socket_path: str = broker.socket  # type: ignore[attr-defined]
+    with Consumer("ticks", socket_path=socket_path) as c:
+        raw = Segment.attach(c.watch.registry.seg.name, KIND_REGISTRY, writable=True)
+        try:
+            raw.q[REGISTRY_GENERATION_Q] -= 1  # readers would see the previous topology
+
+            def sane() -> bool:
+                try:
+                    return c.watch.registry.read()[1].topic("ticks") is not None
+                except SegmentError:
+                    return False
+
+            wait_for(sane, 10.0, "the coordinator to publish the registry again")
+        finally:
+            raw.close()
