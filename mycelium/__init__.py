@@ -14,15 +14,29 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mycelium.client import Consumer, Producer
+    from mycelium.config import BrokerConfig, TopicConfig
+    from mycelium.launch import Broker, run_broker
     from mycelium.shm.wait import WaitStrategy
 
-__all__ = ["Consumer", "Producer", "WaitStrategy"]
+__all__ = [
+    "Broker",
+    "BrokerConfig",
+    "Consumer",
+    "Producer",
+    "TopicConfig",
+    "WaitStrategy",
+    "run_broker",
+]
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Broker": "mycelium.launch",
+    "BrokerConfig": "mycelium.config",
     "Consumer": "mycelium.client",
     "Producer": "mycelium.client",
+    "TopicConfig": "mycelium.config",
     "WaitStrategy": "mycelium.shm.wait",
+    "run_broker": "mycelium.launch",
 }
 
 

@@ -50,15 +50,15 @@ class Backpressure:
         "deadline",
         "on_timeout",
         "timeout_s",
-        "what",
+        "topic",
     )
 
     def __init__(
-        self, timeout_s: float, what: str, on_timeout: Callable[[], None] | None = None
+        self, timeout_s: float, topic: str, on_timeout: Callable[[], None] | None = None
     ) -> None:
         now = time.monotonic()
         self.timeout_s = timeout_s
-        self.what = what
+        self.topic = topic
         self.on_timeout = on_timeout  # counts a bounded wait that ran out
         self.deadline = now + timeout_s
         self._next_liveness = now + LIVENESS_EVERY_S
@@ -81,8 +81,10 @@ class Backpressure:
             if self.timeout_s > 0 and self.on_timeout is not None:
                 self.on_timeout()
             raise BackpressureTimeout(
-                f"{self.what}: no room for {self.timeout_s}s (a reader is behind); nothing written",
+                f"topic {self.topic!r}: no room for {self.timeout_s}s (a reader is behind);"
+                " nothing written",
                 waited_s=self.timeout_s,
+                topic=self.topic,
             )
         delay = min(self._sleep, self.deadline - now)
         self._sleep = min(self._sleep * 2, BACKPRESSURE_SLEEP_MAX_S)

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+import msgspec.inspect
 
 from mycelium.errors import ConfigError, UnknownTopic
 
@@ -61,6 +62,7 @@ __all__ = [
     "next_pow2",
     "parse_config",
     "parse_listen",
+    "validate_config",
 ]
 
 #: Package data file holding the embedded default config.
@@ -309,7 +311,45 @@ def _translate(exc: msgspec.ValidationError) -> tuple[str, str]:
     field = _MSGSPEC_FIELD.match(reason)
     if field:
         path = f"{path}.{field['key']}" if path else field["key"]
+    if reason.startswith("Invalid enum value") and (choices := _choices_at(path)):
+        reason = f"{reason}, expected one of: {', '.join(choices)}"
     return reason, path
+
+
+def _choices_at(path: str) -> tuple[str, ...]:
+    """The valid values of the enum or Literal key at ``path`` (``topics[1].routing``),
+    read from the structs themselves so a new enum needs no table; () if none."""
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(BrokerConfig)
+    for key in re.sub(r"\[\d+\]", "", path).split("."):
+        info = _unwrap(info)
+        if not isinstance(info, msgspec.inspect.StructType):
+            return ()
+        field = next((f for f in info.fields if f.encode_name == key), None)
+        if field is None:
+            return ()
+        info = field.type
+    info = _unwrap(info)
+    if isinstance(info, msgspec.inspect.EnumType):
+        return tuple(str(member.value) for member in info.cls)
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return tuple(map(str, info.values))
+    return ()
+
+
+def _unwrap(info: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    """The type inside a constraint, an optional or a tuple (where enum values live)."""
+    while True:
+        if isinstance(info, msgspec.inspect.Metadata):
+            info = info.type
+        elif isinstance(info, msgspec.inspect.UnionType):
+            others = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+            if len(others) != 1:
+                return info
+            info = others[0]
+        elif isinstance(info, msgspec.inspect.VarTupleType):
+            info = info.item_type
+        else:
+            return info
 
 
 def parse_config(text: str, source: str = "<string>") -> BrokerConfig:
@@ -322,6 +362,21 @@ def parse_config(text: str, source: str = "<string>") -> BrokerConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", path=source) from exc
+    return _validated(doc, source)
+
+
+def validate_config(config: BrokerConfig) -> BrokerConfig:
+    """``config`` checked exactly as a TOML file would be; returns the validated copy.
+
+    A struct built in Python (``BrokerConfig(topics=(TopicConfig(name="x"),))``) skips
+    msgspec's per-field bounds, so the broker starters pass it through here. Raises
+    ConfigError naming the offending key.
+    """
+    return _validated(msgspec.to_builtins(config), "<python>")
+
+
+def _validated(doc: Any, source: str) -> BrokerConfig:
+    """A BrokerConfig from plain data: per-field bounds, then the cross-field rules."""
     try:
         cfg = msgspec.convert(doc, BrokerConfig)
     except msgspec.ValidationError as exc:

@@ -17,6 +17,7 @@ __all__ = [
     "MyceliumError",
     "NonContiguousPayload",
     "PermissionDenied",
+    "ReceiveTimeout",
     "SegmentError",
     "UnknownTopic",
     "UnsupportedPlatform",
@@ -63,15 +64,36 @@ class BackpressureTimeout(MyceliumError, TimeoutError):
     """The ring stayed full past the wait bound because a reader is behind; nothing was written.
 
     For a batch, ``published`` counts the messages that went before the wait (the rest did not).
+    ``topic`` names the topic of the publish ("" where only a lane is known, in ``mycelium.shm``).
     """
 
     def __init__(
-        self, message: str, *, waited_s: float = 0.0, needed: int = 0, published: int = 0
+        self,
+        message: str,
+        *,
+        waited_s: float = 0.0,
+        needed: int = 0,
+        published: int = 0,
+        topic: str = "",
     ) -> None:
         self.waited_s = waited_s
         self.needed = needed
         self.published = published
+        self.topic = topic
         super().__init__(message)
+
+
+class ReceiveTimeout(MyceliumError, TimeoutError):
+    """Nothing arrived on ``topic`` within ``timeout_s`` seconds.
+
+    A ``TimeoutError`` too, so code written for the built-in (``except TimeoutError``) still
+    catches it.
+    """
+
+    def __init__(self, topic: str, timeout_s: float | None) -> None:
+        self.topic = topic
+        self.timeout_s = timeout_s
+        super().__init__(f"no message on {topic!r} within {timeout_s}s")
 
 
 class ConfigError(MyceliumError, ValueError):

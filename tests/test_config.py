@@ -210,6 +210,66 @@ def test_bad_config_is_refused_with_its_key_path(text: str, path: str) -> None:
     assert len(str(err)) > len(path) + 10  # a reason follows the path
 
 
+#: Every enum-valued key of the config, a wrong value, and the values the error must list.
+ENUM_KEYS = {
+    "topics[0].routing": (TOPIC + 'routing = "broadcast"\n', "fanout, queue"),
+    "performance.wait_strategy": (
+        TOPIC + '[performance]\nwait_strategy = "busy"\n',
+        "adaptive, block, spin, yield",
+    ),
+    "bridge.retention": (
+        TOPIC + '[bridge]\nretention = "forever"\n',
+        "interest, limits, workqueue",
+    ),
+    "bridge.storage": (TOPIC + '[bridge]\nstorage = "disk"\n', "file, memory"),
+    "bridge.deliver": (TOPIC + '[bridge]\ndeliver = "old"\n', "all, new"),
+}
+
+
+@pytest.mark.parametrize(("text", "choices"), ENUM_KEYS.values(), ids=ENUM_KEYS.keys())
+def test_an_enum_error_lists_the_valid_values(text: str, choices: str) -> None:
+    err = _refusal(text)
+    assert err.path in ENUM_KEYS
+    assert f"expected one of: {choices}" in str(err)
+
+
+def test_every_enum_key_of_the_config_is_covered() -> None:
+    """A new enum or Literal key must join ENUM_KEYS (and so be proven to list its values)."""
+    import msgspec.inspect as mi
+
+    found: list[str] = []
+
+    def walk(info: mi.Type, path: str) -> None:
+        if isinstance(info, mi.Metadata):
+            walk(info.type, path)
+        elif isinstance(info, mi.UnionType):
+            for t in info.types:
+                walk(t, path)
+        elif isinstance(info, mi.VarTupleType):
+            walk(info.item_type, f"{path}[0]")
+        elif isinstance(info, mi.StructType):
+            for f in info.fields:
+                walk(f.type, f"{path}.{f.encode_name}" if path else f.encode_name)
+        elif isinstance(info, (mi.EnumType, mi.LiteralType)):
+            found.append(path)
+
+    walk(mi.type_info(BrokerConfig), "")
+    assert sorted(found) == sorted(ENUM_KEYS)
+
+
+def test_a_python_built_config_is_validated_as_toml_is() -> None:
+    from mycelium.config import validate_config
+
+    good = validate_config(BrokerConfig(topics=(TopicConfig(name="a", routing="Queue"),)))  # type: ignore[arg-type]
+    assert good.topics[0].routing is Routing.QUEUE
+    with pytest.raises(ConfigError, match="expected one of: fanout, queue") as info:
+        validate_config(BrokerConfig(topics=(TopicConfig(name="a", routing="x"),)))  # type: ignore[arg-type]
+    assert info.value.path == "topics[0].routing"
+    with pytest.raises(ConfigError) as info:
+        validate_config(BrokerConfig(topics=(TopicConfig(name="a", max_message_size=0),)))
+    assert info.value.path == "topics[0].max_message_size"
+
+
 def test_syntax_error_names_the_line() -> None:
     err = _refusal(TOPIC + "\nbuffer_size = \n")
     assert "line 4" in str(err)

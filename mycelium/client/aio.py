@@ -26,7 +26,7 @@ from mycelium.backoff import Backpressure
 from mycelium.client.consumer import ConsumerCore
 from mycelium.client.producer import Payload, ProducerCore, topic_of_message
 from mycelium.client.waiting import wait_async
-from mycelium.errors import BackpressureTimeout
+from mycelium.errors import BackpressureTimeout, ReceiveTimeout
 from mycelium.protocol import Message, parse_message
 
 __all__ = ["AsyncConsumer", "AsyncProducer"]
@@ -164,14 +164,14 @@ class AsyncConsumer:
         return self._core
 
     async def recv(self, timeout: float | None = None) -> bytes:
-        """The next message; raises TimeoutError if none came in ``timeout`` seconds,
+        """The next message; raises ReceiveTimeout if none came in ``timeout`` seconds,
         CorruptFrame for a corrupt frame (skipped, counted)."""
         data = await self._poll()
         if data is None:
             core = self.core
             data = await wait_async(self._poll, core.state, core.plan(timeout))
             if data is None:
-                raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
+                raise ReceiveTimeout(self.topic, timeout)
         return data
 
     async def recv_many(self, max_n: int = 1000, timeout: float | None = 0.0) -> list[bytes]:

@@ -34,7 +34,7 @@ from mycelium.client.redelivery import redelivered, resume_at
 from mycelium.client.topology import TopologyWatcher
 from mycelium.client.waiting import SpinBudget, WaitPlan, wait_sync
 from mycelium.control.wire import Subscribe, Subscribed, Unsubscribe
-from mycelium.errors import BrokerUnavailable, ConfigError, MyceliumError
+from mycelium.errors import BrokerUnavailable, ConfigError, MyceliumError, ReceiveTimeout
 from mycelium.paths import resolve_socket_path
 from mycelium.protocol import Message, parse_message
 from mycelium.shm.consumer_state import ConsumerState
@@ -350,14 +350,14 @@ class Consumer(ClosingHandle, ConsumerCore):
     """
 
     def recv(self, timeout: float | None = None) -> bytes:
-        """The next message; raises TimeoutError if none came within ``timeout`` seconds
+        """The next message; raises ReceiveTimeout if none came within ``timeout`` seconds
         (None: wait indefinitely), CorruptFrame for a corrupt frame (skipped, counted)."""
         data = self.poll()
         if data is not None:
             return data
         data = wait_sync(self.poll, self.state, self.plan(timeout))
         if data is None:
-            raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
+            raise ReceiveTimeout(self.topic, timeout)
         return data
 
     def recv_many(self, max_n: int = 1000, timeout: float | None = 0.0) -> list[bytes]:

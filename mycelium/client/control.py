@@ -44,6 +44,7 @@ from mycelium.control.wire import (
 from mycelium.errors import (
     BrokerUnavailable,
     ControlProtocolError,
+    LimitExceeded,
     MyceliumError,
     PermissionDenied,
 )
@@ -170,7 +171,7 @@ class ControlChannel:
             broker_uid = peer_credentials(sock)[1]
         except (OSError, MyceliumError) as exc:
             sock.close()
-            if isinstance(exc, PermissionDenied):
+            if isinstance(exc, PermissionDenied | LimitExceeded):  # refused, not unreachable
                 self._last_error = exc
                 raise
             self._last_error = BrokerUnavailable(f"handshake with {self.socket_path} failed: {exc}")
@@ -265,7 +266,7 @@ class ControlChannel:
                 return False
             try:
                 self._connect()
-            except BrokerUnavailable:
+            except MyceliumError:  # unreachable, or refused (a limit): retried with backoff
                 self.state = ClientState.RECONNECTING
                 self._tick()
                 return False

@@ -167,7 +167,7 @@ class ProducerCore:
             entry = self.watch.topology.topic(topic)
             timeout = entry.backpressure_timeout_ms / 1000 if entry else 0.0
         route = self._routes.get(topic)
-        return Backpressure(timeout, f"topic {topic!r}", route.count_timeout if route else None)
+        return Backpressure(timeout, topic, route.count_timeout if route else None)
 
     @property
     def registry(self) -> RegistryView:
@@ -279,7 +279,9 @@ class ProducerCore:
         self, entry: TopicEntry, lanes: list[LaneEntry], consumers: dict[int, ConsumerEntry]
     ) -> None:
         live = [lane for lane in lanes if not lane.draining]
-        if not live:
+        if not live:  # no lane to write now: the next publish registers the topic again
+            self._routes.pop(entry.name, None)
+            self._fanout.pop(entry.name, None)  # its writer may be closed: never call it
             return
         writer = self._writers[live[0].uid]
         readers = []

@@ -181,8 +181,8 @@ class Coordinator(ConnectionServer):
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             try:
-                if self.state.sweep():
-                    self.state.publish()
+                if self.state.sweep() or not self.state.registry.intact():
+                    self.state.publish()  # a change, or a scribbled registry to repair
                 now = time.monotonic()
                 if now >= next_stats:
                     self._rates.sample(self.state)

@@ -59,6 +59,9 @@ __all__ = [
 ]
 
 _SLOT_BASES = tuple(slot_q(i) for i in range(CONSUMER_MAX_SLOTS))
+#: Counters are u64 words and wrap as such: a scribbled slot (count below its start, a
+#: sum past 2**64) yields a wrong count, never an exception from the store.
+_U64 = (1 << 64) - 1
 
 
 def create_consumer_segment(
@@ -141,7 +144,7 @@ class _StateFields:
 
     def received(self) -> int:
         """Messages delivered in total: released lanes plus those still claimed."""
-        return self.seg.q[CONSUMER_RETIRED_Q] + sum(c - s for _, _, c, s in self.slots())
+        return (self.seg.q[CONSUMER_RETIRED_Q] + sum(c - s for _, _, c, s in self.slots())) & _U64
 
 
 class ConsumerState(_StateFields):
@@ -177,7 +180,9 @@ class ConsumerState(_StateFields):
     def release_slot(self, base: int) -> None:
         """Give a slot back; its messages move to the retired total so received() stays."""
         q = self.q
-        q[CONSUMER_RETIRED_Q] += q[base + SLOT_COUNT_Q] - q[base + SLOT_START_Q]
+        q[CONSUMER_RETIRED_Q] = (
+            q[CONSUMER_RETIRED_Q] + q[base + SLOT_COUNT_Q] - q[base + SLOT_START_Q]
+        ) & _U64
         q[base + SLOT_LANE_Q] = 0
 
     def beat(self) -> None:
@@ -189,10 +194,10 @@ class ConsumerState(_StateFields):
         self.q[CONSUMER_SLEEPING_Q] = 1 if flag else 0
 
     def add_lost(self, n: int) -> None:
-        self.q[CONSUMER_LOST_Q] += n
+        self.q[CONSUMER_LOST_Q] = (self.q[CONSUMER_LOST_Q] + n) & _U64
 
     def add_corrupt(self, n: int = 1) -> None:
-        self.q[CONSUMER_CORRUPT_Q] += n
+        self.q[CONSUMER_CORRUPT_Q] = (self.q[CONSUMER_CORRUPT_Q] + n) & _U64
 
     def close(self) -> None:
         """Release every slot (producers stop gating on us) and unmap."""

@@ -8,6 +8,8 @@ import os
 import selectors
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -17,7 +19,11 @@ from limit_workers import crowd
 from mycelium import Consumer, Producer
 from mycelium.client.admin import admin_request
 from mycelium.control.faults import from_error, to_error
-from mycelium.control.limits import LANES_PER_CONSUMER, MAX_CONSUMERS_PER_CONNECTION
+from mycelium.control.limits import (
+    LANES_PER_CONSUMER,
+    MAX_CONSUMERS_PER_CONNECTION,
+    MAX_ENTRIES_PER_PROCESS,
+)
 from mycelium.control.wire import (
     MAX_CONTROL_FRAME_BYTES,
     PROTOCOL_VERSION,
@@ -155,6 +161,54 @@ def test_subscriptions_per_connection_are_bounded(limited: BrokerProcess) -> Non
         assert len(stats.stats["consumers"]) == MAX_CONSUMERS_PER_CONNECTION
         _ask(sock, encode_frame(Goodbye()))
     wait_for(lambda: set(limited.leftovers()) == before, 10.0, "the subscriptions released")
+
+
+_ROUND_TRIP = """
+import sys
+from mycelium import Consumer, Producer
+with Consumer("t", socket_path=sys.argv[1]) as c, Producer(socket_path=sys.argv[1]) as p:
+    p.publish("t", b"other")
+    assert c.recv(timeout=10.0) == b"other"
+"""
+
+
+def test_entries_per_process_are_bounded_and_others_are_served(limited: BrokerProcess) -> None:
+    """One process fills its 1,024 entries over many connections: the 1,025th (a consumer
+    or a producer) is refused with LimitExceeded, leaves nothing, and another process
+    still subscribes and publishes."""
+    before = set(limited.leftovers())
+    connections = MAX_ENTRIES_PER_PROCESS // MAX_CONSUMERS_PER_CONNECTION
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(connections):  # each says Hello at once: the handshake has a deadline
+            socks.append(sock := _connect(limited.socket))
+            _ask(sock, _hello())
+            for _ in range(MAX_CONSUMERS_PER_CONNECTION):
+                assert isinstance(_ask(sock, encode_frame(Subscribe(topic="t"))), Subscribed)
+        held = set(limited.leftovers())
+        with pytest.raises(LimitExceeded) as info:
+            Consumer("t", socket_path=limited.socket)
+        assert info.value.limit == "entries_per_process"
+        assert info.value.maximum == MAX_ENTRIES_PER_PROCESS
+        assert str(MAX_ENTRIES_PER_PROCESS) in str(info.value)
+        with pytest.raises(LimitExceeded) as info, Producer(socket_path=limited.socket) as p:
+            p.publish("t", b"x")
+        assert info.value.limit == "entries_per_process"
+        assert set(limited.leftovers()) == held, "a refused entry left a segment"
+        other = subprocess.run(
+            [sys.executable, "-c", _ROUND_TRIP, limited.socket],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert other.returncode == 0, other.stderr
+        assert len(limited.stats()["consumers"]) == MAX_ENTRIES_PER_PROCESS
+    finally:
+        for sock in socks:
+            with contextlib.suppress(OSError, AssertionError):
+                _ask(sock, encode_frame(Goodbye()))
+            sock.close()
+    wait_for(lambda: set(limited.leftovers()) == before, 30.0, "the entries released")
 
 
 def test_producer_257_is_refused_and_consumers_get_everything(limited: BrokerProcess) -> None:
