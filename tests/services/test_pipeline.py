@@ -50,8 +50,9 @@ from mycelium.protocol import (
     parse_message,
 )
 from mycelium.services import SERVICES, ServiceProcess
-from mycelium.services.arbitrage import ArbitrageConfig, Detector, signal_message
+from mycelium.services.arbitrage import ArbitrageConfig, Detector
 from mycelium.services.kraken import KrakenCollector
+from mycelium.services.opportunity import signal_message
 from mycelium.services.orders import BUY, SELL, OrderRequest
 from mycelium.services.polygon import PolygonAdapter
 from mycelium.shm.segment import list_segments

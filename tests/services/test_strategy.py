@@ -30,16 +30,12 @@ from mycelium.protocol import (
     parse_message,
 )
 from mycelium.services.adapter import market_message
-from mycelium.services.arbitrage import (
-    ArbitrageConfig,
-    Detector,
-    order_message,
-    pair_output,
-    signal_message,
-)
+from mycelium.services.arbitrage import ArbitrageConfig, Detector
 from mycelium.services.dashboard import DashboardState
+from mycelium.services.opportunity import order_message, signal_message
 from mycelium.services.orders import BUY, SELL, OrderRequest
 from mycelium.services.portfolio import Book
+from mycelium.services.sizing import pair_output
 from mycelium.services.top import render
 
 Q8 = 100_000_000
