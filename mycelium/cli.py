@@ -56,7 +56,54 @@ def decode(
     except ProtocolError as exc:
         typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from exc
+    for entry in doc["tlvs"]:
+        if "fields" not in entry:
+            _describe_service_tlv(entry)
     typer.echo(json.dumps(doc, indent=2))
+
+
+def _describe_service_tlv(entry: dict[str, Any]) -> None:
+    """Fields of the TLVs the trading services emit that the codec's fixed-size table does
+    not decode: the variable-size OrderBookTLV (instrument, sequence, every level's side,
+    price and size as exact decimals) and the ORDER_REQUEST legs. A payload that does not
+    decode keeps its hex, with the reason in ``decode_error``."""
+    from mycelium.protocol import OrderBookTLV, OrderRequestTLV, ProtocolError, TLVType
+
+    payload = bytes.fromhex(entry["payload_hex"])
+    try:
+        if entry["type"] == TLVType.ORDER_BOOK:
+            book = OrderBookTLV.from_bytes(payload)
+            entry["struct"], entry["fields"] = "OrderBookTLV", _book_fields(book)
+        elif entry["type"] == TLVType.ORDER_REQUEST and len(payload) == OrderRequestTLV.SIZE:
+            entry["struct"] = "OrderRequestTLV"
+            entry["fields"] = OrderRequestTLV.from_bytes(payload).to_dict()
+    except ProtocolError as exc:
+        entry["decode_error"] = str(exc)
+
+
+def _book_fields(book: Any) -> dict[str, Any]:
+    """An OrderBookTLV for people: the pair by name, levels best first, bids then asks."""
+    from mycelium.protocol import VenueId
+
+    pair, quote = book.instrument, book.instrument.quote
+    try:
+        venue: str | int = VenueId(book.venue_id).name
+    except ValueError:
+        venue = book.venue_id
+    levels = [
+        {"side": side, "price": str(book.decimal(level.price)),
+         "size": str(book.decimal(level.size)), "order_count": level.order_count}
+        for side, levels in (("bid", book.bids), ("ask", book.asks)) for level in levels
+    ]  # fmt: skip
+    return {
+        "instrument": {
+            "symbol": pair.symbol,
+            "quote": None if quote is None else quote.name,
+            "venue": venue,
+        },
+        **book.to_dict(),
+        "levels": levels,
+    }
 
 
 SocketOption = typer.Option(
