@@ -381,6 +381,29 @@ def _listen(http: str | None, allow_remote: bool) -> tuple[str, int] | None:
         raise _fail(str(exc), 2) from exc
 
 
+def _market_options(name: str, book_depth: int | None, pools: Path | None) -> dict[str, Any]:
+    """``--book-depth`` and ``--pools`` as constructor options, checked before anything
+    starts: a depth Kraken does not offer, or a bad pools file, exits with code 2 and the
+    reason (the file's bad entry and key)."""
+    from mycelium.errors import ConfigError
+    from mycelium.services.kraken import book_depth as checked_depth
+    from mycelium.services.markets import load_pools
+
+    options: dict[str, Any] = {}
+    try:
+        if book_depth is not None:
+            if name != "kraken_collector":
+                raise ConfigError("--book-depth is for kraken_collector only")
+            options["depth"] = checked_depth(book_depth)
+        if pools is not None:
+            if name not in ("polygon_adapter", "flash_arbitrage"):
+                raise ConfigError("--pools is for polygon_adapter and flash_arbitrage only")
+            options["pools"] = load_pools(pools)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from exc
+    return options
+
+
 @app.command()
 def service(
     name: str = typer.Argument(
@@ -400,6 +423,17 @@ def service(
         None, "--rate", help="Adapters: lines per second (default: generator 300, file unpaced)."
     ),
     seed: int = typer.Option(0, "--seed", help="Adapters: seed of the built-in generator."),
+    book_depth: int | None = typer.Option(
+        None,
+        "--book-depth",
+        help="kraken_collector: book levels per side (10, 25, 100, 500, 1000).",
+    ),
+    pools: Path | None = typer.Option(
+        None,
+        "--pools",
+        help="polygon_adapter, flash_arbitrage: the pools TOML file (default $MYCELIUM_POOLS, "
+        "else the packaged table).",
+    ),
     duration: float | None = typer.Option(None, "--duration", help="Stop after S seconds."),
     stats_file: Path | None = typer.Option(
         None, "--stats-file", help="Keep the service's counters in this JSON file."
@@ -426,6 +460,7 @@ def service(
         raise _fail("--input, --live and --rate are for the adapters only", 2)
     if http is not None and name != "dashboard":
         raise _fail("--http is for the dashboard only", 2)
+    options |= _market_options(name, book_depth, pools)
     listen = _listen(http, allow_remote)
     try:
         svc = cls(socket, **options)

@@ -34,6 +34,7 @@ from decimal import Decimal
 from itertools import count
 from typing import Any
 
+from mycelium.errors import ConfigError
 from mycelium.protocol import (
     InstrumentId,
     PrecisionLoss,
@@ -50,7 +51,16 @@ from mycelium.services.base import Malformed
 from mycelium.services.kraken_book import BookKeeper, OutOfSync
 from mycelium.services.synthetic import PriceModel, wall_clock
 
-__all__ = ["BOOK_DEPTH", "KrakenCollector", "convert", "generate", "instrument_of", "split"]
+__all__ = [
+    "BOOK_DEPTH",
+    "BOOK_DEPTHS",
+    "KrakenCollector",
+    "book_depth",
+    "convert",
+    "generate",
+    "instrument_of",
+    "split",
+]
 
 log = logging.getLogger("mycelium.services")
 
@@ -64,14 +74,24 @@ LIVE_URL = "wss://ws.kraken.com/v2"
 SYMBOLS = ["ETH/USD", "BTC/USD", "POL/USD"]
 CHANNELS = ("trade", "ticker")
 BOOK_CHANNEL = "book"
-#: Levels per side of the ``book`` subscription (Kraken offers 10, 25, 100, 500, 1000).
+#: Levels per side of the ``book`` subscription, and the depths Kraken offers.
 BOOK_DEPTH = 10
+BOOK_DEPTHS = (10, 25, 100, 500, 1000)
 #: Kraken sends a heartbeat every second; this much silence means the feed is dead.
 MAX_SILENCE_S = 10.0
 SIDES = {"buy": 0, "sell": 1}
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
 
 Event = tuple[str, dict[str, Any]]
+
+
+def book_depth(depth: int) -> int:
+    """``depth`` if Kraken offers it; else ``ConfigError`` (Kraken would refuse the
+    subscription, and the feed would carry no book at all)."""
+    if isinstance(depth, bool) or depth not in BOOK_DEPTHS:
+        allowed = ", ".join(map(str, BOOK_DEPTHS))
+        raise ConfigError(f"book depth must be one of Kraken's {allowed}; got {depth!r}")
+    return depth
 
 
 def split(line: str) -> list[Event]:
@@ -241,7 +261,7 @@ class KrakenCollector(FeedAdapter):
 
     def __init__(self, *args: Any, depth: int = BOOK_DEPTH, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.books = BookKeeper(depth)
+        self.books = BookKeeper(book_depth(depth))
         self.checksum_mismatches = 0
         self.resubscribes = 0
         self.subscription_errors = 0
@@ -289,6 +309,7 @@ class KrakenCollector(FeedAdapter):
 
     def report(self) -> dict[str, Any]:
         return {
+            "book_depth": self.books.depth,
             "book_checksum_mismatches": self.checksum_mismatches,
             "resubscribes": self.resubscribes,
             "subscription_errors": self.subscription_errors,
