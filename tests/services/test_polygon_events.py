@@ -20,7 +20,7 @@ NOW = 1_700_000_000_555_000_000
 DATA = Path(__file__).resolve().parents[1] / "data"
 LOGS = DATA / "uniswap_logs.jsonl"
 REAL_POOLS = load_pools(DATA / "uniswap_pools.toml")
-V2_PAIR = bytes.fromhex("3e2cab55bebf41719148b4e6b63f6644b18ae49c")
+V2_PAIR = bytes.fromhex("74c99f3f5331676f6aec2756e1f39b4fc029a83e")
 RAIN_WETH = bytes.fromhex("d13040d4fe917ee704158cfcb3338dcd2838b245")
 NFPM = bytes.fromhex("c36442b4a4522e871399cd717abdd847ab11fe88")
 #: The non-indexed fields of each event, as the Solidity sources declare them.
@@ -55,12 +55,12 @@ def topic_int(entry: dict[str, Any], i: int, kind: str) -> Any:
 def test_a_real_v2_swap_and_its_sync_agree_with_eth_abi() -> None:
     swap_log, sync_log = logs()[0], logs()[1]
     in0, in1, out0, out1 = abi(swap_log, "v2_swap")
-    assert (in0, out1) == (0, 0)  # token1 in, token0 (WETH) out
+    assert (in0, out1) == (0, 0)  # USDT (token1) in, WETH (token0) out
     pool = REAL_POOLS[V2_PAIR]
     swap = decode(swap_log)
     assert swap == PoolSwapTLV(
-        amount_in=in1, amount_out=out0, timestamp_ns=NOW, block_number=17_474_558,
-        venue=VenueId.UNISWAP_V2, amount_in_decimals=18, amount_out_decimals=18,
+        amount_in=in1, amount_out=out0, timestamp_ns=NOW, block_number=14_764_013,
+        venue=VenueId.UNISWAP_V2, amount_in_decimals=6, amount_out_decimals=18,
         pool_address=V2_PAIR, token_in_addr=pool.token1.address,
         token_out_addr=pool.token0.address,
     )  # fmt: skip
@@ -68,7 +68,8 @@ def test_a_real_v2_swap_and_its_sync_agree_with_eth_abi() -> None:
     sync = decode(sync_log)
     assert isinstance(sync, PoolSyncTLV)
     assert (sync.reserve0, sync.reserve1) == abi(sync_log, "sync")
-    assert (sync.pool_address, sync.block_number) == (V2_PAIR, 17_474_558)
+    assert (sync.pool_address, sync.block_number) == (V2_PAIR, 14_764_013)
+    assert (in1, out0) == (0x979AEDEB, 0x11F8B9803BC57124)  # USDT (6 decimals) in, WETH out
 
 
 def test_a_real_v3_swap_agrees_with_eth_abi() -> None:

@@ -101,7 +101,7 @@ def test_book_depth_reaches_the_collector(
 def test_the_pools_file_reaches_the_adapter(
     broker: BrokerProcess, tmp_path: Path, started: list[ServiceProcess]
 ) -> None:
-    """The real Arbitrum and OP-stack logs are published once their pools are configured;
+    """The real Ethereum and Arbitrum logs are published once their pools are configured;
     the Polygon-only packaged table would ignore every one."""
     with Consumer("market_data", broker.socket) as md:
         sp = ServiceProcess("polygon_adapter", broker.socket, tmp_path, "--input",
