@@ -56,7 +56,54 @@ def decode(
     except ProtocolError as exc:
         typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from exc
+    for entry in doc["tlvs"]:
+        if "fields" not in entry:
+            _describe_service_tlv(entry)
     typer.echo(json.dumps(doc, indent=2))
+
+
+def _describe_service_tlv(entry: dict[str, Any]) -> None:
+    """Fields of the TLVs the trading services emit that the codec's fixed-size table does
+    not decode: the variable-size OrderBookTLV (instrument, sequence, every level's side,
+    price and size as exact decimals) and the ORDER_REQUEST legs. A payload that does not
+    decode keeps its hex, with the reason in ``decode_error``."""
+    from mycelium.protocol import OrderBookTLV, OrderRequestTLV, ProtocolError, TLVType
+
+    payload = bytes.fromhex(entry["payload_hex"])
+    try:
+        if entry["type"] == TLVType.ORDER_BOOK:
+            book = OrderBookTLV.from_bytes(payload)
+            entry["struct"], entry["fields"] = "OrderBookTLV", _book_fields(book)
+        elif entry["type"] == TLVType.ORDER_REQUEST and len(payload) == OrderRequestTLV.SIZE:
+            entry["struct"] = "OrderRequestTLV"
+            entry["fields"] = OrderRequestTLV.from_bytes(payload).to_dict()
+    except ProtocolError as exc:
+        entry["decode_error"] = str(exc)
+
+
+def _book_fields(book: Any) -> dict[str, Any]:
+    """An OrderBookTLV for people: the pair by name, levels best first, bids then asks."""
+    from mycelium.protocol import VenueId
+
+    pair, quote = book.instrument, book.instrument.quote
+    try:
+        venue: str | int = VenueId(book.venue_id).name
+    except ValueError:
+        venue = book.venue_id
+    levels = [
+        {"side": side, "price": str(book.decimal(level.price)),
+         "size": str(book.decimal(level.size)), "order_count": level.order_count}
+        for side, levels in (("bid", book.bids), ("ask", book.asks)) for level in levels
+    ]  # fmt: skip
+    return {
+        "instrument": {
+            "symbol": pair.symbol,
+            "quote": None if quote is None else quote.name,
+            "venue": venue,
+        },
+        **book.to_dict(),
+        "levels": levels,
+    }
 
 
 SocketOption = typer.Option(
@@ -334,6 +381,29 @@ def _listen(http: str | None, allow_remote: bool) -> tuple[str, int] | None:
         raise _fail(str(exc), 2) from exc
 
 
+def _market_options(name: str, book_depth: int | None, pools: Path | None) -> dict[str, Any]:
+    """``--book-depth`` and ``--pools`` as constructor options, checked before anything
+    starts: a depth Kraken does not offer, or a bad pools file, exits with code 2 and the
+    reason (the file's bad entry and key)."""
+    from mycelium.errors import ConfigError
+    from mycelium.services.kraken import book_depth as checked_depth
+    from mycelium.services.markets import load_pools
+
+    options: dict[str, Any] = {}
+    try:
+        if book_depth is not None:
+            if name != "kraken_collector":
+                raise ConfigError("--book-depth is for kraken_collector only")
+            options["depth"] = checked_depth(book_depth)
+        if pools is not None:
+            if name not in ("polygon_adapter", "flash_arbitrage"):
+                raise ConfigError("--pools is for polygon_adapter and flash_arbitrage only")
+            options["pools"] = load_pools(pools)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from exc
+    return options
+
+
 @app.command()
 def service(
     name: str = typer.Argument(
@@ -353,6 +423,17 @@ def service(
         None, "--rate", help="Adapters: lines per second (default: generator 300, file unpaced)."
     ),
     seed: int = typer.Option(0, "--seed", help="Adapters: seed of the built-in generator."),
+    book_depth: int | None = typer.Option(
+        None,
+        "--book-depth",
+        help="kraken_collector: book levels per side (10, 25, 100, 500, 1000).",
+    ),
+    pools: Path | None = typer.Option(
+        None,
+        "--pools",
+        help="polygon_adapter, flash_arbitrage: the pools TOML file (default $MYCELIUM_POOLS, "
+        "else the packaged table).",
+    ),
     duration: float | None = typer.Option(None, "--duration", help="Stop after S seconds."),
     stats_file: Path | None = typer.Option(
         None, "--stats-file", help="Keep the service's counters in this JSON file."
@@ -379,6 +460,7 @@ def service(
         raise _fail("--input, --live and --rate are for the adapters only", 2)
     if http is not None and name != "dashboard":
         raise _fail("--http is for the dashboard only", 2)
+    options |= _market_options(name, book_depth, pools)
     listen = _listen(http, allow_remote)
     try:
         svc = cls(socket, **options)

@@ -1,9 +1,10 @@
 """Write the recorded sample feeds in mycelium/services/samples/.
 
 The samples are what the adapters read with ``--input``: a Kraken WebSocket v2 session
-(status, subscribe acks, trade and ticker updates, heartbeats) and a Polygon JSON-RPC
-session (an ``eth_getLogs`` backfill reply, subscription ids, then ``eth_subscribe``
-notifications of Sync/Swap logs and new heads, one reorged log marked ``removed``). They
+(status, subscribe acks, trade and ticker updates, book snapshots and updates with
+Kraken's checksums, heartbeats) and a Polygon JSON-RPC session (an ``eth_getLogs``
+backfill reply, subscription ids, then ``eth_subscribe`` notifications of Sync/Swap and
+V3 Mint/Burn logs and new heads, one reorged log marked ``removed``). They
 come from the built-in generators with a fixed seed and a fixed clock, so running this
 again rewrites them byte for byte.
 

@@ -12,15 +12,9 @@ price the chain's native token (POL), which pays the gas. CEX<->DEX spreads are 
 signalled at all: they would need inventory on both sides and a transfer, which this
 strategy does not model.
 
-For a pair (buy pool A, sell pool B) with quote in x, A pays out y = ga*x*Ab / (Aq + ga*x)
-base and B pays z = gb*y*Bq / (Bb + gb*y) quote (g = 1 - fee); the profit z - x - f*x
-(f: the flash-loan fee) is concave with its maximum at the closed form
-``x* = (sqrt(K*M / (1 + f)) - M) / N``, ``K = ga*gb*Ab*Bq``, ``M = Aq*Bb``,
-``N = ga*(Bb + gb*Ab)``. Where a V3 pool is involved the size is bounded so that its price
-stays inside the current tick interval (liquidity is assumed constant there: the
-liquidity of neighbouring ticks is unknown to us), and found by a golden-section search
-on that interval. All of it is ``Decimal`` (40 digits); results are rounded once, to
-8-decimal fixed point, so the signal's fields add up exactly.
+The trade size comes from ``sizing`` (closed form for two V2 pools, a bounded search
+within the current tick range with V3); a priced ``Opportunity`` becomes its signal and
+orders in ``opportunity``.
 
 Gas is the chain's latest GasPriceTLV times the configured gas units (a flash loan plus
 one swap per pool) times the native token's latest Kraken mid price. Every input has a
@@ -34,52 +28,29 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from decimal import Decimal, localcontext
 from typing import Any
 
-from mycelium.protocol import (
-    ArbitrageSignalTLV,
-    GasPriceTLV,
-    OrderRequestTLV,
-    PoolSwapTLV,
-    PoolSyncTLV,
-    QuoteTLV,
-    RelayDomain,
-    SourceType,
-    TLVType,
-    VenueId,
-    encode_message,
-)
+from mycelium.protocol import GasPriceTLV, PoolSwapTLV, PoolSyncTLV, QuoteTLV, TLVType, VenueId
 from mycelium.services.base import Inbox, Service
-from mycelium.services.markets import POLYGON_CHAIN_ID, Pool, asset_id, load_pools, ticker_of
-from mycelium.services.orders import BUY, SELL
+from mycelium.services.markets import POLYGON_CHAIN_ID, Pool, load_pools, ticker_of
+from mycelium.services.opportunity import Opportunity, order_message, signal_message
+from mycelium.services.sizing import (
+    PRECISION_DIGITS,
+    Q8,
+    ZERO,
+    PoolView,
+    optimal_input,
+    pair_output,
+    q8,
+)
 
-__all__ = [
-    "ArbitrageConfig",
-    "Detector",
-    "FlashArbitrage",
-    "Opportunity",
-    "PoolView",
-    "VenuePrice",
-    "optimal_input",
-    "pair_output",
-]
+__all__ = ["ArbitrageConfig", "Detector", "FlashArbitrage", "VenuePrice"]
 
 log = logging.getLogger("mycelium.services")
 
-Q8 = 100_000_000
-ZERO = Decimal(0)
-PRECISION_DIGITS = 40
-#: Golden-section steps: the bracket shrinks to 0.618**60 ~ 3e-13 of the tick range.
-SEARCH_STEPS = 60
-_PHI = (Decimal(5).sqrt() - 1) / 2
 #: Tokens a pair's profit is counted in.
 STABLE_TICKERS = frozenset({"USDC", "USDT", "DAI", "USD"})
-
-
-def q8(value: Decimal) -> int:
-    """A decimal amount as 8-decimal fixed point, rounded half-even once."""
-    return int((value * Q8).to_integral_value(ROUND_HALF_EVEN))
 
 
 @dataclass(frozen=True)
@@ -103,84 +74,6 @@ class ArbitrageConfig:
     strategy_id: int = 21
 
 
-@dataclass
-class PoolView:
-    """One pool as the strategy prices it: reserves of base and quote in token units
-    (virtual for V3) and, for V3, how much base it can pay out or take in before its price
-    leaves the current tick interval."""
-
-    pool: Pool
-    base_is_token0: bool
-    reserve_base: Decimal
-    reserve_quote: Decimal
-    timestamp_ns: int
-    max_base_out: Decimal | None = None
-    max_base_in: Decimal | None = None
-
-    @property
-    def gamma(self) -> Decimal:
-        return 1 - Decimal(self.pool.fee_bps) / 10_000
-
-    @property
-    def mid(self) -> Decimal:
-        return self.reserve_quote / self.reserve_base
-
-    @property
-    def base(self) -> Any:
-        return self.pool.token0 if self.base_is_token0 else self.pool.token1
-
-    @property
-    def quote(self) -> Any:
-        return self.pool.token1 if self.base_is_token0 else self.pool.token0
-
-
-def pair_output(buy: PoolView, sell: PoolView, x: Decimal) -> tuple[Decimal, Decimal]:
-    """(base bought at ``buy`` for ``x`` quote, quote received selling it at ``sell``)."""
-    y = buy.gamma * x * buy.reserve_base / (buy.reserve_quote + buy.gamma * x)
-    z = sell.gamma * y * sell.reserve_quote / (sell.reserve_base + sell.gamma * y)
-    return y, z
-
-
-def _input_bound(buy: PoolView, sell: PoolView) -> Decimal | None:
-    """The most quote that keeps both V3 pools inside their tick intervals (None: V2 only)."""
-    limits = [b for b in (buy.max_base_out, None if sell.max_base_in is None
-                          else sell.max_base_in / sell.gamma) if b is not None]  # fmt: skip
-    if not limits:
-        return None
-    y = min(min(limits), buy.reserve_base * Decimal("0.999999"))
-    return y * buy.reserve_quote / (buy.gamma * (buy.reserve_base - y))
-
-
-def optimal_input(buy: PoolView, sell: PoolView, flash_fee: Decimal) -> Decimal:
-    """The quote input that maximises z - x - flash_fee*x (0 when nothing pays): the closed
-    form for two constant-product pools, a bounded golden-section search with V3."""
-    k = buy.gamma * sell.gamma * buy.reserve_base * sell.reserve_quote
-    m = buy.reserve_quote * sell.reserve_base
-    if k <= m * (1 + flash_fee):
-        return ZERO  # the first unit already loses
-    bound = _input_bound(buy, sell)
-    if bound is None:
-        n = buy.gamma * (sell.reserve_base + sell.gamma * buy.reserve_base)
-        return max(ZERO, ((k * m / (1 + flash_fee)).sqrt() - m) / n)
-
-    def profit(x: Decimal) -> Decimal:
-        return pair_output(buy, sell, x)[1] - x * (1 + flash_fee)
-
-    lo, hi = ZERO, bound
-    a, b = hi - _PHI * (hi - lo), lo + _PHI * (hi - lo)
-    fa, fb = profit(a), profit(b)
-    for _ in range(SEARCH_STEPS):
-        if fa < fb:
-            lo, a, fa = a, b, fb
-            b = lo + _PHI * (hi - lo)
-            fb = profit(b)
-        else:
-            hi, b, fb = b, a, fa
-            a = hi - _PHI * (hi - lo)
-            fa = profit(a)
-    return (lo + hi) / 2
-
-
 @dataclass(frozen=True)
 class VenuePrice:
     """The latest price of an asset at a venue, for display (``venues``): floats, never
@@ -195,30 +88,6 @@ class VenuePrice:
     @property
     def is_pool(self) -> bool:
         return self.pool != bytes(20)
-
-
-@dataclass(frozen=True)
-class Opportunity:
-    """A priced flash arbitrage; money fields are 8-decimal fixed point in the quote token
-    (USDC), quantity in the base token. ``buy_cost`` is the loan plus its fee,
-    ``sell_proceeds`` what the sale repays it with."""
-
-    ticker: str
-    buy: PoolView
-    sell: PoolView
-    quantity: int
-    capital: int
-    buy_cost: int
-    sell_proceeds: int
-    gross: int
-    fees: int
-    flash_fee: int
-    slippage: int
-    gas: int
-    net: int
-    spread_bps: int
-    gas_price_gwei: int
-    timestamp_ns: int
 
 
 class Detector:
@@ -405,61 +274,6 @@ class Detector:
             gas_price_gwei=gas[1],
             timestamp_ns=self.now_ns,
         )
-
-
-def signal_message(opp: Opportunity, signal_id: int, config: ArbitrageConfig) -> bytes:
-    """The opportunity as an ArbitrageSignalTLV on the signal relay."""
-    signal = ArbitrageSignalTLV(
-        strategy_id=config.strategy_id,
-        signal_id=signal_id,
-        chain_id=config.chain_id,
-        source_pool=opp.buy.pool.address,
-        target_pool=opp.sell.pool.address,
-        source_venue=opp.buy.pool.venue,
-        target_venue=opp.sell.pool.venue,
-        token_in=opp.buy.quote.address,
-        token_out=opp.buy.base.address,
-        expected_profit_usd_q8=opp.gross,
-        required_capital_usd_q8=opp.capital,
-        spread_bps=opp.spread_bps,
-        dex_fees_usd_q8=opp.fees,
-        gas_cost_usd_q8=opp.gas,
-        slippage_usd_q8=opp.slippage,
-        net_profit_usd_q8=opp.net,
-        slippage_tolerance_bps=config.slippage_tolerance_bps,
-        max_gas_price_gwei=config.max_gas_price_gwei,
-        valid_until=opp.timestamp_ns // 1_000_000_000 + config.valid_for_s,
-        priority=min(0xFFFF, max(0, opp.net // 1_000_000)),  # net profit in cents
-        timestamp_ns=opp.timestamp_ns,
-    )
-    return encode_message(
-        RelayDomain.SIGNAL,
-        SourceType.ARBITRAGE_STRATEGY,
-        [(TLVType.ARBITRAGE_SIGNAL, signal.to_bytes())],
-        sequence=signal_id,
-    )
-
-
-def order_legs(opp: Opportunity, signal_id: int) -> tuple[OrderRequestTLV, OrderRequestTLV]:
-    """Buy at the cheap pool, sell at the dear one; prices per unit include fees."""
-    asset = asset_id(opp.ticker)
-    q = max(1, opp.quantity)
-    return (
-        OrderRequestTLV(signal_id, opp.buy.pool.venue, BUY, 0, asset, opp.quantity,
-                        opp.buy_cost * Q8 // q),
-        OrderRequestTLV(signal_id, opp.sell.pool.venue, SELL, 1, asset, opp.quantity,
-                        opp.sell_proceeds * Q8 // q),
-    )  # fmt: skip
-
-
-def order_message(opp: Opportunity, signal_id: int) -> bytes:
-    """Both legs in one execution message, so one consumer of the queue gets both."""
-    return encode_message(
-        RelayDomain.EXECUTION,
-        SourceType.ARBITRAGE_STRATEGY,
-        [(TLVType.ORDER_REQUEST, leg.to_bytes()) for leg in order_legs(opp, signal_id)],
-        sequence=signal_id,
-    )
 
 
 class FlashArbitrage(Service):

@@ -46,6 +46,10 @@ ROWS = 8
 SHED_BACKLOG = 2 * BATCH
 TOPICS: dict[int, str] = {RelayDomain.MARKET_DATA: "market_data", RelayDomain.SIGNAL: "signals",
           RelayDomain.EXECUTION: "execution"}  # fmt: skip
+#: Market-data TLVs counted by kind, under the names the view shows.
+KINDS: dict[int, str] = {TLVType.TRADE: "trades", TLVType.QUOTE: "quotes",
+         TLVType.ORDER_BOOK: "books", TLVType.POOL_SWAP: "swaps", TLVType.POOL_SYNC: "syncs",
+         TLVType.POOL_MINT: "mints", TLVType.POOL_BURN: "burns", TLVType.GAS_PRICE: "gas"}  # fmt: skip
 
 
 def venue_name(venue: int) -> str:
@@ -61,6 +65,7 @@ class DashboardState:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.counts: dict[str, int] = dict.fromkeys(TOPICS.values(), 0)
+        self.kinds: dict[str, int] = dict.fromkeys([*KINDS.values(), "other"], 0)
         self.trades: deque[tuple[str, str, str, str, float, float]] = deque(maxlen=ROWS)
         self.signals: deque[ArbitrageSignalTLV] = deque(maxlen=ROWS)
         self.prices = Detector()  # its venue table is the best-price view
@@ -71,9 +76,7 @@ class DashboardState:
     def apply(self, message: Message) -> None:
         with self.lock:
             domain = message.header.relay_domain
-            topic = TOPICS.get(domain)
-            if topic is not None:
-                self.counts[topic] += 1
+            self._count(message)
             if domain != RelayDomain.MARKET_DATA:
                 self.book.apply(message)
             for tlv in message.tlvs:
@@ -82,10 +85,17 @@ class DashboardState:
     def count(self, message: Message) -> None:
         """Count a message as seen without filing it: the cheap path while behind."""
         with self.lock:
-            topic = TOPICS.get(message.header.relay_domain)
-            if topic is not None:
-                self.counts[topic] += 1
+            self._count(message)
             self.shed += 1
+
+    def _count(self, message: Message) -> None:
+        """Per topic, and market data per TLV kind (books, mints, burns...)."""
+        topic = TOPICS.get(message.header.relay_domain)
+        if topic is not None:
+            self.counts[topic] += 1
+        if message.header.relay_domain == RelayDomain.MARKET_DATA:
+            for tlv in message.tlvs:
+                self.kinds[KINDS.get(tlv.type, "other")] += 1
 
     def _tlv(self, tlv_type: int, payload: Any) -> None:
         if tlv_type == TLVType.TRADE:
@@ -106,6 +116,7 @@ class DashboardState:
         with self.lock:
             return {
                 "counts": dict(self.counts),
+                "market_data": dict(self.kinds),
                 "shed": self.shed,
                 "trades": list(self.trades),
                 "signals": list(self.signals),
@@ -154,7 +165,9 @@ class Dashboard(Service):
             self._inbox.close()
 
     def report(self) -> dict[str, Any]:
-        return {"seen": dict(self.view.counts), "shed": self.view.shed}
+        with self.view.lock:
+            return {"seen": dict(self.view.counts), "market_data": dict(self.view.kinds),
+                    "shed": self.view.shed}  # fmt: skip
 
 
 def broker_stats(socket_path: str | None) -> dict[str, Any] | None:

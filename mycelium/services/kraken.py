@@ -34,6 +34,7 @@ from decimal import Decimal
 from itertools import count
 from typing import Any
 
+from mycelium.errors import ConfigError
 from mycelium.protocol import (
     InstrumentId,
     PrecisionLoss,
@@ -47,10 +48,19 @@ from mycelium.protocol import (
 )
 from mycelium.services.adapter import FeedAdapter, MarketTLV
 from mycelium.services.base import Malformed
-from mycelium.services.kraken_book import BookKeeper, OutOfSync
+from mycelium.services.kraken_book import BookKeeper, OutOfSync, SyntheticBook
 from mycelium.services.synthetic import PriceModel, wall_clock
 
-__all__ = ["BOOK_DEPTH", "KrakenCollector", "convert", "generate", "instrument_of", "split"]
+__all__ = [
+    "BOOK_DEPTH",
+    "BOOK_DEPTHS",
+    "KrakenCollector",
+    "book_depth",
+    "convert",
+    "generate",
+    "instrument_of",
+    "split",
+]
 
 log = logging.getLogger("mycelium.services")
 
@@ -64,14 +74,26 @@ LIVE_URL = "wss://ws.kraken.com/v2"
 SYMBOLS = ["ETH/USD", "BTC/USD", "POL/USD"]
 CHANNELS = ("trade", "ticker")
 BOOK_CHANNEL = "book"
-#: Levels per side of the ``book`` subscription (Kraken offers 10, 25, 100, 500, 1000).
+#: Levels per side of the ``book`` subscription, and the depths Kraken offers.
 BOOK_DEPTH = 10
+BOOK_DEPTHS = (10, 25, 100, 500, 1000)
+#: Chance per tick and pair that the generator sends a book update.
+BOOK_UPDATE_CHANCE = 0.3
 #: Kraken sends a heartbeat every second; this much silence means the feed is dead.
 MAX_SILENCE_S = 10.0
 SIDES = {"buy": 0, "sell": 1}
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
 
 Event = tuple[str, dict[str, Any]]
+
+
+def book_depth(depth: int) -> int:
+    """``depth`` if Kraken offers it; else ``ConfigError`` (Kraken would refuse the
+    subscription, and the feed would carry no book at all)."""
+    if isinstance(depth, bool) or depth not in BOOK_DEPTHS:
+        allowed = ", ".join(map(str, BOOK_DEPTHS))
+        raise ConfigError(f"book depth must be one of Kraken's {allowed}; got {depth!r}")
+    return depth
 
 
 def split(line: str) -> list[Event]:
@@ -184,12 +206,14 @@ def _iso(ns: int) -> str:
     )
 
 
-def generate(seed: int, clock: Iterator[int]) -> Iterator[str]:
+def generate(seed: int, clock: Iterator[int], depth: int = BOOK_DEPTH) -> Iterator[str]:
     """An endless Kraken v2 feed: status, subscribe acks, then per tick a ticker update of
-    every pair, trades now and then, and a heartbeat every few ticks. ``clock`` yields
-    the time (ns) of each tick."""
-    model = PriceModel(seed, ["kraken"], [s.split("/")[0] for s in SYMBOLS])
-    rng = model.rng("kraken")
+    every pair, trades now and then, a book snapshot of each pair and then book updates
+    (``depth`` levels, Kraken's checksum), and a heartbeat every few ticks. ``clock``
+    yields the time (ns) of each tick."""
+    model = PriceModel(seed, ["kraken", "kraken:book"], [s.split("/")[0] for s in SYMBOLS])
+    rng, book_rng = model.rng("kraken"), model.rng("kraken:book")
+    books: dict[str, SyntheticBook] = {}
     trade_ids = count(rng.randrange(1_000_000, 9_000_000))
     yield _json({"channel": "status", "type": "update", "data": [
         {"version": "2.0.0", "system": "online", "api_version": "v2",
@@ -197,6 +221,9 @@ def generate(seed: int, clock: Iterator[int]) -> Iterator[str]:
     for channel in CHANNELS:
         yield _json({"method": "subscribe", "result": {"channel": channel,
                           "snapshot": True, "symbol": SYMBOLS}, "success": True})  # fmt: skip
+    for symbol in SYMBOLS:
+        yield _json({"method": "subscribe", "result": {"channel": BOOK_CHANNEL, "depth": depth,
+                     "snapshot": True, "symbol": symbol}, "success": True})  # fmt: skip
     stats = {s: {"volume": rng.uniform(1e3, 5e3), "low": 0.0, "high": 0.0} for s in SYMBOLS}
     for tick, now in enumerate(clock):
         model.step()
@@ -224,6 +251,12 @@ def generate(seed: int, clock: Iterator[int]) -> Iterator[str]:
                 "vwap": round(mid, decimals), "low": s["low"], "high": s["high"],
                 "change": change, "change_pct": round(100 * change / mid, 2),
                 "timestamp": _iso(now)}]})  # fmt: skip
+            if symbol not in books:
+                books[symbol] = SyntheticBook(symbol, depth, decimals, mid, book_rng)
+            if tick == 0 or book_rng.random() < BOOK_UPDATE_CHANCE:
+                kind, entry = books[symbol].entry(mid)
+                yield _json({"channel": BOOK_CHANNEL, "type": kind,
+                             "data": [{**entry, "timestamp": _iso(now)}]})  # fmt: skip
         if tick % 20 == 19:
             yield _json({"channel": "heartbeat"})
 
@@ -241,7 +274,7 @@ class KrakenCollector(FeedAdapter):
 
     def __init__(self, *args: Any, depth: int = BOOK_DEPTH, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.books = BookKeeper(depth)
+        self.books = BookKeeper(book_depth(depth))
         self.checksum_mismatches = 0
         self.resubscribes = 0
         self.subscription_errors = 0
@@ -278,7 +311,7 @@ class KrakenCollector(FeedAdapter):
         return {"channel": BOOK_CHANNEL, "symbol": symbols, "depth": self.books.depth}
 
     def generate(self) -> Iterator[str]:
-        return generate(self.seed, wall_clock())
+        return generate(self.seed, wall_clock(), self.books.depth)
 
     def subscriptions(self) -> list[dict[str, Any]]:
         return [
@@ -289,6 +322,7 @@ class KrakenCollector(FeedAdapter):
 
     def report(self) -> dict[str, Any]:
         return {
+            "book_depth": self.books.depth,
             "book_checksum_mismatches": self.checksum_mismatches,
             "resubscribes": self.resubscribes,
             "subscription_errors": self.subscription_errors,

@@ -15,10 +15,16 @@ A book whose checksum differs is dropped and ``OutOfSync`` raised: the collector
 and resubscribes; updates for that symbol are ignored until the new snapshot. Each good
 message yields an ``OrderBookTLV`` whose scale (``precision_factor``) is 10**8, or finer
 when a level has more decimals, so every digit is carried exactly.
+
+``SyntheticBook`` is the other side, for the built-in generator: a book of ``depth`` levels
+a fixed spacing apart around a moving mid, sent as Kraken does (a snapshot, then updates
+of the changed levels, ``qty`` 0 for a removed one) with the checksum Kraken would send,
+computed on the numbers' JSON text so the collector's check passes.
 """
 
 from __future__ import annotations
 
+import random
 import zlib
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,7 +33,7 @@ from typing import Any
 from mycelium.protocol import FIXED_POINT_DECIMALS, InstrumentId, OrderBookTLV, OrderLevel
 from mycelium.services.base import Malformed
 
-__all__ = ["CHECKSUM_LEVELS", "BookKeeper", "OutOfSync", "checksum"]
+__all__ = ["CHECKSUM_LEVELS", "BookKeeper", "OutOfSync", "SyntheticBook", "checksum"]
 
 #: Kraken's checksum covers the top 10 levels of each side, whatever the depth.
 CHECKSUM_LEVELS = 10
@@ -145,3 +151,52 @@ class BookKeeper:
             bids=[OrderLevel(int(p * scale), int(q * scale)) for p, q in top_bids],
             asks=[OrderLevel(int(p * scale), int(q * scale)) for p, q in top_asks],
         )
+
+
+def _wire(value: float) -> Decimal:
+    """A number as the collector will read it back: the text ``json.dumps`` writes."""
+    return Decimal(repr(value))
+
+
+class SyntheticBook:
+    """A generated Kraken v2 book of one symbol; ``entry(mid)`` is the next message."""
+
+    def __init__(self, symbol: str, depth: int, decimals: int, mid: float,
+                 rng: random.Random) -> None:  # fmt: skip
+        self.symbol, self.depth, self.decimals, self.rng = symbol, depth, decimals, rng
+        self.spacing = max(10.0**-decimals, round(mid * 1e-4, decimals))
+        self.book: _Book | None = None
+
+    def _targets(self, mid: float) -> tuple[list[Decimal], list[Decimal]]:
+        """The level prices around ``mid``: asks up from the best ask, bids down."""
+        steps = round(mid / self.spacing)
+
+        def price(n: int) -> Decimal:
+            return _wire(round(n * self.spacing, self.decimals))
+
+        bids = [price(steps - 1 - i) for i in range(self.depth)]
+        return [price(steps + 1 + i) for i in range(self.depth)], [p for p in bids if p > 0]
+
+    def _qty(self) -> Decimal:
+        return _wire(round(self.rng.uniform(0.01, 20.0), 8))
+
+    def entry(self, mid: float) -> tuple[str, dict[str, Any]]:
+        """("snapshot" | "update", data entry without its timestamp)."""
+        asks, bids = self._targets(mid)
+        kind = "update" if self.book is not None else "snapshot"
+        book = self.book or _Book()
+        sent: dict[str, list[dict[str, float]]] = {"bids": [], "asks": []}
+        for name, side, target in (("asks", book.asks, asks), ("bids", book.bids, bids)):
+            changes = {p: Decimal(0) for p in side if p not in target}
+            changes |= {p: self._qty() for p in target if p not in side}
+            if side and self.rng.random() < 0.5:  # someone adds to or takes from a level
+                changes[self.rng.choice(sorted(set(side) & set(target)) or target)] = self._qty()
+            for price, qty in sorted(changes.items(), reverse=name == "bids"):
+                sent[name].append({"price": float(price), "qty": float(qty)})
+                if qty == 0:
+                    side.pop(price)
+                else:
+                    side[price] = qty
+        self.book = book
+        top_asks, top_bids = book.sorted(self.depth)
+        return kind, {"symbol": self.symbol, **sent, "checksum": checksum(top_asks, top_bids)}

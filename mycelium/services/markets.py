@@ -86,9 +86,19 @@ def _address(value: Any, where: str) -> bytes:
     return raw
 
 
+def _check_keys(entry: Any, keys: set[str], where: str) -> None:
+    """A table with exactly ``keys``; the error names the unknown and the missing ones."""
+    need = ", ".join(sorted(keys))
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: a table is needed (needs exactly {need}), got {entry!r}")
+    unknown, missing = sorted(set(entry) - keys), sorted(keys - set(entry))
+    if unknown or missing:
+        bad = [f"unknown key {k!r}" for k in unknown] + [f"missing key {k!r}" for k in missing]
+        raise ConfigError(f"{where}: {'; '.join(bad)} (needs exactly {need})")
+
+
 def _token(entry: Any, where: str) -> Token:
-    if not isinstance(entry, dict) or set(entry) != {"address", "symbol", "ticker", "decimals"}:
-        raise ConfigError(f"{where}: needs exactly address, symbol, ticker, decimals")
+    _check_keys(entry, {"address", "symbol", "ticker", "decimals"}, where)
     decimals = entry["decimals"]
     if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 36:
         raise ConfigError(f"{where}.decimals: an integer 0-36, got {decimals!r}")
@@ -100,9 +110,7 @@ def _token(entry: Any, where: str) -> Token:
 
 
 def _pool(entry: Any, where: str) -> Pool:
-    keys = {"address", "dex", "version", "fee_bps", "token0", "token1"}
-    if not isinstance(entry, dict) or set(entry) != keys:
-        raise ConfigError(f"{where}: needs exactly {', '.join(sorted(keys))}")
+    _check_keys(entry, {"address", "dex", "version", "fee_bps", "token0", "token1"}, where)
     try:
         venue = VenueId[str(entry["dex"]).upper()]
     except KeyError:

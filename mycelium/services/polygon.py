@@ -308,6 +308,10 @@ POOL_DEPTH_ETH = 1500.0
 #: Ticks per Polygon block (2 s blocks; the feed runs faster than real time).
 TICKS_PER_BLOCK = 3
 SUBSCRIPTION = "0x9ce59a13059e417087c02d3236a0b1cc"
+#: Chance per tick that a V3 pool also logs a Mint or Burn.
+LIQUIDITY_EVENT_CHANCE = 0.05
+#: Uniswap V3's NonfungiblePositionManager (the same address on Polygon and Ethereum).
+POSITION_MANAGER = "0xc36442b4a4522e871399cd717abdd847ab11fe88"
 
 
 def _hex_word(value: int) -> str:
@@ -362,9 +366,29 @@ def pool_events(pool: Pool, price: float, rng: Any) -> tuple[list[str], list[int
     return [SWAP_V3_TOPIC, sender, sender], [amount0, amount1, sqrt_price, liquidity, tick]
 
 
+def liquidity_event(pool: Pool, price: float, rng: Any) -> tuple[list[str], list[int]]:
+    """Topics and data words of a V3 Mint or Burn by the position manager: a range of a
+    few tick spacings around ``price``, the token amounts that liquidity holds there."""
+    raw_price = 10**pool.token1.decimals / (price * 10**pool.token0.decimals)
+    spacing = pool.tick_spacing
+    lower = (math.floor(math.log(raw_price, 1.0001)) // spacing - rng.randrange(1, 20)) * spacing
+    upper = lower + spacing * rng.randrange(20, 40)
+    sqrt_p, sqrt_lo, sqrt_hi = (math.sqrt(raw_price), 1.0001 ** (lower / 2),
+                                1.0001 ** (upper / 2))  # fmt: skip
+    liquidity = int(POOL_DEPTH_ETH * 10**pool.token1.decimals / sqrt_p * rng.uniform(1e-4, 1e-3))
+    amount0 = int(liquidity * (1 / sqrt_p - 1 / sqrt_hi))
+    amount1 = int(liquidity * (sqrt_p - sqrt_lo))
+    topics = ["0x" + _hex_word(int(POSITION_MANAGER, 16)), "0x" + _hex_word(lower),
+              "0x" + _hex_word(upper)]  # fmt: skip
+    if rng.random() < 0.5:
+        return [MINT_V3_TOPIC, *topics], [int(POSITION_MANAGER, 16), liquidity, amount0, amount1]
+    return [BURN_V3_TOPIC, *topics], [liquidity, amount0, amount1]
+
+
 def generate(seed: int, clock: Iterator[int]) -> Iterator[str]:
-    """An endless ``eth_subscribe`` stream: logs of every known pool each tick, and a
-    ``newHeads`` notification per block. ``clock`` yields the time (ns) of each tick."""
+    """An endless ``eth_subscribe`` stream: logs of every known pool each tick (now and
+    then a V3 Mint or Burn besides), and a ``newHeads`` notification per block. ``clock``
+    yields the time (ns) of each tick."""
     pools = list(POOLS.values())
     model = PriceModel(seed, [f"pool:{p.address.hex()}" for p in pools], ["ETH"])
     rng = model.rng(f"pool:{pools[0].address.hex()}")
@@ -393,6 +417,12 @@ def generate(seed: int, clock: Iterator[int]) -> Iterator[str]:
             tx += 1
             index += 1
             yield _notify(_log(pool, topics, words, block, ts_s, index, tx))
+            if pool.version == 3 and rng.random() < LIQUIDITY_EVENT_CHANCE:
+                topics, words = liquidity_event(pool, model.price(f"pool:{pool.address.hex()}",
+                                                                  "ETH"), rng)  # fmt: skip
+                tx += 1
+                index += 1
+                yield _notify(_log(pool, topics, words, block, ts_s, index, tx))
 
 
 class PolygonAdapter(FeedAdapter):

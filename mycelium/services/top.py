@@ -128,6 +128,10 @@ def render(
                         str(t.get("backpressure_timeouts", 0)), t["routing"]]
                        for t in stats["topics"]], width, budget)  # fmt: skip
         parts.append(topics)
+    kinds = view.get("market_data") or {}
+    if any(kinds.values()):
+        parts.append(Text("market data: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items() if n),
+                          no_wrap=True, overflow="crop"))  # fmt: skip
     used = sum(_height(p) if isinstance(p, Table) else 1 for p in parts)
     log_lines = list(logs)[-LOG_SHOWN:]
     left = budget - used - 1 - len(log_lines)  # the PnL line, the log pane

@@ -50,8 +50,9 @@ from mycelium.protocol import (
     parse_message,
 )
 from mycelium.services import SERVICES, ServiceProcess
-from mycelium.services.arbitrage import ArbitrageConfig, Detector, signal_message
+from mycelium.services.arbitrage import ArbitrageConfig, Detector
 from mycelium.services.kraken import KrakenCollector
+from mycelium.services.opportunity import signal_message
 from mycelium.services.orders import BUY, SELL, OrderRequest
 from mycelium.services.polygon import PolygonAdapter
 from mycelium.shm.segment import list_segments
@@ -370,5 +371,8 @@ def test_demo_runs_every_service_and_leaves_nothing_behind(tmp_path: Path) -> No
     assert doc["topics"]["market_data"]["published"] == sum(
         doc["services"][n]["published"] for n in ("kraken_collector", "polygon_adapter"))  # fmt: skip
     assert doc["services"]["portfolio"]["orders"] == doc["services"]["flash_arbitrage"]["signals"]
+    kinds = doc["services"]["dashboard"]["market_data"]  # the generators' books, mints, burns
+    assert min(kinds["books"], kinds["mints"], kinds["burns"]) > 0 and kinds["other"] == 0, kinds
+    assert doc["services"]["kraken_collector"]["book_checksum_mismatches"] == 0
     assert list_segments(doc["broker"]["id"]) == []
     assert list(tmp_path.iterdir()) == []

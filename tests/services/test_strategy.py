@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from decimal import Decimal
 
@@ -29,17 +30,16 @@ from mycelium.protocol import (
     VenueId,
     parse_message,
 )
+from mycelium.services import kraken, polygon
 from mycelium.services.adapter import market_message
-from mycelium.services.arbitrage import (
-    ArbitrageConfig,
-    Detector,
-    order_message,
-    pair_output,
-    signal_message,
-)
+from mycelium.services.arbitrage import ArbitrageConfig, Detector
 from mycelium.services.dashboard import DashboardState
+from mycelium.services.kraken import KrakenCollector
+from mycelium.services.opportunity import order_message, signal_message
 from mycelium.services.orders import BUY, SELL, OrderRequest
+from mycelium.services.polygon import PolygonAdapter
 from mycelium.services.portfolio import Book
+from mycelium.services.sizing import pair_output
 from mycelium.services.top import render
 
 Q8 = 100_000_000
@@ -297,3 +297,29 @@ def test_the_book_keeps_fills_per_venue_with_fees_and_exact_realised_unrealised_
     r = book.report()
     assert r["venues"]["ETH"]["101"]["fills"] == 2
     assert (r["realised_pnl_usd"], r["unrealised_pnl_usd"], r["pnl_usd"]) == (50.0, 50.0, 100.0)
+
+
+def test_the_dashboard_counts_the_demo_feeds_books_mints_and_burns() -> None:
+    """What the demo's generators send (books with Kraken's checksum, V3 Mint and Burn)
+    is counted per kind by the dashboard and shown by ``mycelium top``."""
+    state = DashboardState()
+    made: dict[str, int] = {}
+    collector = KrakenCollector(None)
+    for adapter, module in ((collector, kraken), (PolygonAdapter(None), polygon)):
+        clock = itertools.count(1_700_000_000 * 10**9, 10_000_000)
+        for i, line in enumerate(itertools.islice(module.generate(0, clock), 1500)):
+            for event in adapter.split(line):
+                tlv = adapter.convert(event, 0)
+                if tlv is not None:
+                    made[type(tlv).__name__] = made.get(type(tlv).__name__, 0) + 1
+                    state.apply(parse_message(market_message(adapter.source, tlv, i)))
+    assert collector.checksum_mismatches == 0
+    kinds = state.snapshot()["market_data"]
+    assert (kinds["books"], kinds["mints"], kinds["burns"]) == (
+        made["OrderBookTLV"], made["PoolMintTLV"], made["PoolBurnTLV"])  # fmt: skip
+    assert min(kinds["books"], kinds["mints"], kinds["burns"]) > 0 and kinds["other"] == 0
+    console = Console(record=True, width=200)
+    console.print(render(state.snapshot(), None, width=200, height=60, console=console))
+    text = console.export_text()
+    for kind in ("books", "mints", "burns", "swaps", "syncs", "trades", "quotes"):
+        assert f"{kinds[kind]} {kind}" in text, kind
