@@ -24,6 +24,7 @@ from typing import Any
 
 from mycelium.client.backpressure import Backpressure
 from mycelium.client.consumer import ConsumerCore
+from mycelium.client.envelope import Envelope
 from mycelium.client.producer import Payload, ProducerCore, topic_of_message
 from mycelium.client.waiting import wait_async
 from mycelium.errors import BackpressureTimeout
@@ -173,6 +174,29 @@ class AsyncConsumer:
             if data is None:
                 raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
         return data
+
+    async def recv_envelope(self, timeout: float | None = None) -> Envelope:
+        """The next message with its origin (see ``Consumer.recv_envelope``)."""
+        core = self.core
+
+        async def poll() -> Envelope | None:
+            await self._sync()
+            return core.poll_envelope()
+
+        env = await poll()
+        if env is None:
+            env = await wait_async(poll, core.state, core.plan(timeout))
+            if env is None:
+                raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
+        return env
+
+    async def envelopes(self) -> AsyncIterator[Envelope]:
+        """``async for env in c.envelopes()``: envelopes until the consumer is closed."""
+        while self._core is not None and not self._core._closed:
+            try:
+                yield await self.recv_envelope(timeout=1.0)
+            except TimeoutError:
+                continue
 
     async def recv_many(self, max_n: int = 1000, timeout: float | None = 0.0) -> list[bytes]:
         """Up to ``max_n`` messages; waits up to ``timeout`` for the first; may be empty."""

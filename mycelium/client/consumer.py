@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from mycelium.client.control import ControlChannel
+from mycelium.client.envelope import Envelope
 from mycelium.client.handle import ClosingHandle
 from mycelium.client.redelivery import redelivered, resume_at
 from mycelium.client.topology import TopologyWatcher
@@ -152,6 +153,23 @@ class ConsumerCore:
             if data is not None:
                 self._rr = i + 1
                 return data
+        return None
+
+    def poll_envelope(self) -> Envelope | None:
+        """The next message with its origin (``Envelope``), or None; the lanes in the same
+        order as ``poll``. Raises CorruptFrame."""
+        if self.watch.stale():
+            self.refresh()
+        order = self._order
+        n = len(order)
+        start = self._rr
+        turns = [*self._handed, *(order[(start + k) % n] for k in range(n))]
+        for k, reader in enumerate(turns):
+            got = reader.poll_envelope()
+            if got is not None:
+                if k >= len(self._handed):
+                    self._rr = (start + k - len(self._handed) + 1) % n
+                return Envelope(self.topic, got[0], reader.producer, got[1], got[2])
         return None
 
     def poll_many(self, max_n: int) -> list[bytes] | None:
@@ -371,6 +389,25 @@ class Consumer(ClosingHandle, ConsumerCore):
     def recv_message(self, timeout: float | None = None, verify_checksum: bool = True) -> Message:
         """The next message parsed as Protocol V2 (raises ProtocolError if it is not)."""
         return parse_message(self.recv(timeout), verify_checksum=verify_checksum)
+
+    def recv_envelope(self, timeout: float | None = None) -> Envelope:
+        """The next message with its topic, producer, sequence and publish time; raises
+        as ``recv``. Works with every ack mode: manual ack covers it like ``recv``."""
+        env = self.poll_envelope()
+        if env is not None:
+            return env
+        env = wait_sync(self.poll_envelope, self.state, self.plan(timeout))
+        if env is None:
+            raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
+        return env
+
+    def envelopes(self) -> Iterator[Envelope]:
+        """Envelopes as they come, blocking between them, until the consumer is closed."""
+        while not self._closed:
+            try:
+                yield self.recv_envelope(timeout=1.0)
+            except TimeoutError:
+                continue
 
     def __iter__(self) -> Iterator[bytes]:
         """Messages as they come, blocking between them, until the consumer is closed."""
