@@ -69,8 +69,8 @@ DEFAULT_CONFIG_RESOURCE = "default_config.toml"
 MAX_MESSAGE_SIZE_LIMIT_BYTES = 16 << 20
 #: A lane ring holds at least this many maximum-size frames, so one always fits after a wrap.
 MIN_FRAMES_PER_LANE = 4
-#: Ring frame header: length and sequence, published_ns (mirrors ``mycelium.shm.layout``).
-FRAME_HEADER_BYTES = 16
+#: Ring frame header: length, sequence, published_ns (mirrors ``mycelium.shm.layout``).
+FRAME_HEADER_BYTES = 24
 #: Frames are padded to this many bytes so every header is 8-byte aligned.
 FRAME_ALIGN_BYTES = 8
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from mycelium.client.backpressure import Backpressure
@@ -29,6 +30,7 @@ from mycelium.client.producer import Payload, ProducerCore, topic_of_message
 from mycelium.client.waiting import wait_async
 from mycelium.errors import BackpressureTimeout
 from mycelium.protocol import Message, parse_message
+from mycelium.shm.reader import LaneReader
 
 __all__ = ["AsyncConsumer", "AsyncProducer"]
 
@@ -189,6 +191,32 @@ class AsyncConsumer:
             if env is None:
                 raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
         return env
+
+    @asynccontextmanager
+    async def recv_view(self, timeout: float | None = None) -> AsyncIterator[memoryview]:
+        """``async with c.recv_view(timeout=1.0) as view:`` as ``Consumer.recv_view``
+        (refused on lossy topics; valid inside the block only)."""
+        core = self.core
+        if core._viewing:
+            raise RuntimeError("a recv_view block is already open on this consumer")
+
+        async def poll() -> tuple[LaneReader, memoryview] | None:
+            await self._sync()
+            return core.poll_view()
+
+        got = await poll()
+        if got is None:
+            got = await wait_async(poll, core.state, core.plan(timeout))
+            if got is None:
+                raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
+        reader, view = got
+        core._viewing = True
+        try:
+            yield view
+        finally:
+            core._viewing = False
+            view.release()
+            reader.release()
 
     async def envelopes(self) -> AsyncIterator[Envelope]:
         """``async for env in c.envelopes()``: envelopes until the consumer is closed."""

@@ -2,8 +2,8 @@
 
 How this works
 --------------
-A frame is a 16-byte header (the payload length and the sequence's low bits in one word,
-then the publish time; ``layout.py``), then the payload padded to 8 bytes
+A frame is a 24-byte header (the payload length, the sequence, the publish time;
+``layout.py``), then the payload padded to 8 bytes
 (``frame_bytes``), so every header is aligned. A frame never straddles the
 end of the ring: the writer stores ``WRAP_MARKER`` instead and starts it at offset 0.
 ``frame_at`` reads one header at a position, follows a wrap marker and checks the frame
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from mycelium.errors import CorruptFrame
-from mycelium.shm.layout import FRAME_HEADER_BYTES, FRAME_LENGTH_MASK, WRAP_MARKER, frame_bytes
+from mycelium.shm.layout import FRAME_HEADER_BYTES, WRAP_MARKER, frame_bytes
 
 __all__ = ["BadFrame", "frame_at", "frame_bytes", "walk_frames"]
 
@@ -41,7 +41,6 @@ def frame_at(
             raise BadFrame(f"wrap marker at {pos} with no frame published after it")
         pos = (pos | mask) + 1
         n = dq[0]
-    n &= FRAME_LENGTH_MASK  # the sequence's low bits sit above the length
     if n > max_message:
         raise BadFrame(f"frame length {n} at {pos} exceeds max_message {max_message}")
     stop = pos + frame_bytes(n)

@@ -26,13 +26,13 @@ Lane (one per topic x producer [x consumer, for queue topics]), written only by 
           written, stored last), name length, name (UTF-8, at most LANE_PRODUCER_NAME_MAX)
     4096  ring data, ``capacity`` bytes (a power of two)
 
-A frame is a 16-byte little-endian header, then the payload padded to 8 bytes. Word 0 is
-the payload length (low 32 bits) and the low 32 bits of the frame's sequence, the lane's
-1-based message number (high 32 bits); ``WRAP_MARKER`` as word 0 sends readers to the
-start of the ring. Word 1 is published_ns, CLOCK_REALTIME at publish, valid between the
-lane's stamped from / until positions. A reader completes the sequence from its own count
-(exact, or off by far less than 2**31 after a crash or a corrupt frame), so every reader
-of the frame (another consumer, a durable consumer after a restart) sees one number.
+A frame is a 24-byte little-endian header, then the payload padded to 8 bytes: the payload
+length (``WRAP_MARKER`` instead sends readers to the start of the ring), the sequence (the
+lane's 1-based message number) and published_ns (CLOCK_REALTIME at publish, valid between
+the lane's stamped from / until positions). The sequence is stored, not derived from a
+reader's counts, so every reader of the frame (another consumer, a durable consumer after
+a restart) sees one number. (Packing it into the length word would save 8 bytes a frame
+but cost a publish three big-int operations: more than twice the separate store.)
 
 Consumer state (one per consumer), written only by its consumer::
 
@@ -115,20 +115,11 @@ def lane_tail_record_q(version: int) -> int:
     return (LANE_TAIL_RECORDS_OFF + (version & 1) * LANE_TAIL_RECORD_BYTES) // 8
 
 
-#: A frame is a 16-byte header (length | sequence << 32, published_ns) then the payload,
-#: padded to 8 bytes.
-FRAME_HEADER_BYTES = 16
-#: Word 0: the payload length below bit 32, the sequence's low 32 bits above it.
-FRAME_LENGTH_MASK = 0xFFFFFFFF
-FRAME_SEQUENCE_SHIFT = 32
-#: Word 1, as a Q offset from the frame's first word: the publish time.
-FRAME_TIME_Q = 1
-
-
-def full_sequence(low: int, expected: int) -> int:
-    """The sequence whose low 32 bits are ``low``, nearest to ``expected`` (the reader's
-    own count + 1, exact unless a crash or corruption put it off by a few messages)."""
-    return expected + ((low - expected + (1 << 31)) & FRAME_LENGTH_MASK) - (1 << 31)
+#: A frame is a 24-byte header (length, sequence, published_ns) then the payload, padded
+#: to 8 bytes. The header's words, as Q offsets from the frame's first word:
+FRAME_HEADER_BYTES = 24
+FRAME_SEQUENCE_Q = 1
+FRAME_TIME_Q = 2
 
 
 #: Header value telling readers "nothing more before the end of the ring: go to offset 0".

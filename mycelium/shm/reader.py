@@ -29,8 +29,7 @@ from mycelium.shm.frames import BadFrame, frame_at, walk_frames
 from mycelium.shm.lane_header import LaneInfo, cursor_trusted, read_producer, read_tail_record
 from mycelium.shm.layout import (
     FRAME_HEADER_BYTES,
-    FRAME_LENGTH_MASK,
-    FRAME_SEQUENCE_SHIFT,
+    FRAME_SEQUENCE_Q,
     FRAME_TIME_Q,
     LANE_CLOSED_Q,
     LANE_COUNT_Q,
@@ -44,7 +43,6 @@ from mycelium.shm.layout import (
     SLOT_READ_COUNT_Q,
     SLOT_READ_CURSOR_Q,
     SLOT_START_Q,
-    full_sequence,
 )
 from mycelium.shm.ordering import full_fence
 from mycelium.shm.runs import READER_RUN_MIN_FRAMES, read_run
@@ -192,11 +190,11 @@ class LaneReader:
                     return None
                 return self._poll_slow()  # behind us, misaligned, or after a bad cursor
         off = pos & self._mask
-        n = self._dq[off >> 3] & 0xFFFFFFFF  # FRAME_LENGTH_MASK (the wrap marker too)
-        end = pos + ((n + 23) & -8)  # frame_bytes(n), inlined: a call costs a few percent here
-        if n > self._max or end > self._avail or off + 16 + n > self._cap:
+        n = self._dq[off >> 3]
+        end = pos + ((n + 31) & -8)  # frame_bytes(n), inlined: a call costs a few percent here
+        if n > self._max or end > self._avail or off + 24 + n > self._cap:
             return self._poll_slow()
-        start = LANE_DATA_OFF + off + 16
+        start = LANE_DATA_OFF + off + 24
         data = self._mm[start : start + n]
         # Validate: the reservation load follows the copy (Load/Load); if the writer may
         # have written over the frame, or the cursor is past what it reserved (impossible),
@@ -236,7 +234,7 @@ class LaneReader:
                 i = (pos & self._mask) >> 3
                 start = LANE_DATA_OFF + (i << 3) + FRAME_HEADER_BYTES
                 data = self._mm[start : start + n]
-                low, ns = self._dq[i] >> FRAME_SEQUENCE_SHIFT, self._dq[i + FRAME_TIME_Q]
+                seq, ns = self._dq[i + FRAME_SEQUENCE_Q], self._dq[i + FRAME_TIME_Q]
                 # After the cursor load (Load/Load): is the time word this frame's own?
                 since, until = self._hq[LANE_STAMPED_Q], self._hq[LANE_STAMPED_UNTIL_Q]
                 if not since or pos < since - 1 or (until and pos >= until - 1):
@@ -249,7 +247,7 @@ class LaneReader:
             self._count = count = self._count + 1
             self._sq[self._cnt_i] = count
             self._sq[self._cur_i] = end
-            return data, full_sequence(low, count), ns
+            return data, seq, ns
         return None
 
     def poll_many(self, max_n: int) -> list[bytes]:
@@ -301,9 +299,9 @@ class LaneReader:
                     if pos >= avail:
                         break
                 off = pos & mask
-                n = dq[off >> 3] & FRAME_LENGTH_MASK  # as in poll()
-                end = pos + ((n + 23) & -8)  # frame_bytes(n), inlined as in poll()
-                if n > limit or end > avail or off + 16 + n > cap:
+                n = dq[off >> 3]
+                end = pos + ((n + 31) & -8)  # frame_bytes(n), inlined as in poll()
+                if n > limit or end > avail or off + 24 + n > cap:
                     found = self._locate(pos)  # a wrap marker, or a bad header
                     if found is None:
                         break
@@ -314,7 +312,7 @@ class LaneReader:
                 # A run of equal frames? The second header says so before we pay for more.
                 if (
                     left >= READER_RUN_MIN_FRAMES
-                    and dq[((off + fb) & mask) >> 3] & FRAME_LENGTH_MASK == n
+                    and dq[((off + fb) & mask) >> 3] == n
                     and (k := min(left, (avail - pos) // fb, (cap - off) // fb))
                     >= READER_RUN_MIN_FRAMES
                 ):
@@ -323,7 +321,7 @@ class LaneReader:
                     pos += len(got) * fb
                     left -= len(got)
                 else:
-                    start = LANE_DATA_OFF + 16 + off
+                    start = LANE_DATA_OFF + 24 + off
                     out.append(mm[start : start + n])
                     pos = end
                     left -= 1

@@ -17,8 +17,7 @@ import numpy as np
 
 from mycelium.shm.layout import (
     FRAME_HEADER_BYTES,
-    FRAME_LENGTH_MASK,
-    FRAME_SEQUENCE_SHIFT,
+    FRAME_SEQUENCE_Q,
     FRAME_TIME_Q,
     LANE_DATA_OFF,
     frame_bytes,
@@ -66,8 +65,8 @@ def write_run(
     fb = frame_bytes(n)
     u8[off : off + j * fb].reshape(j, fb)[:, FRAME_HEADER_BYTES : FRAME_HEADER_BYTES + n] = rows
     headers = u64[off >> 3 : (off >> 3) + j * (fb >> 3)].reshape(j, fb >> 3)
-    seq = np.arange(count + 1, count + 1 + j, dtype=np.uint64) & np.uint64(FRAME_LENGTH_MASK)
-    headers[:, 0] = (seq << np.uint64(FRAME_SEQUENCE_SHIFT)) | np.uint64(n)
+    headers[:, 0] = n
+    headers[:, FRAME_SEQUENCE_Q] = np.arange(count + 1, count + 1 + j, dtype=np.uint64)
     headers[:, FRAME_TIME_Q] = ns
 
 
@@ -77,8 +76,7 @@ def read_run(ring64: np.ndarray, mm: mmap.mmap, off: int, n: int, k: int) -> lis
     k = min(k, READER_RUN_MAX_FRAMES)
     fb = frame_bytes(n)
     words = fb >> 3
-    heads = ring64[off >> 3 : (off >> 3) + k * words : words]
-    same = (heads & np.uint64(FRAME_LENGTH_MASK)) == n
+    same = ring64[off >> 3 : (off >> 3) + k * words : words] == n
     if not same.all():
         k = int(same.argmin())  # the first frame that differs
     out: list[bytes] = []

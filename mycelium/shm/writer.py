@@ -40,8 +40,7 @@ from mycelium.shm.gating import Gating
 from mycelium.shm.lane_header import LaneInfo, read_tail_record, record_producer
 from mycelium.shm.layout import (
     FRAME_HEADER_BYTES,
-    FRAME_LENGTH_MASK,
-    FRAME_SEQUENCE_SHIFT,
+    FRAME_SEQUENCE_Q,
     FRAME_TIME_Q,
     HEAD_COUNT_Q,
     HEAD_POS_Q,
@@ -84,6 +83,8 @@ class LaneWriter:
         "_checkpoints",
         "_count",
         "_dq",
+        "_dq1",
+        "_dq2",
         "_gating",
         "_hq",
         "_limit",
@@ -135,6 +136,9 @@ class LaneWriter:
         self._mask = cap - 1
         self._step = max(cap // CHECKPOINTS_PER_LAP, FRAME_HEADER_BYTES)
         self._dq = seg.buf[LANE_DATA_OFF : LANE_DATA_OFF + cap].cast("Q")
+        # The same words from a frame's sequence and time words on: one index for all.
+        self._dq1 = self._dq[FRAME_SEQUENCE_Q:]
+        self._dq2 = self._dq[FRAME_TIME_Q:]
         self._u8 = np.frombuffer(seg.mm, np.uint8, cap, LANE_DATA_OFF)
         self._u64 = self._u8.view(np.uint64)
         self._lossy = info.lossy
@@ -199,18 +203,19 @@ class LaneWriter:
         if n > self.max_message:
             raise MessageTooLarge(n, self.max_message)
         pos = self._pos
-        fb = (n + 23) & -8  # frame_bytes(n), inlined: a call costs a few percent here
+        fb = (n + 31) & -8  # frame_bytes(n), inlined: a call costs a few percent here
         end = pos + fb
         if end > self._limit:
             pos = self._claim(pos, fb)
             end = pos + fb
         off = pos & self._mask
         self._count = count = self._count + 1
-        # The length, and the low 32 bits of the frame's number (FRAME_SEQUENCE_SHIFT).
-        self._dq[off >> 3] = n | (count & 0xFFFFFFFF) << 32
+        i = off >> 3
+        self._dq[i] = n
+        self._dq1[i] = count  # the frame's number (FRAME_SEQUENCE_Q): views save an add
         if self._stamp:
-            self._dq[(off >> 3) + 1] = _time_ns()  # FRAME_TIME_Q
-        start = LANE_DATA_OFF + off + 16
+            self._dq2[i] = _time_ns()  # FRAME_TIME_Q
+        start = LANE_DATA_OFF + off + 24
         self._mm[start : start + n] = data
         self._pos = end
         hq = self._hq
@@ -277,7 +282,7 @@ class LaneWriter:
 
     def _write_each(self, items: Sequence[Payload]) -> int:
         """publish_many for items of mixed sizes: one frame at a time, one cursor store."""
-        dq = self._dq
+        dq, dq1, dq2 = self._dq, self._dq1, self._dq2
         mm = self._mm
         mask = self._mask
         pos = self._pos
@@ -287,7 +292,7 @@ class LaneWriter:
         try:
             for item in items:
                 n = len(item)
-                fb = (n + 23) & -8  # frame_bytes(n), inlined as in publish()
+                fb = (n + 31) & -8  # frame_bytes(n), inlined as in publish()
                 end = pos + fb
                 if end > limit:
                     self._publish_upto(pos, count)  # readers may need these to free space
@@ -297,9 +302,10 @@ class LaneWriter:
                 off = pos & mask
                 count += 1
                 i = off >> 3
-                dq[i] = n | (count & FRAME_LENGTH_MASK) << FRAME_SEQUENCE_SHIFT
-                dq[i + FRAME_TIME_Q] = ns
-                start = LANE_DATA_OFF + off + 16
+                dq[i] = n
+                dq1[i] = count
+                dq2[i] = ns
+                start = LANE_DATA_OFF + off + 24
                 mm[start : start + n] = item
                 pos = end
         except BackpressureTimeout as exc:
@@ -355,7 +361,8 @@ class LaneWriter:
         """Mark the lane closed (readers drain it, then forget it) and unmap it."""
         if final:
             self._hq[LANE_CLOSED_Q] = 1
-        self._dq.release()
+        for view in (self._dq2, self._dq1, self._dq):
+            view.release()
         del self._u8, self._u64  # numpy views pin the mapping until dropped
         self.seg.close()
 

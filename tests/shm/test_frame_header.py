@@ -96,8 +96,7 @@ def test_an_impossible_identity_is_a_corrupt_frame(shm: ShmKit) -> None:
 
 
 def test_sequences_past_two_to_the_32(shm: ShmKit) -> None:
-    """A lane whose count passes 2**32 (the frame holds the sequence's low 32 bits): every
-    reader still sees the full number, joined at the tail or read on."""
+    """A lane whose count passes 2**32: the sequence is a full 64-bit word."""
     lane = shm.lane()
     raw = shm.raw_lane(lane)
     pos, count = 1 << 40, (1 << 32) - 3  # as if 2**32 - 3 messages had gone before

@@ -74,10 +74,10 @@ def test_wrap_at_every_offset_and_length(shm) -> None:
     seg = Segment.attach(lane, KIND_LANE)
     wrapped_at = set()
     seq = 0
-    # Every offset a frame can end at (none ends at 8: a header alone is 16 bytes).
+    # Every offset a frame can end at (none ends at 8 or 16: a header alone is 24 bytes).
     targets = [0, *range(FRAME_HEADER_BYTES, cap, 8)]
     for target in targets:
-        for length in range(56, 64):  # frame 72..80 bytes: every residue mod 8
+        for length in range(56, 64):  # frame 80..88 bytes: every residue mod 8
             # Position the writer at `target` with filler frames.
             while w.position % cap != target:
                 off = w.position % cap
