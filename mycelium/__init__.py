@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mycelium.client import Consumer, Producer
+    from mycelium.client.envelope import Envelope
     from mycelium.config import BrokerConfig, TopicConfig
     from mycelium.launch import Broker, run_broker
     from mycelium.shm.wait import WaitStrategy
@@ -22,6 +23,7 @@ __all__ = [
     "Broker",
     "BrokerConfig",
     "Consumer",
+    "Envelope",
     "Producer",
     "TopicConfig",
     "WaitStrategy",
@@ -33,6 +35,7 @@ _LAZY = {
     "Broker": "mycelium.launch",
     "BrokerConfig": "mycelium.config",
     "Consumer": "mycelium.client",
+    "Envelope": "mycelium.client.envelope",
     "Producer": "mycelium.client",
     "TopicConfig": "mycelium.config",
     "WaitStrategy": "mycelium.shm.wait",
