@@ -47,6 +47,7 @@ from mycelium.control.limits import (
     MAX_ENTRIES_PER_PROCESS,
     MAX_REQUEST_FRAME_BYTES,
     check_name,
+    check_report,
 )
 from mycelium.control.peer import peer_credentials
 from mycelium.control.session import ServerSession, SessionState
@@ -65,6 +66,7 @@ from mycelium.control.wire import (
     RegisterProducer,
     Reload,
     Reply,
+    ReportFigures,
     Request,
     Shutdown,
     StatsReply,
@@ -83,7 +85,7 @@ from mycelium.coordinator.state_file import (
     read_registry_name,
     write_registry_name,
 )
-from mycelium.coordinator.stats import RateMeter, collect_stats
+from mycelium.coordinator.stats import RateMeter, bridge_doc, collect_stats
 from mycelium.coordinator.topology import BrokerState
 from mycelium.errors import (
     BrokerUnavailable,
@@ -121,7 +123,7 @@ def bounded_stats_reply(stats: dict[str, Any]) -> StatsReply:
     says how many there were; the topic and broker totals are always whole."""
     reply = StatsReply(stats=stats)
     limit = MAX_CONTROL_FRAME_BYTES - _STATS_MARGIN_BYTES
-    totals = {key: len(stats.get(key, ())) for key in ("producers", "consumers")}
+    totals = {key: len(stats.get(key, ())) for key in ("producers", "consumers", "bridges")}
     keep = max(totals.values())
     while len(_ENCODER.encode(reply)) > limit and keep:
         keep //= 2
@@ -131,7 +133,7 @@ def bounded_stats_reply(stats: dict[str, Any]) -> StatsReply:
 
 
 class _Connection:
-    __slots__ = ("consumer_ids", "name", "pid", "producer_id", "session", "uid")
+    __slots__ = ("consumer_ids", "figures", "name", "pid", "producer_id", "session", "uid")
 
     def __init__(self, session: ServerSession, pid: int, uid: int) -> None:
         self.session = session
@@ -140,6 +142,7 @@ class _Connection:
         self.name = ""  # set by its Hello
         self.producer_id = 0
         self.consumer_ids: set[int] = set()
+        self.figures: ReportFigures | None = None  # a bridge's last report
 
 
 class Coordinator:
@@ -512,6 +515,10 @@ class Coordinator:
             case Goodbye():
                 self._release(conn)
                 return Ok()
+            case ReportFigures():
+                check_report(request)
+                conn.figures = request
+                return Ok()
         return Error(code=ErrorCode.UNKNOWN_MESSAGE, message=type(request).__name__)
 
     def _check_entries(self, conn: _Connection, consumers: int) -> None:
@@ -543,6 +550,7 @@ class Coordinator:
             connections=len(self._conns),
         )
         stats["broker"]["refused_segments"] = TRUST.refused
+        stats["bridges"] = [bridge_doc(c.figures, c.pid) for c in self._conns if c.figures]
         return stats
 
     async def _stats_now(self) -> dict[str, Any] | None:

@@ -9,17 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_kit import BridgeProcess, host_config
+from bridge_kit import TEST_BRIDGE, BridgeProcess, host_config
 
 from mycelium.bridge.natsd import NatsServer, free_port
-
-#: Bridge settings that keep the tests quick: a redelivered batch comes back after 2 s.
-TEST_BRIDGE = """
-ack_wait_ms = 2000
-publish_ack_timeout_ms = 2000
-reconnect_wait_min_ms = 50
-reconnect_wait_max_ms = 500
-"""
 
 
 @pytest.fixture
