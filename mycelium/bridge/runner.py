@@ -139,7 +139,7 @@ class Bridge:
             streams[topic] = await link.ensure_stream(js, self.cfg, topic)
         for imp in self.importers:
             await link.ensure_consumer(js, self.cfg, streams[imp.topic], self.host, imp.topic)
-        work: list[Coroutine[Any, Any, None]] = [e.run(js, self.stopping) for e in self.exporters]
+        work: list[Coroutine[Any, Any, None]] = [e.run(nc, self.stopping) for e in self.exporters]
         work += [i.run(js, streams[i.topic], self.stopping) for i in self.importers]
         await _until_done_or_lost([asyncio.create_task(w) for w in work], lost)
 
