@@ -8,11 +8,11 @@ continues its cursor without a gap (sorted, so a fetch that mixes late deliverie
 their redelivered copies is put right), drops what it has already put into the ring
 (stream sequence <= its cursor) and what this host exported itself (origin header: no
 echo), publishes the rest into the ring (waiting while the ring is full: nothing is acked
-before it is in the ring), then advances its cursor and acks the run cumulatively. The
-cursor is a word in a small mmap'd file in the state directory, so it survives a SIGKILL
-of the bridge: a batch redelivered after a crash is recognised and dropped. The one
-window left is between the ring publish and the cursor store (a few bytecodes): a SIGKILL
-exactly there re-imports that batch.
+before it is in the ring; the cursor follows each write into the ring), then acks the
+run cumulatively. The cursor is a word in a small mmap'd file in the state directory, so
+it survives a SIGKILL of the bridge: a batch redelivered after a crash is recognised and
+dropped. The one window left is between a ring write and its cursor store (a few
+bytecodes, no await): a SIGKILL exactly there re-imports what that write put in.
 
 Why the run stops at a gap: messages a killed bridge had fetched and not acked are
 redelivered only after ``ack_wait``, and meanwhile the server hands newer ones to its
@@ -108,8 +108,8 @@ class Importer:
         self.subject = headers.subject(cfg.subject_prefix, topic)
         figures.last_stream_seq = cursor.value
 
-    def _select(self, msgs: list[Msg]) -> tuple[list[bytes], Msg | None, int]:
-        """The payloads of ``msgs`` to go into the ring next, the message to ack after
+    def _select(self, msgs: list[Msg]) -> tuple[list[tuple[int, bytes]], Msg | None, int]:
+        """``(stream sequence, payload)`` of ``msgs`` to go into the ring next, the message to ack after
         them (None: nothing to ack) and the lowest sequence beyond a gap (0: no gap).
 
         Anything at or below the cursor is a redelivery, and so is a second copy of one
@@ -120,7 +120,7 @@ class Importer:
         """
         done = self.cursor.value
         top: Msg | None = None
-        out: list[bytes] = []
+        out: list[tuple[int, bytes]] = []
         for msg in sorted(msgs, key=_delivery_order):
             seq = msg.metadata.sequence.stream
             if seq <= done:
@@ -136,7 +136,7 @@ class Importer:
                 continue
             if self.guard is not None:
                 self.guard.note(msg.data)
-            out.append(msg.data)
+            out.append((seq, msg.data))
         return out, top, 0
 
     async def _skip_gap(self, js: JetStreamContext, stream: str, beyond: int) -> bool:
@@ -162,22 +162,31 @@ class Importer:
         self.cursor.value = beyond - 1
         return True
 
-    async def _into_ring(self, payloads: list[bytes]) -> None:
-        """Publish all of ``payloads``, waiting (on the loop) as long as the ring stays full.
+    async def _into_ring(self, run: list[tuple[int, bytes]]) -> None:
+        """Publish all of ``run``, waiting (on the loop) as long as the ring stays full.
 
-        A batch cut short by the producer's backpressure bound says in ``published`` how
-        much of it went in, so a retry carries on after it: nothing is published twice.
+        Each write puts in what fits now (``timeout=0``: the producer does not wait with
+        frames of the batch already in the ring) and the cursor follows it at once: a
+        SIGKILL while the ring is full (local consumers behind, the usual state under a
+        backlog) then re-imports nothing. Only the few bytecodes between a write and its
+        cursor store remain a window.
         """
+        payloads = [payload for _, payload in run]
         done = 0
         delay = RING_RETRY_MIN_S
         while done < len(payloads):
             try:
-                done += await self.producer.publish_many(self.topic, payloads[done:])
+                n = await self.producer.publish_many(self.topic, payloads[done:], timeout=0)
             except BackpressureTimeout as exc:
-                done += exc.published
+                n = exc.published
                 self.figures.ring_full_waits += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RING_RETRY_MAX_S)
+                if delay == RING_RETRY_MAX_S:
+                    self.producer.core.drop_dead_readers()  # the coordinator may be down
+            if n:
+                done += n
+                self.cursor.value = run[done - 1][0]
 
     async def run(self, js: JetStreamContext, stream: str, stopping: asyncio.Event) -> None:
         """Import until ``stopping`` is set; raises nats errors when the link fails."""
@@ -204,11 +213,11 @@ class Importer:
                 if not msgs:
                     continue
                 self.figures.acks_pending = len(msgs)
-                payloads, top, gap = self._select(msgs)
+                run, top, gap = self._select(msgs)
                 if top is None and gap and await self._skip_gap(js, stream, gap):
-                    payloads, top, gap = self._select(msgs)
+                    run, top, gap = self._select(msgs)
                 if top is not None:
-                    await self._settle(payloads, top)
+                    await self._settle(run, top)
                 if len(msgs) < SMALL_FETCH and msgs[-1].metadata.num_pending == 0:
                     await asyncio.sleep(LINGER_S)
         finally:
@@ -217,13 +226,13 @@ class Importer:
             except Exception:
                 pass  # the connection is gone already; the durable consumer stays
 
-    async def _settle(self, payloads: list[bytes], top: Msg) -> None:
+    async def _settle(self, run: list[tuple[int, bytes]], top: Msg) -> None:
         """Into the ring, then the cursor, then the cumulative ack up to ``top``."""
-        await self._into_ring(payloads)
+        await self._into_ring(run)
         last = top.metadata
         self.cursor.value = max(self.cursor.value, last.sequence.stream)
         await top.ack()  # cumulative: everything up to it
-        self.figures.imported += len(payloads)
+        self.figures.imported += len(run)
         self.figures.acks_pending = 0
         self.figures.lag = last.num_pending
         self.figures.last_stream_seq = self.cursor.value
