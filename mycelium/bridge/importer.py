@@ -114,9 +114,9 @@ class Importer:
 
         Anything at or below the cursor is a redelivery, and so is a second copy of one
         sequence within one fetch: a fetch can return late deliveries of an earlier
-        request together with their redelivered copies (nats-py queues both). Of two
-        copies the later delivery is acked (the server ignores an ack older than its
-        ack floor).
+        request together with their redelivered copies (nats-py queues both). The ack
+        goes to the highest sequence taken or dropped, and of two copies to the later
+        delivery (the server ignores an ack older than its ack floor).
         """
         done = self.cursor.value
         top: Msg | None = None
@@ -124,8 +124,7 @@ class Importer:
         for msg in sorted(msgs, key=_delivery_order):
             seq = msg.metadata.sequence.stream
             if seq <= done:
-                if top is not None and seq == done:
-                    top = msg
+                top = msg  # acked too: a batch of nothing but redeliveries must not stall
                 self.figures.duplicates_dropped += 1
                 continue
             if seq != done + 1:
