@@ -23,39 +23,49 @@ EXPORT_A = 'export = ["market_data"]'
 IMPORT_B = 'import = ["market_data"]'
 
 
+def _imported_by_b(bridges: dict[str, Any]) -> int:
+    return int(bridges["B"].status()["imports"]["market_data"]["imported"])
+
+
+def _exported_by_a(bridges: dict[str, Any]) -> int:
+    return int(bridges["A"].status()["exports"]["market_data"]["exported"])
+
+
 def _run(
     hosts: Callable[..., Any],
     procs: Processes,
     urls: list[str],
     crash: Callable[[dict[str, Any]], None],
     timeout: float | None = None,
+    progress: Callable[[dict[str, Any]], int] = _imported_by_b,
     **sections: str,
 ) -> list[bytes]:
+    """Stream A -> B, crash once ``progress`` (a bridge's figure) passes a third, collect."""
     a, b, bridges = hosts(urls, A=sections.get("A", EXPORT_A), B=sections.get("B", IMPORT_B))
     with Consumer("market_data", b.socket) as c:
         bridges["B"].start()
         bridges["A"].start()
         procs.start(produce, a.socket, "market_data", "A", MESSAGES, RATE)
 
-        # The crash comes from a thread of its own, timed by the bridges' figures, at an
+        # The crash comes from a thread of its own, timed by a bridge's figures, at an
         # instant unrelated to what lands in B's ring. Timed by B's consumer reading (its
         # doorbell wakes it right after a write into the ring, and on a loaded box it
         # preempts the bridge there) it would aim at the few bytecodes between a ring
         # write and its cursor store, the one window docs/distribution.md lists (a
         # SIGKILL exactly there re-imports that write).
-        imported_at_crash: list[int] = []
+        at_crash: list[int] = []
 
         def ready() -> bool:
-            imported = int(bridges["B"].status()["imports"]["market_data"]["imported"])
-            if imported >= MESSAGES // 3:
-                imported_at_crash.append(imported)
-            return bool(imported_at_crash)
+            done = progress(bridges)
+            if done >= MESSAGES // 3:
+                at_crash.append(done)
+            return bool(at_crash)
 
         failed: list[BaseException] = []
 
         def watch() -> None:
             try:
-                wait_for(ready, DELIVERY_TIMEOUT_S, "a third of the messages imported")
+                wait_for(ready, DELIVERY_TIMEOUT_S, "a third of the messages bridged")
                 crash(bridges)
             except BaseException as exc:  # pytest.fail raises outside Exception
                 failed.append(exc)
@@ -69,7 +79,7 @@ def _run(
             watcher.join(DELIVERY_TIMEOUT_S)
     if failed:
         raise failed[0]
-    assert imported_at_crash[0] < MESSAGES, "the stream ended before the crash was due"
+    assert at_crash[0] < MESSAGES, "the stream ended before the crash was due"
     return got
 
 
@@ -96,7 +106,7 @@ def test_exporting_bridge_sigkilled_and_restarted_loses_and_duplicates_nothing(
         bridges["A"].kill()
         bridges["A"].start(wait=False)
 
-    got = _run(hosts, procs, [nats_server.url], crash, timeout=30.0)
+    got = _run(hosts, procs, [nats_server.url], crash, timeout=30.0, progress=_exported_by_a)
     check_exact(got, "A", MESSAGES)
 
 
