@@ -6,7 +6,9 @@ brings it back, and then requires every message exactly once, in order, byte-ide
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +21,8 @@ from mycelium.bridge.natsd import NatsServer
 
 MESSAGES = 20_000
 RATE = 4000.0
+#: The crash lands at a random instant this long after the figure passed its mark.
+CRASH_JITTER_S = 0.5
 EXPORT_A = 'export = ["market_data"]'
 IMPORT_B = 'import = ["market_data"]'
 
@@ -47,12 +51,15 @@ def _run(
         bridges["A"].start()
         procs.start(produce, a.socket, "market_data", "A", MESSAGES, RATE)
 
-        # The crash comes from a thread of its own, timed by a bridge's figures, at an
-        # instant unrelated to what lands in B's ring. Timed by B's consumer reading (its
-        # doorbell wakes it right after a write into the ring, and on a loaded box it
-        # preempts the bridge there) it would aim at the few bytecodes between a ring
-        # write and its cursor store, the one window docs/distribution.md lists (a
-        # SIGKILL exactly there re-imports that write).
+        # The crash comes from a thread of its own, at a random instant (not a wait for a
+        # condition: the jitter spreads the kill over the bridge's cycle, so it mostly
+        # lands while a fetched batch is in the bridge's hands) after a bridge's figure
+        # passed its mark. Timed by B's consumer reading (its doorbell wakes it right
+        # after a write into the ring, and on a loaded box it preempts the bridge there)
+        # it would aim at the few bytecodes between a ring write and its cursor store,
+        # the one window docs/distribution.md lists (a SIGKILL exactly there re-imports
+        # that write); timed by the status file alone it lands where the bridge writes
+        # that file, between batches.
         at_crash: list[int] = []
 
         def ready() -> bool:
@@ -66,6 +73,7 @@ def _run(
         def watch() -> None:
             try:
                 wait_for(ready, DELIVERY_TIMEOUT_S, "a third of the messages bridged")
+                time.sleep(random.uniform(0.0, CRASH_JITTER_S))
                 crash(bridges)
             except BaseException as exc:  # pytest.fail raises outside Exception
                 failed.append(exc)
