@@ -109,8 +109,8 @@ class Importer:
         figures.last_stream_seq = cursor.value
 
     def _select(self, msgs: list[Msg]) -> tuple[list[tuple[int, bytes]], Msg | None, int]:
-        """``(stream sequence, payload)`` of ``msgs`` to go into the ring next, the message to ack after
-        them (None: nothing to ack) and the lowest sequence beyond a gap (0: no gap).
+        """What of ``msgs`` goes into the ring next (stream sequence, payload), the message
+        to ack after it (None: nothing to ack) and the lowest sequence beyond a gap (0: none).
 
         Anything at or below the cursor is a redelivery, and so is a second copy of one
         sequence within one fetch: a fetch can return late deliveries of an earlier
@@ -213,7 +213,7 @@ class Importer:
                     continue
                 self.figures.acks_pending = len(msgs)
                 run, top, gap = self._select(msgs)
-                if top is None and gap and await self._skip_gap(js, stream, gap):
+                if gap and not run and await self._skip_gap(js, stream, gap):
                     run, top, gap = self._select(msgs)
                 if top is not None:
                     await self._settle(run, top)
