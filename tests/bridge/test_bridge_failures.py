@@ -42,6 +42,7 @@ def _run(
     crash: Callable[[dict[str, Any]], None],
     timeout: float | None = None,
     progress: Callable[[dict[str, Any]], int] = _imported_by_b,
+    rate: float = RATE,
     **sections: str,
 ) -> list[bytes]:
     """Stream A -> B, crash once ``progress`` (a bridge's figure) passes a third, collect."""
@@ -49,7 +50,7 @@ def _run(
     with Consumer("market_data", b.socket) as c:
         bridges["B"].start()
         bridges["A"].start()
-        procs.start(produce, a.socket, "market_data", "A", MESSAGES, RATE)
+        procs.start(produce, a.socket, "market_data", "A", MESSAGES, rate)
 
         # The crash comes from a thread of its own, at a random instant (not a wait for a
         # condition: the jitter spreads the kill over the bridge's cycle, so it mostly
@@ -98,7 +99,10 @@ def test_importing_bridge_sigkilled_and_restarted_loses_and_duplicates_nothing(
         bridges["B"].kill()
         bridges["B"].start(wait=False)  # B's consumer keeps draining meanwhile
 
-    got = _run(hosts, procs, [nats_server.url], crash)
+    # Published at once, the messages wait in the stream: bridge B always has a fetched
+    # batch in hand, so the kill finds one (what its successor must neither lose nor let
+    # a newer batch's cumulative ack cover) and the successor waits for its redelivery.
+    got = _run(hosts, procs, [nats_server.url], crash, rate=0)
     check_exact(got, "A", MESSAGES)
 
 
