@@ -42,7 +42,6 @@ def _run(
     crash: Callable[[dict[str, Any]], None],
     timeout: float | None = None,
     progress: Callable[[dict[str, Any]], int] = _imported_by_b,
-    rate: float = RATE,
     **sections: str,
 ) -> list[bytes]:
     """Stream A -> B, crash once ``progress`` (a bridge's figure) passes a third, collect."""
@@ -50,7 +49,7 @@ def _run(
     with Consumer("market_data", b.socket) as c:
         bridges["B"].start()
         bridges["A"].start()
-        procs.start(produce, a.socket, "market_data", "A", MESSAGES, rate)
+        procs.start(produce, a.socket, "market_data", "A", MESSAGES, RATE)
 
         # The crash comes from a thread of its own, at a random instant (not a wait for a
         # condition: the jitter spreads the kill over the bridge's cycle, so it mostly
@@ -99,10 +98,10 @@ def test_importing_bridge_sigkilled_and_restarted_loses_and_duplicates_nothing(
         bridges["B"].kill()
         bridges["B"].start(wait=False)  # B's consumer keeps draining meanwhile
 
-    # Published at once, the messages wait in the stream: bridge B always has a fetched
-    # batch in hand, so the kill finds one (what its successor must neither lose nor let
-    # a newer batch's cumulative ack cover) and the successor waits for its redelivery.
-    got = _run(hosts, procs, [nats_server.url], crash, rate=0)
+    # At a steady rate bridge B keeps up, in small fetches: a kill that finds one in its
+    # hands leaves fewer unacked messages than max_ack_pending, so the server hands the
+    # successor newer ones before it redelivers those (the case that lost one batch).
+    got = _run(hosts, procs, [nats_server.url], crash)
     check_exact(got, "A", MESSAGES)
 
 
