@@ -98,10 +98,12 @@ def test_importing_bridge_sigkilled_and_restarted_loses_and_duplicates_nothing(
         bridges["B"].kill()
         bridges["B"].start(wait=False)  # B's consumer keeps draining meanwhile
 
-    # At a steady rate bridge B keeps up, in small fetches: a kill that finds one in its
-    # hands leaves fewer unacked messages than max_ack_pending, so the server hands the
-    # successor newer ones before it redelivers those (the case that lost one batch).
-    got = _run(hosts, procs, [nats_server.url], crash)
+    # At a steady rate bridge B keeps up in small fetches, so the kill leaves fewer
+    # messages fetched and unacked than max_ack_pending; with an ack_wait longer than the
+    # restart the server hands the successor newer ones before it redelivers those (the
+    # case that lost one batch: a cumulative ack of the newer ones covered them).
+    slow_redelivery = IMPORT_B + "\nack_wait_ms = 10000"
+    got = _run(hosts, procs, [nats_server.url], crash, B=slow_redelivery)
     check_exact(got, "A", MESSAGES)
 
 
