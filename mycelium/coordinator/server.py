@@ -119,12 +119,13 @@ def registry_name_for(broker_id: str) -> str:
 
 def bounded_stats_reply(stats: dict[str, Any]) -> StatsReply:
     """The stats as one reply under the frame limit: with thousands of clients the
-    per-producer and per-consumer lists are cut (halved until it fits) and ``truncated``
-    says how many there were; the topic and broker totals are always whole."""
+    per-producer, per-consumer and per-bridge lists are cut (halved until it fits) and
+    ``truncated`` says how many there were; the topic and broker totals are always whole."""
     reply = StatsReply(stats=stats)
     limit = MAX_CONTROL_FRAME_BYTES - _STATS_MARGIN_BYTES
-    totals = {key: len(stats.get(key, ())) for key in ("producers", "consumers", "bridges")}
-    keep = max(totals.values())
+    lists = ("producers", "consumers", "bridges")
+    totals = {key: len(stats[key]) for key in lists if key in stats}
+    keep = max(totals.values(), default=0)
     while len(_ENCODER.encode(reply)) > limit and keep:
         keep //= 2
         cut = {key: stats[key][:keep] for key in totals}
