@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mycelium.client import Consumer, Producer
+    from mycelium.client.envelope import Envelope
     from mycelium.shm.wait import WaitStrategy
 
-__all__ = ["Consumer", "Producer", "WaitStrategy"]
+__all__ = ["Consumer", "Envelope", "Producer", "WaitStrategy"]
 __version__ = "0.1.0"
 
 _LAZY = {
     "Consumer": "mycelium.client",
+    "Envelope": "mycelium.client.envelope",
     "Producer": "mycelium.client",
     "WaitStrategy": "mycelium.shm.wait",
 }

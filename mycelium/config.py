@@ -69,8 +69,8 @@ DEFAULT_CONFIG_RESOURCE = "default_config.toml"
 MAX_MESSAGE_SIZE_LIMIT_BYTES = 16 << 20
 #: A lane ring holds at least this many maximum-size frames, so one always fits after a wrap.
 MIN_FRAMES_PER_LANE = 4
-#: Ring frame header: the payload length as a u64 (mirrors ``mycelium.shm.layout``).
-FRAME_HEADER_BYTES = 8
+#: Ring frame header: length, sequence, published_ns (mirrors ``mycelium.shm.layout``).
+FRAME_HEADER_BYTES = 24
 #: Frames are padded to this many bytes so every header is 8-byte aligned.
 FRAME_ALIGN_BYTES = 8
 
@@ -174,6 +174,9 @@ class TopicConfig(_Section, frozen=True, kw_only=True):
     max_message_size: _MessageSize = 65536
     #: Opt-in: the writer may overrun slow readers; the loss is counted, never silent.
     lossy: bool = False
+    #: Opt-in: each frame stores its publish time (CLOCK_REALTIME ns), a clock read per
+    #: publish; off, ``Envelope.published_ns`` is 0.
+    timestamps: bool = False
     backpressure_timeout_ms: _Positive = 5000
     #: 0 derives the ring size (see lane_bytes_effective); else a power of two.
     lane_bytes: _NonNegative = 0

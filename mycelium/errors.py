@@ -117,3 +117,15 @@ class LimitExceeded(MyceliumError, ValueError):
         self.limit = limit
         self.maximum = maximum
         super().__init__(message)
+
+
+class ZeroCopyUnavailable(MyceliumError, ValueError):
+    """``recv_view`` on a lossy topic: its writer never waits for readers, so it could
+    overwrite the bytes under a view. ``topic`` names it; ``recv`` copies instead."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        super().__init__(
+            f"topic {topic!r} is lossy: its writer never waits, so a zero-copy view could be"
+            " overwritten; use recv (a copy)"
+        )

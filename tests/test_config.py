@@ -247,7 +247,7 @@ def test_next_pow2(n: int, expected: int) -> None:
     assert next_pow2(n) == expected
 
 
-@pytest.mark.parametrize(("n", "expected"), [(0, 8), (1, 16), (8, 16), (9, 24), (65536, 65544)])
+@pytest.mark.parametrize(("n", "expected"), [(0, 24), (1, 32), (8, 32), (9, 40), (65536, 65560)])
 def test_frame_bytes(n: int, expected: int) -> None:
     assert frame_bytes(n) == expected
 

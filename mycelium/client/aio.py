@@ -20,14 +20,17 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from mycelium.client.backpressure import Backpressure
 from mycelium.client.consumer import ConsumerCore
+from mycelium.client.envelope import Envelope
 from mycelium.client.producer import Payload, ProducerCore, topic_of_message
 from mycelium.client.waiting import wait_async
 from mycelium.errors import BackpressureTimeout
 from mycelium.protocol import Message, parse_message
+from mycelium.shm.reader import LaneReader
 
 __all__ = ["AsyncConsumer", "AsyncProducer"]
 
@@ -173,6 +176,55 @@ class AsyncConsumer:
             if data is None:
                 raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
         return data
+
+    async def recv_envelope(self, timeout: float | None = None) -> Envelope:
+        """The next message with its origin (see ``Consumer.recv_envelope``)."""
+        core = self.core
+
+        async def poll() -> Envelope | None:
+            await self._sync()
+            return core.poll_envelope()
+
+        env = await poll()
+        if env is None:
+            env = await wait_async(poll, core.state, core.plan(timeout))
+            if env is None:
+                raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
+        return env
+
+    @asynccontextmanager
+    async def recv_view(self, timeout: float | None = None) -> AsyncIterator[memoryview]:
+        """``async with c.recv_view(timeout=1.0) as view:`` as ``Consumer.recv_view``
+        (refused on lossy topics; valid inside the block only)."""
+        core = self.core
+        if core._viewing:
+            raise RuntimeError("a recv_view block is already open on this consumer")
+
+        async def poll() -> tuple[LaneReader, memoryview] | None:
+            await self._sync()
+            return core.poll_view()
+
+        got = await poll()
+        if got is None:
+            got = await wait_async(poll, core.state, core.plan(timeout))
+            if got is None:
+                raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
+        reader, view = got
+        core._viewing = True
+        try:
+            yield view
+        finally:
+            core._viewing = False
+            view.release()
+            reader.release()
+
+    async def envelopes(self) -> AsyncIterator[Envelope]:
+        """``async for env in c.envelopes()``: envelopes until the consumer is closed."""
+        while self._core is not None and not self._core._closed:
+            try:
+                yield await self.recv_envelope(timeout=1.0)
+            except TimeoutError:
+                continue
 
     async def recv_many(self, max_n: int = 1000, timeout: float | None = 0.0) -> list[bytes]:
         """Up to ``max_n`` messages; waits up to ``timeout`` for the first; may be empty."""

@@ -26,15 +26,17 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from mycelium.client.control import ControlChannel
+from mycelium.client.envelope import Envelope
 from mycelium.client.handle import ClosingHandle
 from mycelium.client.redelivery import redelivered, resume_at
 from mycelium.client.topology import TopologyWatcher
 from mycelium.client.waiting import SpinBudget, WaitPlan, wait_sync
 from mycelium.control.wire import Subscribe, Subscribed, Unsubscribe
-from mycelium.errors import BrokerUnavailable, ConfigError, MyceliumError
+from mycelium.errors import BrokerUnavailable, ConfigError, MyceliumError, ZeroCopyUnavailable
 from mycelium.paths import resolve_socket_path
 from mycelium.protocol import Message, parse_message
 from mycelium.shm.consumer_state import ConsumerState
@@ -57,6 +59,7 @@ class LaneSnapshot:
     gen: int
     topology: Topology
     queue: bool
+    lossy: bool
     wanted: set[int]
     lanes: dict[int, Segment] = field(default_factory=dict)
     #: Lanes handed over from a departed member: where we start reading each.
@@ -128,6 +131,8 @@ class ConsumerCore:
         self.state = ConsumerState.attach(reply.state_name, reply.doorbell_name)
         self.watch = TopologyWatcher(self.channel.welcome.registry_name)
         self._queue = False
+        self._lossy = False
+        self._viewing = False  # a recv_view block is open: its frame is held
         self.refresh()
 
     # -- reading --------------------------------------------------------------------
@@ -152,6 +157,46 @@ class ConsumerCore:
             if data is not None:
                 self._rr = i + 1
                 return data
+        return None
+
+    def poll_envelope(self) -> Envelope | None:
+        """The next message with its origin (``Envelope``), or None; the lanes in the same
+        order as ``poll``. Raises CorruptFrame."""
+        if self.watch.stale():
+            self.refresh()
+        order = self._order
+        n = len(order)
+        start = self._rr
+        turns = [*self._handed, *(order[(start + k) % n] for k in range(n))]
+        for k, reader in enumerate(turns):
+            got = reader.poll_envelope()
+            if got is not None:
+                if k >= len(self._handed):
+                    self._rr = (start + k - len(self._handed) + 1) % n
+                return Envelope(self.topic, got[0], reader.producer, got[1], got[2])
+        return None
+
+    def poll_view(self) -> tuple[LaneReader, memoryview] | None:
+        """The next message as a read-only view into the ring and the reader holding it
+        (its slot stays before the frame until ``reader.release()``), or None.
+
+        Raises ZeroCopyUnavailable on a lossy topic (its writer never waits, so it could
+        overwrite a held frame), CorruptFrame.
+        """
+        if self.watch.stale():
+            self.refresh()
+        if self._lossy:
+            raise ZeroCopyUnavailable(self.topic)
+        order = self._order
+        n = len(order)
+        start = self._rr
+        turns = [*self._handed, *(order[(start + k) % n] for k in range(n))]
+        for k, reader in enumerate(turns):
+            view = reader.poll_view()
+            if view is not None:
+                if k >= len(self._handed):
+                    self._rr = (start + k - len(self._handed) + 1) % n
+                return reader, view
         return None
 
     def poll_many(self, max_n: int) -> list[bytes] | None:
@@ -198,7 +243,8 @@ class ConsumerCore:
             if lane.topic == self.topic and lane.consumer in (0, self.id)
             and (lane.consumer == self.id or not queue)
         }  # fmt: skip
-        snap = LaneSnapshot(gen, topo, queue, set(wanted))
+        lossy = entry is not None and entry.lossy
+        snap = LaneSnapshot(gen, topo, queue, lossy, set(wanted))
         for uid, lane in wanted.items():
             at = resume_at(lane) if queue else None
             if at is not None:
@@ -221,6 +267,7 @@ class ConsumerCore:
         with self._lock:
             self.watch.accept(snap.gen, snap.topology)
             self._queue = snap.queue
+            self._lossy = snap.lossy
             for uid in list(self._readers):
                 if uid not in snap.wanted:
                     gone = self._readers.pop(uid)
@@ -371,6 +418,54 @@ class Consumer(ClosingHandle, ConsumerCore):
     def recv_message(self, timeout: float | None = None, verify_checksum: bool = True) -> Message:
         """The next message parsed as Protocol V2 (raises ProtocolError if it is not)."""
         return parse_message(self.recv(timeout), verify_checksum=verify_checksum)
+
+    def recv_envelope(self, timeout: float | None = None) -> Envelope:
+        """The next message with its topic, producer, sequence and publish time; raises
+        as ``recv``. Works with every ack mode: manual ack covers it like ``recv``."""
+        env = self.poll_envelope()
+        if env is not None:
+            return env
+        env = wait_sync(self.poll_envelope, self.state, self.plan(timeout))
+        if env is None:
+            raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
+        return env
+
+    @contextmanager
+    def recv_view(self, timeout: float | None = None) -> Iterator[memoryview]:
+        """``with c.recv_view(timeout=1.0) as view:`` the next message as a read-only
+        memoryview into the ring, no copy. Valid inside the block only: our cursor (which
+        the writer gates on) stays before the frame until the block ends, so no writer
+        can overwrite it meanwhile; on exit the view is released (using it then raises
+        ValueError) and the cursor moves on. Do not read from this consumer inside the
+        block (a read moves the cursor) or keep buffers exported from the view.
+
+        Refused on a lossy topic (ZeroCopyUnavailable, nothing read): its writer never
+        waits for a reader, so a held frame could change under the view. Raises as
+        ``recv`` otherwise (a timeout, CorruptFrame); RuntimeError if nested.
+        """
+        if self._viewing:
+            raise RuntimeError("a recv_view block is already open on this consumer")
+        got = self.poll_view()
+        if got is None:
+            got = wait_sync(self.poll_view, self.state, self.plan(timeout))
+            if got is None:
+                raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
+        reader, view = got
+        self._viewing = True
+        try:
+            yield view
+        finally:
+            self._viewing = False
+            view.release()
+            reader.release()
+
+    def envelopes(self) -> Iterator[Envelope]:
+        """Envelopes as they come, blocking between them, until the consumer is closed."""
+        while not self._closed:
+            try:
+                yield self.recv_envelope(timeout=1.0)
+            except TimeoutError:
+                continue
 
     def __iter__(self) -> Iterator[bytes]:
         """Messages as they come, blocking between them, until the consumer is closed."""

@@ -217,10 +217,11 @@ class ProducerCore:
         """Rebuild every route from ``snap``, on the thread that publishes."""
         topo = snap.topology
         self.watch.accept(snap.gen, topo)
+        me = next((p.name for p in topo.producers if p.id == self.id), self.channel.name)
         for uid, seg in snap.lanes.items():
             if uid not in self._writers:
                 # No wait of its own: a full ring comes back to the route as "full".
-                self._writers[uid] = LaneWriter(seg, backpressure_timeout_s=0.0)
+                self._writers[uid] = LaneWriter(seg, backpressure_timeout_s=0.0, producer_name=me)
         for cid, view in snap.views.items():
             if cid not in self._views:
                 self._views[cid] = view
@@ -283,6 +284,7 @@ class ProducerCore:
         if not live:
             return
         writer = self._writers[live[0].uid]
+        writer.timestamps = entry.timestamps
         readers = []
         for c in consumers.values():
             view = self._views.get(c.id)
@@ -301,6 +303,7 @@ class ProducerCore:
         route = QueueRoute(entry.name, entry.max_message_size)
         for lane in sorted(lanes, key=lambda x: x.uid):
             writer = self._writers[lane.uid]
+            writer.timestamps = entry.timestamps
             views = self._views
             writer.set_readers(views[cid] for cid in gate_ids(lane) if cid in views)
             if writer.closed_by_us:

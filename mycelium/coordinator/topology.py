@@ -78,6 +78,7 @@ def topic_entry(cfg: TopicConfig, lane_bytes: int) -> TopicEntry:
         lane_bytes=lane_bytes,
         lossy=cfg.lossy,
         backpressure_timeout_ms=cfg.backpressure_timeout_ms,
+        timestamps=cfg.timestamps,
     )
 
 

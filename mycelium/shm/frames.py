@@ -2,8 +2,9 @@
 
 How this works
 --------------
-A frame is an 8-byte header holding the payload length, then the payload padded to 8
-bytes (``frame_bytes``), so every header is an aligned word. A frame never straddles the
+A frame is a 24-byte header (the payload length, the sequence, the publish time;
+``layout.py``), then the payload padded to 8 bytes
+(``frame_bytes``), so every header is aligned. A frame never straddles the
 end of the ring: the writer stores ``WRAP_MARKER`` instead and starts it at offset 0.
 ``frame_at`` reads one header at a position, follows a wrap marker and checks the frame
 against ``max_message``, the ring's end and a published cursor before a byte of payload

@@ -6,12 +6,15 @@ A lane segment starts with its static facts (capacity, max_message, lane uid, wr
 flags), written once by the coordinator and checked by every process that maps it. The
 writer publishes a double-buffered *tail record* (the oldest intact checkpoint, the
 tail, and the newest, the head); the version's parity picks the live buffer, so a reader
-that sees the same version before and after its loads read one consistent record.
+that sees the same version before and after its loads read one consistent record. The
+lane's first writer also records who it is (``record_producer``): a name and a random id,
+which every envelope read from the lane carries (``read_producer``).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 
 from mycelium.errors import CorruptFrame, SegmentError
 from mycelium.shm.layout import (
@@ -21,6 +24,11 @@ from mycelium.shm.layout import (
     LANE_DATA_OFF,
     LANE_FLAG_LOSSY,
     LANE_MIN_FRAMES,
+    LANE_PRODUCER,
+    LANE_PRODUCER_NAME_MAX,
+    LANE_PRODUCER_NAME_OFF,
+    LANE_PRODUCER_OFF,
+    LANE_PRODUCER_Q,
     LANE_RESERVED_Q,
     LANE_STATIC,
     LANE_STATIC_OFF,
@@ -38,7 +46,9 @@ __all__ = [
     "LaneInfo",
     "create_lane_segment",
     "cursor_trusted",
+    "read_producer",
     "read_tail_record",
+    "record_producer",
 ]
 
 #: A reader re-reads a double-buffered tail record at most this many times.
@@ -152,3 +162,32 @@ def cursor_trusted(hq: memoryview, pos: int, cursor: int) -> bool:
     caller's cursor load (Load/Load), and it only grows, so it is at least the cursor's.
     """
     return not cursor & 7 and pos <= cursor <= hq[LANE_RESERVED_Q]
+
+
+def record_producer(seg: Segment, name: str) -> None:
+    """Record the producer's identity in a writable lane, once: a lane resumed by a new
+    writer keeps the identity its frames were numbered under (their sequences go on).
+
+    The name is cut to LANE_PRODUCER_NAME_MAX bytes of UTF-8; the random id makes two
+    producers of one name (or one producer's successive lanes) tell apart.
+    """
+    if seg.q[LANE_PRODUCER_Q]:
+        return
+    raw = name.encode()[:LANE_PRODUCER_NAME_MAX]
+    seg.mm[LANE_PRODUCER_NAME_OFF : LANE_PRODUCER_NAME_OFF + len(raw)] = raw
+    seg.q[LANE_PRODUCER_Q + 1] = len(raw)
+    # The name and its length precede the id (Store/Store): a reader that loads a nonzero
+    # id first (Load/Load) reads the whole name.
+    seg.q[LANE_PRODUCER_Q] = secrets.randbits(63) | 1
+
+
+def read_producer(seg: Segment) -> str | None:
+    """The identity a lane's writer recorded, as "name/id" (id in 16 hex digits), or None
+    if it has not recorded one yet. Raises CorruptFrame on an impossible name length."""
+    ident, n = LANE_PRODUCER.unpack_from(seg.mm, LANE_PRODUCER_OFF)
+    if not ident:
+        return None
+    if n > LANE_PRODUCER_NAME_MAX:
+        raise CorruptFrame(f"lane {seg.name}: producer name length {n} exceeds the maximum")
+    name = bytes(seg.mm[LANE_PRODUCER_NAME_OFF : LANE_PRODUCER_NAME_OFF + n])
+    return f"{name.decode(errors='replace')}/{ident:016x}"

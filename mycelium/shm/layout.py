@@ -19,11 +19,20 @@ Lane (one per topic x producer [x consumer, for queue topics]), written only by 
     320   two tail records (tail, tail count, head, head count); the version's parity
           picks the live one
     384   closed flag           (the producer will write no more)
-    448   backpressure timeouts (publishes refused because the ring stayed full)
+    448   backpressure timeouts (publishes refused because the ring stayed full);
+          stamped from / until: 1 + the positions between which frames store their
+          time (0: never / still on)
+    512   producer identity, written once by the lane's first writer: random id (0 until
+          written, stored last), name length, name (UTF-8, at most LANE_PRODUCER_NAME_MAX)
     4096  ring data, ``capacity`` bytes (a power of two)
 
-A frame is an 8-byte little-endian header holding the payload length, then the payload
-padded to 8 bytes; ``WRAP_MARKER`` as a header sends readers to the start of the ring.
+A frame is a 24-byte little-endian header, then the payload padded to 8 bytes: the payload
+length (``WRAP_MARKER`` instead sends readers to the start of the ring), the sequence (the
+lane's 1-based message number) and published_ns (CLOCK_REALTIME at publish, valid between
+the lane's stamped from / until positions). The sequence is stored, not derived from a
+reader's counts, so every reader of the frame (another consumer, a durable consumer after
+a restart) sees one number. (Packing it into the length word would save 8 bytes a frame
+but cost a publish three big-int operations: more than twice the separate store.)
 
 Consumer state (one per consumer), written only by its consumer::
 
@@ -53,7 +62,7 @@ PAGE = 4096
 
 MAGIC = int.from_bytes(b"MYCELIUM", "little")
 #: Bumped whenever any offset or the frame format changes: attach refuses other versions.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
 # Segment kinds, stored in the identity line.
 KIND_LANE = 1
@@ -75,6 +84,12 @@ LANE_TAIL_RECORDS_OFF = 320
 LANE_TAIL_RECORD_BYTES = 32  # tail, tail count, head, head count
 LANE_CLOSED_OFF = 384
 LANE_TIMEOUTS_OFF = 448
+LANE_STAMPED_OFF = 456  # cold: from, until; written when a topic's ``timestamps`` changes
+LANE_PRODUCER_OFF = 512
+LANE_PRODUCER = struct.Struct("<QQ")  # producer id (nonzero once written), name length
+LANE_PRODUCER_NAME_OFF = LANE_PRODUCER_OFF + LANE_PRODUCER.size
+LANE_PRODUCER_NAME_MAX = 256
+LANE_PRODUCER_Q = LANE_PRODUCER_OFF // 8
 LANE_DATA_OFF = PAGE
 LANE_FLAG_LOSSY = 1
 #: A ring holds at least this many maximum-size frames, so one always fits after a wrap.
@@ -86,6 +101,8 @@ LANE_TAIL_VERSION_Q = LANE_TAIL_VERSION_OFF // 8
 LANE_RESERVED_Q = LANE_RESERVED_OFF // 8
 LANE_CLOSED_Q = LANE_CLOSED_OFF // 8
 LANE_TIMEOUTS_Q = LANE_TIMEOUTS_OFF // 8
+LANE_STAMPED_Q = LANE_STAMPED_OFF // 8
+LANE_STAMPED_UNTIL_Q = LANE_STAMPED_Q + 1
 # Within a tail record, as Q indices relative to the record's first word.
 TAIL_POS_Q = 0
 TAIL_COUNT_Q = 1
@@ -98,8 +115,13 @@ def lane_tail_record_q(version: int) -> int:
     return (LANE_TAIL_RECORDS_OFF + (version & 1) * LANE_TAIL_RECORD_BYTES) // 8
 
 
-#: A frame is an 8-byte header (the payload length) then the payload, padded to 8 bytes.
-FRAME_HEADER_BYTES = 8
+#: A frame is a 24-byte header (length, sequence, published_ns) then the payload, padded
+#: to 8 bytes. The header's words, as Q offsets from the frame's first word:
+FRAME_HEADER_BYTES = 24
+FRAME_SEQUENCE_Q = 1
+FRAME_TIME_Q = 2
+
+
 #: Header value telling readers "nothing more before the end of the ring: go to offset 0".
 WRAP_MARKER = (1 << 64) - 1
 

@@ -26,12 +26,17 @@ import numpy as np
 from mycelium.errors import CorruptFrame, SegmentError
 from mycelium.shm.consumer_state import ConsumerState
 from mycelium.shm.frames import BadFrame, frame_at, walk_frames
-from mycelium.shm.lane_header import LaneInfo, cursor_trusted, read_tail_record
+from mycelium.shm.lane_header import LaneInfo, cursor_trusted, read_producer, read_tail_record
 from mycelium.shm.layout import (
+    FRAME_HEADER_BYTES,
+    FRAME_SEQUENCE_Q,
+    FRAME_TIME_Q,
     LANE_CLOSED_Q,
     LANE_COUNT_Q,
     LANE_DATA_OFF,
     LANE_RESERVED_Q,
+    LANE_STAMPED_Q,
+    LANE_STAMPED_UNTIL_Q,
     LANE_WRITE_Q,
     SLOT_COUNT_Q,
     SLOT_CURSOR_Q,
@@ -79,6 +84,7 @@ class LaneReader:
         "_mm",
         "_pending_error",
         "_pos",
+        "_producer",
         "_ring64",
         "_sq",
         "info",
@@ -135,6 +141,7 @@ class LaneReader:
         self._pending_error: CorruptFrame | None = None
         #: The write cursor was impossible (counted once): nothing is read until it is sane.
         self._distrust = False
+        self._producer: str | None = None
 
     def _find_end(self, head: int, head_count: int) -> tuple[int, int]:
         """Store and return the write cursor and its exact message count, counting the
@@ -184,10 +191,10 @@ class LaneReader:
                 return self._poll_slow()  # behind us, misaligned, or after a bad cursor
         off = pos & self._mask
         n = self._dq[off >> 3]
-        end = pos + ((n + 15) & -8)  # frame_bytes(n), inlined: a call costs a few percent here
-        if n > self._max or end > self._avail or off + 8 + n > self._cap:
+        end = pos + ((n + 31) & -8)  # frame_bytes(n), inlined: a call costs a few percent here
+        if n > self._max or end > self._avail or off + 24 + n > self._cap:
             return self._poll_slow()
-        start = LANE_DATA_OFF + off + 8
+        start = LANE_DATA_OFF + off + 24
         data = self._mm[start : start + n]
         # Validate: the reservation load follows the copy (Load/Load); if the writer may
         # have written over the frame, or the cursor is past what it reserved (impossible),
@@ -206,14 +213,32 @@ class LaneReader:
         """poll() for everything but an ordinary intact frame: wrap markers, overruns
         (skip to the tail, count the loss, retry) and corrupt headers (raise)."""
         self._avail = self._pos  # re-load and check the cursor poll() may have trusted
+        got = self._read_frame()
+        return None if got is None else got[0]
+
+    def poll_envelope(self) -> tuple[bytes, int, int] | None:
+        """The next message as (payload, sequence, published_ns), as its writer stored
+        them (the same for every reader of the frame), or None. Raises CorruptFrame."""
+        self._raise_pending()
+        return self._read_frame()
+
+    def _read_frame(self) -> tuple[bytes, int, int] | None:
+        """Read the next frame through every check: wrap markers, overruns (skip to the
+        tail, count the loss, retry) and corrupt headers (raise)."""
         for _ in range(OVERRUN_RETRIES):
             try:
                 found = self._locate(self._pos)
                 if found is None:
                     return None
                 pos, n, end = found
-                start = LANE_DATA_OFF + (pos & self._mask) + 8
+                i = (pos & self._mask) >> 3
+                start = LANE_DATA_OFF + (i << 3) + FRAME_HEADER_BYTES
                 data = self._mm[start : start + n]
+                seq, ns = self._dq[i + FRAME_SEQUENCE_Q], self._dq[i + FRAME_TIME_Q]
+                # After the cursor load (Load/Load): is the time word this frame's own?
+                since, until = self._hq[LANE_STAMPED_Q], self._hq[LANE_STAMPED_UNTIL_Q]
+                if not since or pos < since - 1 or (until and pos >= until - 1):
+                    ns = 0  # written while the topic stored no times: the word is stale
                 self._check_intact(self._pos)  # from where this read began: a wrap marker too
             except _Overrun:
                 self._skip_to_tail()
@@ -222,7 +247,7 @@ class LaneReader:
             self._count = count = self._count + 1
             self._sq[self._cnt_i] = count
             self._sq[self._cur_i] = end
-            return data
+            return data, seq, ns
         return None
 
     def poll_many(self, max_n: int) -> list[bytes]:
@@ -275,8 +300,8 @@ class LaneReader:
                         break
                 off = pos & mask
                 n = dq[off >> 3]
-                end = pos + ((n + 15) & -8)  # frame_bytes(n), inlined as in poll()
-                if n > limit or end > avail or off + 8 + n > cap:
+                end = pos + ((n + 31) & -8)  # frame_bytes(n), inlined as in poll()
+                if n > limit or end > avail or off + 24 + n > cap:
                     found = self._locate(pos)  # a wrap marker, or a bad header
                     if found is None:
                         break
@@ -296,7 +321,7 @@ class LaneReader:
                     pos += len(got) * fb
                     left -= len(got)
                 else:
-                    start = LANE_DATA_OFF + 8 + off
+                    start = LANE_DATA_OFF + 24 + off
                     out.append(mm[start : start + n])
                     pos = end
                     left -= 1
@@ -336,7 +361,7 @@ class LaneReader:
             self._pos = end
             self._count += 1
             self._held = True
-            start = LANE_DATA_OFF + (pos & self._mask) + 8
+            start = LANE_DATA_OFF + (pos & self._mask) + FRAME_HEADER_BYTES
             return self.seg.buf[start : start + n]
         return None
 
@@ -456,6 +481,13 @@ class LaneReader:
         """True when we have read everything published so far (with ``closed``: for good)."""
         cursor = self._hq[LANE_WRITE_Q]
         return self._pos >= cursor or not cursor_trusted(self._hq, self._pos, cursor)
+
+    @property
+    def producer(self) -> str:
+        """The identity the lane's writer recorded ("name/id"); "" until it has."""
+        if self._producer is None:
+            self._producer = read_producer(self.seg)
+        return self._producer or ""
 
     @property
     def closed(self) -> bool:

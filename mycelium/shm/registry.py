@@ -52,6 +52,7 @@ class TopicEntry(msgspec.Struct, frozen=True):
     lane_bytes: int
     lossy: bool = False
     backpressure_timeout_ms: int = 5000
+    timestamps: bool = False  # frames store their publish time
 
 
 class ProducerEntry(msgspec.Struct, frozen=True):

@@ -15,7 +15,13 @@ import struct
 
 import numpy as np
 
-from mycelium.shm.layout import FRAME_HEADER_BYTES, LANE_DATA_OFF, frame_bytes
+from mycelium.shm.layout import (
+    FRAME_HEADER_BYTES,
+    FRAME_SEQUENCE_Q,
+    FRAME_TIME_Q,
+    LANE_DATA_OFF,
+    frame_bytes,
+)
 
 __all__ = [
     "READER_RUN_MAX_FRAMES",
@@ -49,13 +55,19 @@ def _run_struct(n: int, count: int) -> struct.Struct:
     return fmt
 
 
-def write_run(u8: np.ndarray, u64: np.ndarray, off: int, rows: np.ndarray) -> None:
+def write_run(
+    u8: np.ndarray, u64: np.ndarray, off: int, rows: np.ndarray, count: int, ns: int
+) -> None:
     """Write the rows of ``rows`` (j x n bytes) as j consecutive frames at ring offset
-    ``off`` (the caller checked they fit before the ring's end and its limit)."""
+    ``off`` (the caller checked they fit before the ring's end and its limit), numbered
+    from ``count + 1`` and stamped ``ns``."""
     j, n = rows.shape
     fb = frame_bytes(n)
     u8[off : off + j * fb].reshape(j, fb)[:, FRAME_HEADER_BYTES : FRAME_HEADER_BYTES + n] = rows
-    u64[off >> 3 : (off >> 3) + j * (fb >> 3) : fb >> 3] = n
+    headers = u64[off >> 3 : (off >> 3) + j * (fb >> 3)].reshape(j, fb >> 3)
+    headers[:, 0] = n
+    headers[:, FRAME_SEQUENCE_Q] = np.arange(count + 1, count + 1 + j, dtype=np.uint64)
+    headers[:, FRAME_TIME_Q] = ns
 
 
 def read_run(ring64: np.ndarray, mm: mmap.mmap, off: int, n: int, k: int) -> list[bytes]:

@@ -27,6 +27,7 @@ Memory ordering (why plain loads and stores suffice) is argued once, in ``orderi
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
@@ -36,15 +37,19 @@ from mycelium.errors import BackpressureTimeout, CorruptFrame, MessageTooLarge, 
 from mycelium.shm.consumer_state import ConsumerStateView
 from mycelium.shm.frames import frame_bytes
 from mycelium.shm.gating import Gating
-from mycelium.shm.lane_header import LaneInfo, read_tail_record
+from mycelium.shm.lane_header import LaneInfo, read_tail_record, record_producer
 from mycelium.shm.layout import (
     FRAME_HEADER_BYTES,
+    FRAME_SEQUENCE_Q,
+    FRAME_TIME_Q,
     HEAD_COUNT_Q,
     HEAD_POS_Q,
     LANE_CLOSED_Q,
     LANE_COUNT_Q,
     LANE_DATA_OFF,
     LANE_RESERVED_Q,
+    LANE_STAMPED_Q,
+    LANE_STAMPED_UNTIL_Q,
     LANE_TAIL_VERSION_Q,
     LANE_TIMEOUTS_Q,
     LANE_WRITE_Q,
@@ -65,6 +70,7 @@ __all__ = ["CHECKPOINTS_PER_LAP", "LaneWriter"]
 CHECKPOINTS_PER_LAP = 64
 
 _get_ident = threading.get_ident
+_time_ns = time.time_ns
 _ONLY_BYTES = {bytes}
 
 
@@ -77,6 +83,8 @@ class LaneWriter:
         "_checkpoints",
         "_count",
         "_dq",
+        "_dq1",
+        "_dq2",
         "_gating",
         "_hq",
         "_limit",
@@ -87,6 +95,7 @@ class LaneWriter:
         "_pos",
         "_reserved",
         "_scan_in",
+        "_stamp",
         "_step",
         "_tail_version",
         "_u8",
@@ -105,6 +114,8 @@ class LaneWriter:
         *,
         backpressure_timeout_s: float = 5.0,
         on_wait: Callable[[], None] | None = None,
+        producer_name: str = "",
+        timestamps: bool = False,
     ) -> None:
         if not seg.writable:
             raise SegmentError(f"{seg.name}: the writer must map its lane writable")
@@ -125,6 +136,9 @@ class LaneWriter:
         self._mask = cap - 1
         self._step = max(cap // CHECKPOINTS_PER_LAP, FRAME_HEADER_BYTES)
         self._dq = seg.buf[LANE_DATA_OFF : LANE_DATA_OFF + cap].cast("Q")
+        # The same words from a frame's sequence and time words on: one index for all.
+        self._dq1 = self._dq[FRAME_SEQUENCE_Q:]
+        self._dq2 = self._dq[FRAME_TIME_Q:]
         self._u8 = np.frombuffer(seg.mm, np.uint8, cap, LANE_DATA_OFF)
         self._u64 = self._u8.view(np.uint64)
         self._lossy = info.lossy
@@ -150,6 +164,9 @@ class LaneWriter:
         self._scan_in = 1
         self._bells = self._gating.every_publish
         self._limit = pos  # forces the first publish through the slow path
+        record_producer(seg, producer_name)
+        self._stamp = bool(hq[LANE_STAMPED_Q]) and not hq[LANE_STAMPED_UNTIL_Q]
+        self.timestamps = timestamps
 
     # -- readers ------------------------------------------------------------------------
     def set_readers(self, views: Iterable[ConsumerStateView]) -> None:
@@ -186,17 +203,21 @@ class LaneWriter:
         if n > self.max_message:
             raise MessageTooLarge(n, self.max_message)
         pos = self._pos
-        fb = (n + 15) & -8  # frame_bytes(n), inlined: a call costs a few percent here
+        fb = (n + 31) & -8  # frame_bytes(n), inlined: a call costs a few percent here
         end = pos + fb
         if end > self._limit:
             pos = self._claim(pos, fb)
             end = pos + fb
         off = pos & self._mask
-        self._dq[off >> 3] = n
-        start = LANE_DATA_OFF + off + 8
+        self._count = count = self._count + 1
+        i = off >> 3
+        self._dq[i] = n
+        self._dq1[i] = count  # the frame's number (FRAME_SEQUENCE_Q): views save an add
+        if self._stamp:
+            self._dq2[i] = _time_ns()  # FRAME_TIME_Q
+        start = LANE_DATA_OFF + off + 24
         self._mm[start : start + n] = data
         self._pos = end
-        self._count = count = self._count + 1
         hq = self._hq
         hq[LANE_COUNT_Q] = count
         # Publish: the header and payload stores above precede this cursor store (x86-64
@@ -261,16 +282,17 @@ class LaneWriter:
 
     def _write_each(self, items: Sequence[Payload]) -> int:
         """publish_many for items of mixed sizes: one frame at a time, one cursor store."""
-        dq = self._dq
+        dq, dq1, dq2 = self._dq, self._dq1, self._dq2
         mm = self._mm
         mask = self._mask
         pos = self._pos
         count = first = self._count
         limit = self._limit
+        ns = _time_ns() if self._stamp else 0  # one publish time per batch
         try:
             for item in items:
                 n = len(item)
-                fb = (n + 15) & -8  # frame_bytes(n), inlined as in publish()
+                fb = (n + 31) & -8  # frame_bytes(n), inlined as in publish()
                 end = pos + fb
                 if end > limit:
                     self._publish_upto(pos, count)  # readers may need these to free space
@@ -278,11 +300,14 @@ class LaneWriter:
                     end = pos + fb
                     limit = self._limit
                 off = pos & mask
-                dq[off >> 3] = n
-                start = LANE_DATA_OFF + off + 8
+                count += 1
+                i = off >> 3
+                dq[i] = n
+                dq1[i] = count
+                dq2[i] = ns
+                start = LANE_DATA_OFF + off + 24
                 mm[start : start + n] = item
                 pos = end
-                count += 1
         except BackpressureTimeout as exc:
             exc.published = count - first
             raise
@@ -298,6 +323,7 @@ class LaneWriter:
         pos = self._pos
         count = first = self._count
         done = 0
+        ns = _time_ns() if self._stamp else 0  # one publish time per batch
         try:
             while done < k:
                 fit = (self._limit - pos) // fb
@@ -306,7 +332,7 @@ class LaneWriter:
                     pos = self._claim(pos, fb)
                     continue
                 j = min(fit, k - done)
-                write_run(self._u8, self._u64, pos & self._mask, src[done : done + j])
+                write_run(self._u8, self._u64, pos & self._mask, src[done : done + j], count, ns)
                 pos += j * fb
                 count += j
                 done += j
@@ -335,9 +361,32 @@ class LaneWriter:
         """Mark the lane closed (readers drain it, then forget it) and unmap it."""
         if final:
             self._hq[LANE_CLOSED_Q] = 1
-        self._dq.release()
+        for view in (self._dq2, self._dq1, self._dq):
+            view.release()
         del self._u8, self._u64  # numpy views pin the mapping until dropped
         self.seg.close()
+
+    @property
+    def timestamps(self) -> bool:
+        """Whether frames store CLOCK_REALTIME ns: a clock call per publish, so opt-in."""
+        return self._stamp
+
+    @timestamps.setter
+    def timestamps(self, on: bool) -> None:
+        if on == self._stamp:
+            return
+        # Readers trust a frame's time word between "from" and "until" (1 + position; 0:
+        # never / still on), stored before any frame after the switch (Store/Store); a
+        # reader loads them after the write cursor (Load/Load). "From" goes first, so a
+        # reader never sees the old "from" with "until" cleared. Unstamped frames leave
+        # the word as the ring had it.
+        hq = self._hq
+        if on:
+            hq[LANE_STAMPED_Q] = self._pos + 1
+            hq[LANE_STAMPED_UNTIL_Q] = 0
+        else:
+            hq[LANE_STAMPED_UNTIL_Q] = self._pos + 1
+        self._stamp = on
 
     @property
     def position(self) -> int:

@@ -15,7 +15,7 @@ from mycelium import Consumer, Producer
 from mycelium.aio import AsyncConsumer
 from mycelium.errors import ConfigError, CorruptFrame
 from mycelium.shm.lane_header import read_tail_record
-from mycelium.shm.layout import KIND_LANE, LANE_DATA_OFF
+from mycelium.shm.layout import KIND_LANE, LANE_DATA_OFF, frame_bytes
 from mycelium.shm.segment import Segment
 
 
@@ -34,7 +34,8 @@ def test_skipped_corrupt_frame_counts_its_messages_as_lost(broker: Any) -> None:
         (lane,) = [x for x in p.watch.topology.lanes if x.topic == "signals"]
         seg = Segment.attach(lane.segment, KIND_LANE, writable=True)
         try:
-            struct.pack_into("<Q", seg.mm, LANE_DATA_OFF + 3 * 72, 1 << 40)
+            at = LANE_DATA_OFF + 3 * frame_bytes(len(numbered(3)))
+            struct.pack_into("<Q", seg.mm, at, 1 << 31)  # a length past max_message
         finally:
             seg.close()
         got = [number_of(c.recv(timeout=5.0)) for _ in range(3)]
@@ -80,7 +81,7 @@ def test_earliest_gets_exactly_what_the_ring_retains(make_broker: Any) -> None:
             while batch := early.recv_many(1_000, timeout=0.5):
                 got += [number_of(d) for d in batch]
             assert late.recv_many(10, timeout=0.2) == []
-    frames = (1 << 20) // 208  # a 200 B message is a 208 B frame
+    frames = (1 << 20) // frame_bytes(200)
     assert got == list(range(retained_from, 10_000))  # exactly from the lane's tail on
     assert frames - 3 * (frames // 64) <= len(got) <= frames  # the tail moves in steps
     with pytest.raises(ConfigError):

@@ -18,6 +18,7 @@ from mycelium.shm.layout import (
     LANE_TAIL_VERSION_Q,
     LANE_WRITE_Q,
     WRAP_MARKER,
+    frame_bytes,
 )
 
 CAP = 1024
@@ -132,14 +133,14 @@ def test_impossible_tail_after_a_garbage_reservation(lane) -> None:
 
 def test_cursor_moving_backwards_reads_nothing(lane) -> None:
     lane.header(0, 8)
-    lane.publish(16, 1)
+    lane.publish(frame_bytes(8), 1)
     r = lane.reader()
     assert r.poll() == bytes(8)
     lane.publish(0, 0)
     with pytest.raises(CorruptFrame, match="impossible write cursor"):  # once, counted
         r.poll()
     assert r.poll() is None and r.poll_many(5) == [] and r.poll_view() is None
-    assert lane.state.corrupt == 1 and r.position == 16
+    assert lane.state.corrupt == 1 and r.position == frame_bytes(8)
 
 
 # -- fuzz ------------------------------------------------------------------------------

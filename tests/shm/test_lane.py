@@ -14,7 +14,13 @@ from shm_workers import check, payload, size_for
 from mycelium.errors import BackpressureTimeout, MessageTooLarge, SegmentError
 from mycelium.shm import LaneReader, LaneWriter, Segment
 from mycelium.shm.lane_header import create_lane_segment
-from mycelium.shm.layout import KIND_LANE, LANE_DATA_OFF, WRAP_MARKER, frame_bytes
+from mycelium.shm.layout import (
+    FRAME_HEADER_BYTES,
+    KIND_LANE,
+    LANE_DATA_OFF,
+    WRAP_MARKER,
+    frame_bytes,
+)
 from mycelium.shm.runs import READER_RUN_MIN_FRAMES, WRITER_RUN_MIN_ITEMS
 
 
@@ -68,12 +74,20 @@ def test_wrap_at_every_offset_and_length(shm) -> None:
     seg = Segment.attach(lane, KIND_LANE)
     wrapped_at = set()
     seq = 0
-    for target in range(0, cap, 8):
-        for length in range(56, 64):  # frame 64..72 bytes: every residue mod 8
-            # Position the writer at `target` with filler frames that never wrap.
+    # Every offset a frame can end at (none ends at 8 or 16: a header alone is 24 bytes).
+    targets = [0, *range(FRAME_HEADER_BYTES, cap, 8)]
+    for target in targets:
+        for length in range(56, 64):  # frame 80..88 bytes: every residue mod 8
+            # Position the writer at `target` with filler frames.
             while w.position % cap != target:
                 off = w.position % cap
-                w.publish(b"f" * (min((target - off) % cap, frame_bytes(max_msg), cap - off) - 8))
+                gap = target - off
+                if gap < FRAME_HEADER_BYTES:  # behind us or too close: finish the lap
+                    gap = cap - off
+                room = min(gap, frame_bytes(max_msg))
+                if 0 < gap - room < FRAME_HEADER_BYTES:  # leave a gap a frame can fill
+                    room -= FRAME_HEADER_BYTES
+                w.publish(b"f" * max(room - FRAME_HEADER_BYTES, 0))  # < a header: it wraps
                 assert r.poll() is not None
             before = w.position
             w.publish(payload(seq, length))
@@ -87,7 +101,7 @@ def test_wrap_at_every_offset_and_length(shm) -> None:
             seq += 1
     seg.close()
     # Every offset where the longest of those frames cannot fit saw a wrap marker.
-    assert wrapped_at == {t for t in range(0, cap, 8) if t + frame_bytes(63) > cap}
+    assert wrapped_at == {t for t in targets if t + frame_bytes(63) > cap}
 
 
 def test_publish_many_equal_sizes_uses_one_run(shm) -> None:

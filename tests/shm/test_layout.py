@@ -49,7 +49,7 @@ def test_consumer_slots_are_one_line_each_inside_the_segment() -> None:
 
 
 def test_frame_bytes_pads_to_eight() -> None:
-    assert [frame_bytes(n) for n in (0, 1, 7, 8, 9, 16)] == [8, 16, 16, 16, 24, 24]
+    assert [frame_bytes(n) for n in (0, 1, 7, 8, 9, 16)] == [24, 32, 32, 32, 40, 40]
     assert all(frame_bytes(n) % 8 == 0 for n in range(100))
 
 

@@ -111,13 +111,13 @@ def test_an_overwritten_header_that_looks_like_a_wrap_marker_is_an_overrun(shm, 
     def msg(seq: int, size: int) -> bytes:
         return b"\xff" * 8 + seq.to_bytes(4, "little") + bytes(size - 12)
 
-    sizes = [120] * 4 + [120] * 4 + [120, 120, 120, 112, 120]  # lap 0 to 512; to 1024; lap 1
+    sizes = [104] * 4 + [104] * 4 + [104, 104, 104, 80, 104]  # lap 0 to 512; to 1024; lap 1
     for seq, size in enumerate(sizes[:4]):
         w.publish(msg(seq, size))
     assert [d[8] for d in r.poll_many(10)] == [0, 1, 2, 3] and r.position == 512
     for seq, size in enumerate(sizes[4:], start=4):
         w.publish(msg(seq, size))
-    # The frame at ring offset 504 put its first 8 payload bytes (0xFF) at offset 512.
+    # The frame at ring offset 488 put its first 8 payload bytes (0xFF) at offset 512.
     batch = r.poll_many(100) if how == "poll_many" else iter(r.poll, None)
     got = [int.from_bytes(d[8:12], "little") for d in batch]
     assert got == list(range(got[0], len(sizes)))

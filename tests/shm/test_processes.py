@@ -87,9 +87,9 @@ def test_wrap_around_at_every_alignment(shm, children) -> None:
     assert children.join(proc) == 0
 
 
-@pytest.mark.parametrize(("max_message", "capacity"), [(1016, 4096), (65536, 1 << 19)])
+@pytest.mark.parametrize(("max_message", "capacity"), [(1000, 4096), (65536, 1 << 19)])
 def test_maximum_size_frames_on_the_smallest_ring(shm, children, max_message, capacity) -> None:
-    """4 frames of max_message fill the ring exactly (1016 B) or nearly (64 KiB)."""
+    """4 frames of max_message fill the ring exactly (1000 B) or nearly (64 KiB)."""
     n = 3000 if max_message < 4096 else 400
     lane = shm.lane(capacity=capacity, max_message=max_message)
     c = shm.consumer()
