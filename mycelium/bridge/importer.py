@@ -40,7 +40,6 @@ from nats.js.errors import NotFoundError
 from mycelium.aio import AsyncProducer
 from mycelium.bridge import headers
 from mycelium.bridge.figures import ImportFigures
-from mycelium.bridge.source import LoopGuard
 from mycelium.config import BridgeConfig
 from mycelium.errors import BackpressureTimeout
 
@@ -96,7 +95,6 @@ class Importer:
         producer: AsyncProducer,
         cursor: ImportCursor,
         figures: ImportFigures,
-        guard: LoopGuard | None,
     ) -> None:
         self.cfg = cfg
         self.host = host
@@ -104,7 +102,6 @@ class Importer:
         self.producer = producer
         self.cursor = cursor
         self.figures = figures
-        self.guard = guard
         self.subject = headers.subject(cfg.subject_prefix, topic)
         figures.last_stream_seq = cursor.value
 
@@ -133,8 +130,6 @@ class Importer:
             if (msg.headers or {}).get(headers.ORIGIN) == self.host:
                 self.figures.own_dropped += 1
                 continue
-            if self.guard is not None:
-                self.guard.note(msg.data)
             out.append((seq, msg.data))
         return out, top, 0
 

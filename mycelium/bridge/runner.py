@@ -45,7 +45,7 @@ from mycelium.bridge.figures import (
     write_status,
 )
 from mycelium.bridge.importer import ImportCursor, Importer
-from mycelium.bridge.source import ExportSource, LoopGuard, open_export_source
+from mycelium.bridge.source import ExportSource, import_producer_name, open_export_source
 from mycelium.client.control import ControlChannel
 from mycelium.config import BridgeConfig
 from mycelium.control.wire import ReportedTopic, ReportFigures
@@ -98,9 +98,12 @@ class Bridge:
             name=f"bridge-{self.host}",
             wait_for_broker_s=BROKER_WAIT_S,
         )
-        guards = {t: LoopGuard() for t in self.cfg.import_ if t in self.cfg.export}
         if self.cfg.import_:
-            self._producer = AsyncProducer(self.socket_path, wait_for_broker=BROKER_WAIT_S)
+            self._producer = AsyncProducer(
+                self.socket_path,
+                name=import_producer_name(self.host),
+                wait_for_broker=BROKER_WAIT_S,
+            )
             await self._producer.connect()
         for topic in dict.fromkeys(self.cfg.import_):
             cursor = ImportCursor(self.state_dir / f"import-{topic}.seq")
@@ -108,14 +111,10 @@ class Bridge:
             imported = self.figures.imports.setdefault(topic, ImportFigures())
             assert self._producer is not None
             self.importers.append(
-                Importer(
-                    self.cfg, self.host, topic, self._producer, cursor, imported, guards.get(topic)
-                )
+                Importer(self.cfg, self.host, topic, self._producer, cursor, imported)
             )
         for topic in dict.fromkeys(self.cfg.export):
-            source = await open_export_source(
-                topic, self.socket_path, self.host, guards.get(topic), BROKER_WAIT_S
-            )
+            source = await open_export_source(topic, self.socket_path, self.host, BROKER_WAIT_S)
             self._sources.append(source)
             exported = self.figures.exports.setdefault(topic, ExportFigures())
             self.exporters.append(Exporter(self.cfg, self.host, topic, source, exported))

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from bridge_kit import DELIVERY_TIMEOUT_S, check_exact, collect, produce
 from harness import Processes, wait_for
 
@@ -107,11 +106,6 @@ def test_importing_bridge_sigkilled_and_restarted_loses_and_duplicates_nothing(
     check_exact(got, "A", MESSAGES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the export acknowledges nothing yet: manual ack needs message ids that survive a restart "
-    "(origin producer and per-lane sequence, issue 14)",
-)
 def test_exporting_bridge_sigkilled_and_restarted_loses_and_duplicates_nothing(
     nats_server: NatsServer, hosts: Callable[..., Any], procs: Processes
 ) -> None:
