@@ -16,6 +16,7 @@ from mycelium.control.wire import (
     Hello,
     RegisterProducer,
     Reload,
+    ReportFigures,
     Request,
     Shutdown,
     StatsRequest,
@@ -36,6 +37,7 @@ SAMPLE: dict[type, Any] = {
     Shutdown: Shutdown(),
     DeleteDurable: DeleteDurable(name="portfolio"),
     Goodbye: Goodbye(),
+    ReportFigures: ReportFigures(name="B", connected=False),
 }
 
 #: The whole protocol, written out independently of the module's table.
@@ -44,7 +46,7 @@ EXPECTED: dict[tuple[SessionState, type], SessionState | None] = {
 }
 EXPECTED[SessionState.AWAIT_HELLO, Hello] = SessionState.READY
 for _kind in (RegisterProducer, Subscribe, Unsubscribe, Heartbeat, StatsRequest, Reload, Shutdown,
-              DeleteDurable):  # fmt: skip
+              DeleteDurable, ReportFigures):  # fmt: skip
     EXPECTED[SessionState.READY, _kind] = SessionState.READY
 EXPECTED[SessionState.READY, Goodbye] = SessionState.CLOSED
 

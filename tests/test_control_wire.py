@@ -28,6 +28,8 @@ from mycelium.control.wire import (
     RegisterProducer,
     Reload,
     Reply,
+    ReportedTopic,
+    ReportFigures,
     Request,
     Shutdown,
     StatsReply,
@@ -54,6 +56,13 @@ REQUESTS: list[Any] = [
     Shutdown(),
     DeleteDurable(name="portfolio"),
     Goodbye(),
+    ReportFigures(
+        name="B",
+        connected=True,
+        server="10.0.0.1:4222",
+        reconnects=1,
+        topics=[ReportedTopic("signals", "import", {"imported": 5, "lag": 0})],
+    ),
 ]
 REPLIES: list[Any] = [
     Welcome(

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import signal
 import statistics
 import struct
@@ -50,7 +51,7 @@ def pace_until(due_ns: int) -> None:
         pass
 
 
-def _producer(sock: str, n: int, size: int, rate: float) -> None:
+def _producer(sock: str, n: int, size: int, rate: float, topic: str = "market_data") -> None:
     """Child: ``n`` messages of ``size`` bytes, stamped; batched when unpaced (rate 0)."""
     from mycelium import Producer
 
@@ -61,13 +62,13 @@ def _producer(sock: str, n: int, size: int, rate: float) -> None:
                 batch = [pad + STAMP.pack(0)] * min(PUBLISH_BATCH, n - first)
                 done = 0
                 while done < len(batch):
-                    done += p.publish_many("market_data", batch[done:])
+                    done += p.publish_many(topic, batch[done:])
             return
         period = int(1e9 / rate)
         due = time.perf_counter_ns()
         for _ in range(n):
             pace_until(due)
-            p.publish("market_data", STAMP.pack(time.perf_counter_ns()) + pad)
+            p.publish(topic, STAMP.pack(time.perf_counter_ns()) + pad)
             due += period
 
 
@@ -172,6 +173,43 @@ def bridge_run(socks: dict[str, str], n: int, size: int, rate: float) -> tuple[f
                 proc.kill()
 
 
+async def _stream_reaches(url: str, stream: str, last_seq: int) -> int:
+    """Poll until ``stream`` holds ``last_seq`` (0: just read it); returns its last sequence."""
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + RUN_DEADLINE_S
+        while True:
+            seq = int((await js.stream_info(stream)).state.last_seq)
+            if seq >= last_seq or time.monotonic() > deadline:
+                return seq
+            await asyncio.sleep(0.01)
+    finally:
+        await nc.close()
+
+
+def export_run(sock: str, url: str, n: int, size: int) -> float:
+    """The export alone: A's ``signals`` (which B does not import) into JetStream; seconds
+    from the producer's start until the stream holds all ``n``."""
+    stream = "MYCELIUM_signals"
+    target = asyncio.run(_stream_reaches(url, stream, 0)) + n
+    proc = mp.get_context("spawn").Process(
+        target=_producer, args=(sock, n, size, 0, "signals"), daemon=True
+    )
+    t0 = time.perf_counter()
+    proc.start()
+    try:
+        if asyncio.run(_stream_reaches(url, stream, target)) < target:
+            raise RuntimeError(f"the export did not put {n} into {stream}")
+        return time.perf_counter() - t0
+    finally:
+        proc.join(RUN_DEADLINE_S)
+        if proc.is_alive():
+            proc.kill()
+
+
 async def nats_publish_rate(url: str, n: int, size: int, in_flight: int, headers: bool) -> float:
     """nats-py alone: ``n`` JetStream publishes with ``in_flight`` acks outstanding, msg/s;
     with ``headers``, the bridge's six headers on each (its message id among them)."""
@@ -250,6 +288,7 @@ def main() -> int:
     from mycelium.bridge.natsd import NatsServer
 
     results: dict[str, Any] = {"messages": n, "rate": args.rate}
+    results["load_average"] = [round(x, 2) for x in os.getloadavg()]
     procs: list[Proc] = []
     with tempfile.TemporaryDirectory(prefix="mycelium-bench-bridge-") as tmp:
         workdir = Path(tmp)
@@ -257,16 +296,19 @@ def main() -> int:
         try:
             socks = {
                 "B": _host(workdir, "B", server.url, 'import = ["market_data"]', procs),
-                "A": _host(workdir, "A", server.url, 'export = ["market_data"]', procs),
+                "A": _host(workdir, "A", server.url, 'export = ["market_data", "signals"]', procs),
             }
             for size in (64, 1024):
                 secs, _ = bridge_run(socks, n, size, 0)
+                export_secs = export_run(socks["A"], server.url, n, size)
                 alone = asyncio.run(nats_publish_rate(server.url, n, size, 1024, False))
                 with_headers = asyncio.run(nats_publish_rate(server.url, n, size, 1024, True))
                 results[f"bridge_{size}B_msg_s"] = round(n / secs)
                 results[f"nats_py_js_publish_{size}B_msg_s"] = round(alone)
                 results[f"nats_py_js_publish_headers_{size}B_msg_s"] = round(with_headers)
                 results[f"ratio_{size}B"] = round(n / secs / alone, 3)
+                results[f"export_alone_{size}B_msg_s"] = round(n / export_secs)
+                results[f"ratio_export_alone_{size}B"] = round(n / export_secs / alone, 3)
             _, lat = bridge_run(socks, lat_n, 64, args.rate)
             rtt = asyncio.run(nats_round_trip(server.url, lat_n, args.rate))
             results |= {
@@ -288,9 +330,13 @@ def main() -> int:
               f" msg/s   ratio {results[f'ratio_{size}B']:.2f} (target >= 0.80)   "
               f"(nats-py with the bridge's headers: "
               f"{results[f'nats_py_js_publish_headers_{size}B_msg_s']:,} msg/s)")  # fmt: skip
+        print(f"   A's export alone (local ring -> JetStream acked), {size:>4} B: "
+              f"{results[f'export_alone_{size}B_msg_s']:>9,} msg/s   "
+              f"ratio {results[f'ratio_export_alone_{size}B']:.2f}")  # fmt: skip
     print(f"latency at {args.rate:,.0f} msg/s, 64 B: bridge p50 {results['bridge_latency_p50_us']}"
           f" us / p99 {results['bridge_latency_p99_us']} us;   nats-py core pub->sub p50 "
           f"{results['nats_py_core_p50_us']} us / p99 {results['nats_py_core_p99_us']} us")  # fmt: skip
+    print(f"load average at the start (1, 5, 15 min): {results['load_average']}")
     return 0
 
 

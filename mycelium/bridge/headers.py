@@ -15,6 +15,7 @@ __all__ = [
     "PUBLISHED_NS",
     "SEQUENCE",
     "TOPIC",
+    "HeaderBlock",
     "durable_name",
     "export_headers",
     "stream_name",
@@ -58,3 +59,26 @@ def export_headers(
         SEQUENCE: str(sequence),
         PUBLISHED_NS: str(published_ns),
     }
+
+
+class HeaderBlock:
+    """The headers of one exported topic as NATS puts them on the wire, encoded once: per
+    message only the id, producer, sequence and publish time are filled in."""
+
+    def __init__(self, host: str, topic: str) -> None:
+        def raw(text: str) -> bytes:
+            return text.encode().replace(b"%", b"%%")
+
+        self._template = (
+            b"NATS/1.0\r\n"
+            + raw(f"{ORIGIN}: {host}\r\n{TOPIC}: {topic}\r\n{MSG_ID}: {host}.")
+            + f"%b.%d\r\n{PRODUCER}: %b\r\n{SEQUENCE}: %d\r\n{PUBLISHED_NS}: %d\r\n\r\n".encode()
+        )
+        self._producer = ("", b"")
+
+    def encode(self, producer: str, sequence: int, published_ns: int) -> bytes:
+        """The header block of one message (the same fields as ``export_headers``)."""
+        if self._producer[0] != producer:
+            self._producer = (producer, producer.encode())
+        p = self._producer[1]
+        return self._template % (p, sequence, p, sequence, published_ns)

@@ -10,6 +10,10 @@ then the bridge waits a capped, jittered backoff and starts a session on the nex
 of the list. A Mycelium error (unknown topic, broker gone, message too large for the
 local topic) is not NATS's fault and stops the bridge with a clear message instead.
 SIGTERM/SIGINT stop reading the local topics, wait for the acks in flight, and exit.
+
+Every second the figures go to the status file and, as a ``ReportFigures`` on the
+bridge's own control connection, to the broker, whose ``mycelium status`` and metrics
+show them until that connection closes.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client
 
 from mycelium.aio import AsyncProducer
@@ -40,8 +45,10 @@ from mycelium.bridge.figures import (
     write_status,
 )
 from mycelium.bridge.importer import ImportCursor, Importer
-from mycelium.bridge.source import ExportSource, LoopGuard, open_export_source
+from mycelium.bridge.source import ExportSource, import_producer_name, open_export_source
+from mycelium.client.control import ControlChannel
 from mycelium.config import BridgeConfig
+from mycelium.control.wire import ReportedTopic, ReportFigures
 from mycelium.errors import ConfigError, MyceliumError
 from mycelium.paths import resolve_socket_path
 
@@ -79,13 +86,24 @@ class Bridge:
         self._sources: list[ExportSource] = []
         self._cursors: list[ImportCursor] = []
         self._producer: AsyncProducer | None = None
+        self._control: ControlChannel | None = None
 
     async def _open_local(self) -> None:
         """The local clients and cursors. Raises MyceliumError, OSError."""
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        guards = {t: LoopGuard() for t in self.cfg.import_ if t in self.cfg.export}
+        self._control = await asyncio.to_thread(
+            ControlChannel,
+            self.socket_path,
+            "admin",
+            name=f"bridge-{self.host}",
+            wait_for_broker_s=BROKER_WAIT_S,
+        )
         if self.cfg.import_:
-            self._producer = AsyncProducer(self.socket_path, wait_for_broker=BROKER_WAIT_S)
+            self._producer = AsyncProducer(
+                self.socket_path,
+                name=import_producer_name(self.host),
+                wait_for_broker=BROKER_WAIT_S,
+            )
             await self._producer.connect()
         for topic in dict.fromkeys(self.cfg.import_):
             cursor = ImportCursor(self.state_dir / f"import-{topic}.seq")
@@ -93,14 +111,10 @@ class Bridge:
             imported = self.figures.imports.setdefault(topic, ImportFigures())
             assert self._producer is not None
             self.importers.append(
-                Importer(
-                    self.cfg, self.host, topic, self._producer, cursor, imported, guards.get(topic)
-                )
+                Importer(self.cfg, self.host, topic, self._producer, cursor, imported)
             )
         for topic in dict.fromkeys(self.cfg.export):
-            source = await open_export_source(
-                topic, self.socket_path, self.host, guards.get(topic), BROKER_WAIT_S
-            )
+            source = await open_export_source(topic, self.socket_path, self.host, BROKER_WAIT_S)
             self._sources.append(source)
             exported = self.figures.exports.setdefault(topic, ExportFigures())
             self.exporters.append(Exporter(self.cfg, self.host, topic, source, exported))
@@ -112,6 +126,8 @@ class Bridge:
             await self._producer.close()
         for cursor in self._cursors:
             cursor.close()
+        if self._control is not None:
+            await asyncio.to_thread(self._control.close)
 
     async def _session(self, nc: Client, lost: asyncio.Event) -> None:
         """Run every exporter and importer on one connection until it fails or we stop."""
@@ -122,7 +138,7 @@ class Bridge:
             streams[topic] = await link.ensure_stream(js, self.cfg, topic)
         for imp in self.importers:
             await link.ensure_consumer(js, self.cfg, streams[imp.topic], self.host, imp.topic)
-        work: list[Coroutine[Any, Any, None]] = [e.run(js, self.stopping) for e in self.exporters]
+        work: list[Coroutine[Any, Any, None]] = [e.run(nc, self.stopping) for e in self.exporters]
         work += [i.run(js, streams[i.topic], self.stopping) for i in self.importers]
         await _until_done_or_lost([asyncio.create_task(w) for w in work], lost)
 
@@ -149,7 +165,8 @@ class Bridge:
                 log.warning("cannot reach NATS: %r", exc)
             if nc is not None:
                 url = nc.connected_url
-                self.figures.connected, self.figures.server = True, url.netloc if url else ""
+                server_at = f"{url.hostname}:{url.port}" if url else ""  # no credentials
+                self.figures.connected, self.figures.server = True, server_at
                 self.figures.reconnects += connected_before
                 connected_before = True
                 try:
@@ -176,7 +193,24 @@ class Bridge:
     async def _report(self) -> None:
         while True:
             self._write_status()
+            await self._report_to_broker()
             await asyncio.sleep(STATUS_INTERVAL_S)
+
+    async def _report_to_broker(self) -> None:
+        """The figures to the broker; a broker that is restarting gets the next ones."""
+        f = self.figures
+        topics = [
+            ReportedTopic(t, "export", msgspec.structs.asdict(e)) for t, e in f.exports.items()
+        ]
+        topics += [
+            ReportedTopic(t, "import", msgspec.structs.asdict(i)) for t, i in f.imports.items()
+        ]
+        report = ReportFigures(f.name, f.connected, f.server, f.reconnects, topics)
+        assert self._control is not None
+        try:
+            await asyncio.to_thread(self._control.request, report)
+        except MyceliumError as exc:
+            log.debug("figures not reported: %s", exc)
 
     async def run(self) -> None:
         """Bridge until SIGTERM/SIGINT. Raises MyceliumError (local side), OSError."""

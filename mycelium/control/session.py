@@ -24,6 +24,7 @@ from mycelium.control.wire import (
     Hello,
     RegisterProducer,
     Reload,
+    ReportFigures,
     Request,
     Shutdown,
     StatsRequest,
@@ -61,6 +62,7 @@ _READY_REQUESTS: tuple[type[Request], ...] = (
     Reload,
     Shutdown,
     DeleteDurable,
+    ReportFigures,
 )
 
 #: (state, request type) -> next state. A pair missing here is refused as out_of_order.

@@ -43,6 +43,8 @@ __all__ = [
     "RegisterProducer",
     "Reload",
     "Reply",
+    "ReportFigures",
+    "ReportedTopic",
     "Request",
     "Shutdown",
     "StatsReply",
@@ -158,6 +160,28 @@ class Goodbye(_Message, frozen=True):
     """Clean close: the client releases what it holds; no reply."""
 
 
+class ReportedTopic(msgspec.Struct, frozen=True):
+    """One topic's counters in a ReportFigures (names and counts bounded in limits.py)."""
+
+    topic: str
+    direction: Literal["export", "import"]
+    figures: dict[str, int]
+
+
+class ReportFigures(_Message, frozen=True):
+    """A bridge's own figures, replacing its previous report; answered by Ok.
+
+    The coordinator keeps the last one per connection and shows it in status and metrics
+    until the connection closes, so a bridge that dies disappears from them.
+    """
+
+    name: str
+    connected: bool
+    server: str = ""
+    reconnects: int = 0
+    topics: list[ReportedTopic] = msgspec.field(default_factory=list)
+
+
 # --- replies: coordinator -> client --------------------------------------------------
 
 
@@ -225,6 +249,7 @@ Request: TypeAlias = (
     | Shutdown
     | DeleteDurable
     | Goodbye
+    | ReportFigures
 )
 Reply: TypeAlias = Welcome | ProducerRegistered | Subscribed | Ok | StatsReply | Error
 Message: TypeAlias = Request | Reply

@@ -112,6 +112,7 @@ class BrokerCollector(Collector):
         yield capacity
         yield GaugeMetricFamily("mycelium_connections", "Open control-socket connections.",
                                 value=doc["broker"]["connections"])  # fmt: skip
+        yield from _bridge_metrics(doc.get("bridges", []))
 
 
 def _per_topic(
@@ -125,6 +126,37 @@ def _per_topic(
     for t in topics:
         metric.add_metric([t["name"]], t[key])
     return metric
+
+
+#: Bridge figures that go up and down; the others only grow (while the bridge runs).
+_BRIDGE_GAUGES = frozenset({"in_flight", "acks_pending", "lag", "last_stream_seq"})
+
+
+def _bridge_metrics(bridges: list[dict[str, Any]]) -> Iterator[Metric]:
+    """What each bridge last reported on its control connection (docs/distribution.md):
+    ``mycelium_bridge_<export|import>_<figure>{bridge, topic}``."""
+    connected = GaugeMetricFamily(
+        "mycelium_bridge_connected", "Whether the bridge has a NATS connection.", labels=["bridge"]
+    )
+    reconnects = CounterMetricFamily(
+        "mycelium_bridge_reconnects", "NATS reconnects of the bridge.", labels=["bridge"]
+    )
+    families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+    for b in bridges:
+        connected.add_metric([b["name"]], int(b["connected"]))
+        reconnects.add_metric([b["name"]], b["reconnects"])
+        for direction in ("export", "import"):
+            for topic, figures in b[direction + "s"].items():
+                for key, value in figures.items():
+                    name = f"mycelium_bridge_{direction}_{key}"
+                    if name not in families:
+                        family = GaugeMetricFamily if key in _BRIDGE_GAUGES else CounterMetricFamily
+                        text = f"Bridge {direction} figure {key!r} (docs/distribution.md)."
+                        families[name] = family(name, text, labels=["bridge", "topic"])
+                    families[name].add_metric([b["name"], topic], value)
+    yield connected
+    yield reconnects
+    yield from families.values()
 
 
 class MetricsEndpoint:

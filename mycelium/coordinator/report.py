@@ -65,6 +65,8 @@ def render_stats(doc: dict[str, Any]) -> str:
                 ],
             ),
         ]  # fmt: skip
+    if doc.get("bridges"):
+        out += ["", _bridges_table(doc["bridges"])]
     if doc["lanes"]:
         out += [
             "",
@@ -82,3 +84,21 @@ def render_stats(doc: dict[str, Any]) -> str:
     seg = doc["segments"]
     out += ["", f"segments: {seg['count']} ({_mib(seg['bytes'])})"]
     return "\n".join(out)
+
+
+def _bridges_table(bridges: list[dict[str, Any]]) -> str:
+    """One row per bridged topic: the figures its bridge last reported."""
+    rows = []
+    for b in bridges:
+        link = f"{b['server'] or '-'}{'' if b['connected'] else ' (down)'}"
+        for t, f in b["exports"].items():
+            rows.append([b["name"], b["pid"], link, b["reconnects"], "export", t,
+                         f.get("exported", 0), f.get("in_flight", 0), "-", f.get("duplicates", 0),
+                         "-"])  # fmt: skip
+        for t, f in b["imports"].items():
+            rows.append([b["name"], b["pid"], link, b["reconnects"], "import", t,
+                         f.get("imported", 0), "-", f.get("acks_pending", 0),
+                         f.get("duplicates_dropped", 0), f.get("lag", 0)])  # fmt: skip
+    headers = ["bridge", "pid", "nats", "reconnects", "way", "topic", "messages", "in flight",
+               "acks pending", "duplicates", "lag"]  # fmt: skip
+    return _table(headers, rows)

@@ -19,6 +19,7 @@ from mycelium.control.limits import (
     MAX_CONSUMERS_PER_CONNECTION,
     MAX_ENTRIES_PER_PROCESS,
     check_name,
+    check_report,
 )
 from mycelium.control.session import ServerSession
 from mycelium.control.wire import (
@@ -35,6 +36,7 @@ from mycelium.control.wire import (
     RegisterProducer,
     Reload,
     Reply,
+    ReportFigures,
     Request,
     Shutdown,
     StatsReply,
@@ -46,7 +48,7 @@ from mycelium.control.wire import (
     encode_frame,
 )
 from mycelium.coordinator.naming import client_name
-from mycelium.coordinator.stats import RateMeter, collect_stats
+from mycelium.coordinator.stats import RateMeter, bridge_doc, collect_stats
 from mycelium.coordinator.topology import BrokerState
 from mycelium.errors import (
     BrokerUnavailable,
@@ -69,12 +71,13 @@ _STATS_MARGIN_BYTES = 4096
 
 def bounded_stats_reply(stats: dict[str, Any]) -> StatsReply:
     """The stats as one reply under the frame limit: with thousands of clients the
-    per-producer and per-consumer lists are cut (halved until it fits) and ``truncated``
-    says how many there were; the topic and broker totals are always whole."""
+    per-producer, per-consumer and per-bridge lists are cut (halved until it fits) and
+    ``truncated`` says how many there were; the topic and broker totals are always whole."""
     reply = StatsReply(stats=stats)
     limit = MAX_CONTROL_FRAME_BYTES - _STATS_MARGIN_BYTES
-    totals = {key: len(stats.get(key, ())) for key in ("producers", "consumers")}
-    keep = max(totals.values())
+    lists = ("producers", "consumers", "bridges")
+    totals = {key: len(stats[key]) for key in lists if key in stats}
+    keep = max(totals.values(), default=0)
     while len(_ENCODER.encode(reply)) > limit and keep:
         keep //= 2
         cut = {key: stats[key][:keep] for key in totals}
@@ -85,7 +88,7 @@ def bounded_stats_reply(stats: dict[str, Any]) -> StatsReply:
 class ClientConnection:
     """One control connection and the entries its client holds."""
 
-    __slots__ = ("consumer_ids", "name", "pid", "producer_id", "session", "uid")
+    __slots__ = ("consumer_ids", "figures", "name", "pid", "producer_id", "session", "uid")
 
     def __init__(self, session: ServerSession, pid: int, uid: int) -> None:
         self.session = session
@@ -94,6 +97,7 @@ class ClientConnection:
         self.name = ""  # set by its Hello
         self.producer_id = 0
         self.consumer_ids: set[int] = set()
+        self.figures: ReportFigures | None = None  # a bridge's last report
 
 
 class RequestHandler:
@@ -235,6 +239,10 @@ class RequestHandler:
             case Goodbye():
                 self._release(conn)
                 return Ok()
+            case ReportFigures():
+                check_report(request)
+                conn.figures = request
+                return Ok()
         return Error(code=ErrorCode.UNKNOWN_MESSAGE, message=type(request).__name__)
 
     def _check_entries(self, conn: ClientConnection, consumers: int) -> None:
@@ -266,6 +274,7 @@ class RequestHandler:
             connections=len(self._conns),
         )
         stats["broker"]["refused_segments"] = TRUST.refused
+        stats["bridges"] = [bridge_doc(c.figures, c.pid) for c in self._conns if c.figures]
         return stats
 
     def _event(self, conn: ClientConnection, event: str, what: str, **extra: Any) -> None:

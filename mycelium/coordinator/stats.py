@@ -26,6 +26,7 @@ from typing import Any
 
 import psutil
 
+from mycelium.control.wire import ReportFigures
 from mycelium.coordinator.topology import BrokerState
 from mycelium.shm.consumer_state import ConsumerStateView
 from mycelium.shm.layout import (
@@ -38,7 +39,7 @@ from mycelium.shm.layout import (
 )
 from mycelium.topology import ConsumerEntry, LaneEntry
 
-__all__ = ["HISTORY_S", "RateMeter", "collect_stats"]
+__all__ = ["HISTORY_S", "RateMeter", "bridge_doc", "collect_stats"]
 
 #: How far back the rate history (top's sparklines) and the lag-in-time samples reach.
 HISTORY_S = 60.0
@@ -248,3 +249,20 @@ def collect_stats(
             "bytes": state.registry.seg.size + lane_bytes + consumer_bytes,
         },
     }
+
+
+def bridge_doc(report: ReportFigures, pid: int) -> dict[str, Any]:
+    """A bridge's last report as the stats document shows it (the shape of its own
+    status file): its link, then the counters per exported and imported topic."""
+    doc: dict[str, Any] = {
+        "name": report.name,
+        "pid": pid,
+        "connected": report.connected,
+        "server": report.server,
+        "reconnects": report.reconnects,
+        "exports": {},
+        "imports": {},
+    }
+    for entry in report.topics:
+        doc[entry.direction + "s"][entry.topic] = dict(entry.figures)
+    return doc

@@ -23,6 +23,14 @@ from mycelium import Consumer, Producer
 DELIVERY_TIMEOUT_S = 120.0
 BRIDGE_READY_S = 30.0
 
+#: Bridge settings that keep the tests quick: a redelivered batch comes back after 2 s.
+TEST_BRIDGE = """
+ack_wait_ms = 2000
+publish_ack_timeout_ms = 2000
+reconnect_wait_min_ms = 50
+reconnect_wait_max_ms = 500
+"""
+
 _SEQ = struct.Struct("<Q")
 
 

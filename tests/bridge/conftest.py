@@ -9,17 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_kit import BridgeProcess, host_config
+from bridge_kit import TEST_BRIDGE, BridgeProcess, host_config
 
 from mycelium.bridge.natsd import NatsServer, free_port
-
-#: Bridge settings that keep the tests quick: a redelivered batch comes back after 2 s.
-TEST_BRIDGE = """
-ack_wait_ms = 2000
-publish_ack_timeout_ms = 2000
-reconnect_wait_min_ms = 50
-reconnect_wait_max_ms = 500
-"""
 
 
 @pytest.fixture
@@ -58,7 +50,8 @@ def nats_cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
 @pytest.fixture
 def hosts(make_broker: Callable[..., Any], tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Factory: ``hosts(urls, a="export = [...]", b="...")`` -> (broker A, broker B, start)
-    where ``start(name)`` starts (or restarts) that host's bridge process."""
+    where ``start(name)`` starts (or restarts) that host's bridge process. A key given in
+    a host's section replaces the TEST_BRIDGE default."""
     bridges: list[BridgeProcess] = []
 
     def make(urls: list[str], **sections: str) -> tuple[Any, ...]:
@@ -66,7 +59,13 @@ def hosts(make_broker: Callable[..., Any], tmp_path: Path) -> Iterator[Callable[
         starters = {}
         for name, section in sections.items():
             nats = ", ".join(f'"{u}"' for u in urls)
-            text = host_config(f'name = "{name}"\nnats = [{nats}]\n{TEST_BRIDGE}{section}\n')
+            given = {line.split("=")[0].strip() for line in section.splitlines() if "=" in line}
+            defaults = "".join(
+                f"{line}\n"
+                for line in TEST_BRIDGE.splitlines()
+                if line.split("=")[0].strip() not in given
+            )
+            text = host_config(f'name = "{name}"\nnats = [{nats}]\n{defaults}{section}\n')
             broker = make_broker(text)
             bridge = BridgeProcess(broker.socket, broker.config, tmp_path / f"bridge-{name}")
             bridges.append(bridge)
