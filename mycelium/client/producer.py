@@ -32,6 +32,7 @@ import numpy as np
 from mycelium.client.backpressure import Backpressure
 from mycelium.client.control import ControlChannel
 from mycelium.client.handle import ClosingHandle
+from mycelium.client.publisher import TopicPublisher
 from mycelium.client.redelivery import gate_ids, takes_messages
 from mycelium.client.routes import FanoutRoute, Payload, QueueRoute, Route
 from mycelium.client.topology import TopologyWatcher
@@ -208,6 +209,10 @@ class ProducerCore:
     def registry(self) -> RegistryView:
         """The broker's registry, mapped read-only (tools read the topology from it)."""
         return self.watch.registry
+
+    def fanout_publish(self, topic: str) -> Callable[[Payload], None] | None:
+        """The publish of ``topic``'s one fanout lane (None for a queue topic or none yet)."""
+        return self._fanout.get(topic)
 
     @property
     def routes(self) -> dict[str, Route]:
@@ -448,6 +453,11 @@ class Producer(ClosingHandle, ProducerCore):
                     raise
                 done += self.offer_array(topic, rows[done:])
         return k
+
+    def topic(self, topic: str) -> TopicPublisher:
+        """A publisher handle bound to ``topic`` (``TopicPublisher``): ``publish`` without
+        the topic lookup, every check kept. Raises UnknownTopic now, not on first use."""
+        return TopicPublisher(self, topic)
 
     def publish_message(self, message: Payload) -> None:
         """Publish a Protocol V2 message on the topic of its relay domain.
