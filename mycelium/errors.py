@@ -151,3 +151,15 @@ class ZeroCopyUnavailable(MyceliumError, ValueError):
             f"topic {topic!r} is lossy: its writer never waits, so a zero-copy view could be"
             " overwritten; use recv (a copy)"
         )
+
+
+class RecordSizeMismatch(MyceliumError, ValueError):
+    """``recv_array``: the next message is not one record of the dtype (``size`` bytes,
+    not ``itemsize``); it was not consumed (``recv`` reads it)."""
+
+    def __init__(self, topic: str, size: int, itemsize: int) -> None:
+        self.topic, self.size, self.itemsize = topic, size, itemsize
+        super().__init__(
+            f"the next message on {topic!r} is {size} bytes, not one {itemsize}-byte record;"
+            " it was left unread"
+        )

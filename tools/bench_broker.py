@@ -3,7 +3,8 @@
 
 Runs the original plan's workload (2,000,000 messages of 1 KiB, one producer process,
 one consumer process) through a broker started on a private socket, then the same with
-``publish_many``/``recv_many`` (64 B and 1 KiB), then end-to-end latency at a paced rate
+``publish_many``/``recv_many`` (64 B and 1 KiB), zero-copy ``recv_view`` (1 KiB) and
+numpy ``publish_array``/``recv_array`` (64 B records), then end-to-end latency at a paced rate
 for the blocking and the spinning consumer. If pyzmq is installed it runs the same
 throughput workload over PUSH/PULL ``ipc://`` in the same run and prints the ratio.
 
@@ -41,9 +42,18 @@ PUBLISH_BATCH = 256
 
 
 # -- children -------------------------------------------------------------------------
-def _consumer(
-    sock: str, topic: str, n: int, batched: bool, wait: str, ready: Any, out: Any
-) -> None:
+#: Throughput modes: name -> (how the consumer reads, how the producer writes).
+MODES = {
+    "per_message": ("recv", "publish"),
+    "batched": ("recv_many", "publish_many"),
+    "view": ("recv_view", "publish"),  # zero-copy receive, one message at a time
+    "array": ("recv_array", "publish_array"),  # numpy records, one message each
+}
+
+
+def _consumer(sock: str, topic: str, n: int, mode: str, wait: str, ready: Any, out: Any) -> None:
+    import numpy as np
+
     from mycelium import Consumer
 
     with Consumer(topic, socket_path=sock, wait=wait) as c:
@@ -53,9 +63,19 @@ def _consumer(
         t0 = time.perf_counter()
         got = 1
         deadline = time.monotonic() + RUN_DEADLINE_S
-        if batched:
+        if mode == "recv_many":
             while got < n and time.monotonic() < deadline:
                 got += len(c.recv_many(RECV_BATCH, timeout=1.0))
+        elif mode == "recv_array":
+            record = np.dtype((np.void, len(first)))
+            while got < n and time.monotonic() < deadline:
+                got += len(c.recv_array(record, RECV_BATCH, timeout=1.0))
+        elif mode == "recv_view":
+            view = c.recv_view
+            while got < n:
+                with view(timeout=5.0) as v:
+                    v[0]  # touch it: a view of bytes that stay in the ring
+                got += 1
         else:
             recv = c.recv
             while got < n:
@@ -65,14 +85,22 @@ def _consumer(
         out.put({"received": got, "recv_s": elapsed, "first_len": len(first)})
 
 
-def _producer(sock: str, topic: str, n: int, size: int, batched: bool, out: Any) -> None:
+def _producer(sock: str, topic: str, n: int, size: int, mode: str, out: Any) -> None:
+    import numpy as np
+
     from mycelium import Producer
 
     payload = b"\xab" * size
     with Producer(socket_path=sock) as p:
         p.publish(topic, payload)  # registers the topic; not timed
         t0 = time.perf_counter()
-        if batched:
+        if mode == "publish_array":
+            records = np.frombuffer(payload * PUBLISH_BATCH, np.dtype((np.void, size)))
+            sent = 1
+            while sent < n:
+                k = min(PUBLISH_BATCH, n - sent)
+                sent += p.publish_array(topic, records[:k])
+        elif mode == "publish_many":
             batch = [payload] * PUBLISH_BATCH
             sent = 1
             while sent < n:
@@ -232,13 +260,14 @@ def _run_pair(consumer: tuple, producer: tuple) -> tuple[dict, dict]:
                 proc.join(5)
 
 
-def throughput(sock: str, n: int, size: int, batched: bool, runs: int) -> dict[str, float]:
-    """Median send and receive rates over ``runs`` runs."""
+def throughput(sock: str, n: int, size: int, mode: str, runs: int) -> dict[str, float]:
+    """Median send and receive rates over ``runs`` runs (``mode``: a key of MODES)."""
     send, recv = [], []
+    reads, writes = MODES[mode]
     for _ in range(runs):
         prod, cons = _run_pair(
-            (_consumer, sock, "market_data", n, batched, "block"),
-            (_producer, sock, "market_data", n, size, batched),
+            (_consumer, sock, "market_data", n, reads, "block"),
+            (_producer, sock, "market_data", n, size, writes),
         )
         if cons["received"] < n:
             raise RuntimeError(f"lost messages: {cons['received']} of {n}")
@@ -304,10 +333,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="myc-bench-") as tmp:
         broker = Broker(Path(tmp))
         try:
-            results["per_message_1KiB"] = throughput(broker.sock, n, 1024, False, runs)
-            results["batched_1KiB"] = throughput(broker.sock, n, 1024, True, runs)
-            results["batched_64B"] = throughput(broker.sock, n, 64, True, runs)
-            results["per_message_64B"] = throughput(broker.sock, n, 64, False, runs)
+            results["per_message_1KiB"] = throughput(broker.sock, n, 1024, "per_message", runs)
+            results["batched_1KiB"] = throughput(broker.sock, n, 1024, "batched", runs)
+            results["batched_64B"] = throughput(broker.sock, n, 64, "batched", runs)
+            results["per_message_64B"] = throughput(broker.sock, n, 64, "per_message", runs)
+            results["view_1KiB"] = throughput(broker.sock, n, 1024, "view", runs)
+            results["array_64B"] = throughput(broker.sock, n, 64, "array", runs)
             for case in LATENCY_CASES:
                 results[f"latency_{case}"] = latency(broker.sock, lat_n, args.rate, case)
             results["broker_rss_bytes"] = broker.rss()
@@ -325,12 +356,18 @@ def main() -> int:
         print(json.dumps(results, indent=2))
         return 0
     print(f"mycelium broker benchmark: {n:,} messages per run, median of {runs}")
-    for key in ("per_message_1KiB", "per_message_64B", "batched_1KiB", "batched_64B", "zmq_1KiB"):
+    keys = ("per_message_1KiB", "view_1KiB", "per_message_64B", "batched_1KiB", "batched_64B",
+            "array_64B", "zmq_1KiB")  # fmt: skip
+    for key in keys:
         if key in results:
             r = results[key]
             print(
                 f"  {key:<18} send {r['send_msg_s']:>12,.0f} msg/s   recv {r['recv_msg_s']:>12,.0f} msg/s"
             )
+    view, plain = results["view_1KiB"]["recv_msg_s"], results["per_message_1KiB"]["recv_msg_s"]
+    print(f"  recv_view / recv at 1 KiB: x{view / plain:.2f} (target x1.3)")
+    print(f"  recv_array 64 B records: {results['array_64B']['recv_msg_s'] / 1e6:.2f} M/s"
+          " (target 20 M/s)")  # fmt: skip
     if "ratio_vs_zmq" in results:
         r = results["ratio_vs_zmq"]
         print(f"  vs pyzmq PUSH/PULL ipc (1 KiB): send x{r['send']:.2f}  recv x{r['recv']:.2f}")

@@ -26,14 +26,23 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from mycelium.backoff import Backpressure, pause_sync
 from mycelium.client.control import ControlChannel
 from mycelium.client.handle import ClosingHandle
+from mycelium.client.publisher import TopicPublisher
 from mycelium.client.redelivery import gate_ids, takes_messages
 from mycelium.client.routes import FanoutRoute, Payload, QueueRoute, Route
 from mycelium.client.topology import TopologyWatcher
 from mycelium.control.wire import RegisterProducer
-from mycelium.errors import BackpressureTimeout, MessageTooLarge, MyceliumError, UnknownTopic
+from mycelium.errors import (
+    BackpressureTimeout,
+    MessageTooLarge,
+    MyceliumError,
+    NonContiguousPayload,
+    UnknownTopic,
+)
 from mycelium.paths import resolve_socket_path
 from mycelium.protocol import (
     HEADER_SIZE,
@@ -56,6 +65,20 @@ log = logging.getLogger("mycelium.client")
 #: Relay domain byte of a Protocol V2 header -> topic (API.md).
 DOMAIN_TOPICS = {1: "market_data", 2: "signals", 3: "execution"}
 RELAY_DOMAIN_OFFSET = 4
+
+
+def record_rows(records: np.ndarray) -> np.ndarray:
+    """A 1-D array's records as the rows of a (k, itemsize) uint8 array (no copy).
+
+    Raises NonContiguousPayload for a strided array, ValueError for another shape.
+    """
+    if not isinstance(records, np.ndarray) or records.ndim != 1:
+        raise ValueError("publish_array takes a 1-D numpy array, one record per message")
+    if not records.flags.c_contiguous:
+        raise NonContiguousPayload(
+            "publish_array needs a C-contiguous array (np.ascontiguousarray)"
+        )
+    return records.view(np.uint8).reshape(len(records), records.dtype.itemsize)
 
 
 def topic_of_message(message: Payload) -> str:
@@ -158,6 +181,18 @@ class ProducerCore:
             raise MessageTooLarge(largest, limit, topic)
         return self._routes[topic].offer_many(items)
 
+    def offer_array(self, topic: str, rows: np.ndarray) -> int:
+        """``offer_many`` for the rows of a (k, n) uint8 array (one message per row),
+        vectorised. Raises as ``offer_many``."""
+        if self.watch.stale():
+            self.refresh()
+        if topic not in self._routes:
+            self.open(topic)
+        limit = self._limits[topic]
+        if rows.shape[1] > limit:
+            raise MessageTooLarge(rows.shape[1], limit, topic)
+        return self._routes[topic].offer_rows(rows)
+
     def backpressure(self, topic: str, timeout: float | None = None) -> Backpressure:
         """The wait of one full publish on ``topic``, bounded by ``timeout``, else the
         producer's ``backpressure_timeout``, else the topic's."""
@@ -173,6 +208,10 @@ class ProducerCore:
     def registry(self) -> RegistryView:
         """The broker's registry, mapped read-only (tools read the topology from it)."""
         return self.watch.registry
+
+    def fanout_publish(self, topic: str) -> Callable[[Payload], None] | None:
+        """The publish of ``topic``'s one fanout lane (None for a queue topic or none yet)."""
+        return self._fanout.get(topic)
 
     @property
     def routes(self) -> dict[str, Route]:
@@ -388,6 +427,29 @@ class Producer(ClosingHandle, ProducerCore):
                     raise
                 done += self.offer_many(topic, items[done:])
         return k
+
+    def publish_array(self, topic: str, records: np.ndarray) -> int:
+        """Publish each record of a 1-D numpy array (e.g. a structured array, or a
+        Protocol V2 batch from ``mycelium.protocol.batch``) as one message of
+        ``dtype.itemsize`` bytes, vectorised; returns the count. Raises as
+        ``publish_many``; NonContiguousPayload for an array that is not C-contiguous."""
+        done = self.offer_array(topic, rows := record_rows(records))
+        k = len(rows)
+        if done < k:
+            bp = self.backpressure(topic)
+            while done < k:
+                try:
+                    self._pause(bp)
+                except BackpressureTimeout as exc:
+                    exc.published = done
+                    raise
+                done += self.offer_array(topic, rows[done:])
+        return k
+
+    def topic(self, topic: str) -> TopicPublisher:
+        """A publisher handle bound to ``topic`` (``TopicPublisher``): ``publish`` without
+        the topic lookup, every check kept. Raises UnknownTopic now, not on first use."""
+        return TopicPublisher(self, topic)
 
     def publish_message(self, message: Payload) -> None:
         """Publish a Protocol V2 message on the topic of its relay domain.
