@@ -61,8 +61,9 @@ CACHE_LINE = 64
 PAGE = 4096
 
 MAGIC = int.from_bytes(b"MYCELIUM", "little")
-#: Bumped whenever any offset or the frame format changes: attach refuses other versions.
-LAYOUT_VERSION = 3
+#: Bumped whenever any offset or the frame format changes: attach refuses other versions
+#: (3: the 16-byte packed header of one intermediate commit; 4: the 24-byte header).
+LAYOUT_VERSION = 4
 
 # Segment kinds, stored in the identity line.
 KIND_LANE = 1
