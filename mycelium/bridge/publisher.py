@@ -11,8 +11,9 @@ buffer at once, each with the reply subject ``<inbox>.<token>``; one subscriptio
 keeps the bound on what is in flight and the order of settling.
 
 This rides two of nats-py's internals (``_send_command``, ``_flush_pending``: the calls its
-own ``publish`` makes), pinned by the test extras' nats-py; the subjects and header values
-are the bridge's own, validated names and numbers, so nats-py's checks are not needed.
+own ``publish`` makes), bounded by the extras' nats-py range (``<3``) and checked when a
+publisher is made; the subjects and header values are the bridge's own, validated names
+and numbers, so nats-py's checks are not needed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class PubAck(msgspec.Struct):
 
 
 _ACK = msgspec.json.Decoder(PubAck)
+#: The two nats-py internals the batched write rides (see the module note).
+_INTERNALS = ("_send_command", "_flush_pending")
 _UNREADABLE = PubAck(error={"description": "unreadable publish ack"})
 
 
@@ -44,6 +47,12 @@ class BatchPublisher:
     """Publishes on one connection; ``on_ack(token, ack)`` runs on the loop for each ack."""
 
     def __init__(self, nc: Client, on_ack: Callable[[int, PubAck], None]) -> None:
+        missing = [name for name in _INTERNALS if not callable(getattr(nc, name, None))]
+        if missing:  # a nats-py outside the tested range: say so instead of failing later
+            raise RuntimeError(
+                f"this nats-py ({', '.join(missing)} missing) is not one the bridge supports; "
+                "install the version range of mycelium's bridge extra"
+            )
         self.nc = nc
         self.on_ack = on_ack
         self.prefix = (nc.new_inbox() + ".").encode()
