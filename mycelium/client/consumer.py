@@ -17,7 +17,8 @@ producer died stays until we have drained it; the coordinator then retires it an
 let it go. On a queue topic, ``close()`` keeps its cursors in place: the coordinator hands
 our lanes to the rest of the group, which reads on from them (``redelivery.py``). A lane
 handed to us is read before our own ones (its messages are older), from where its
-previous holder stood.
+previous holder stood. The envelope, view and array receives are
+``consumer_receives.py``, bases of the classes here.
 """
 
 from __future__ import annotations
@@ -26,14 +27,10 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import numpy as np
-import numpy.typing as npt
-
+from mycelium.client.consumer_receives import ReceiveCore, Receives
 from mycelium.client.control import ControlChannel
-from mycelium.client.envelope import Envelope
 from mycelium.client.handle import ClosingHandle
 from mycelium.client.redelivery import redelivered, resume_at
 from mycelium.client.topology import TopologyWatcher
@@ -44,8 +41,6 @@ from mycelium.errors import (
     ConfigError,
     MyceliumError,
     ReceiveTimeout,
-    RecordSizeMismatch,
-    ZeroCopyUnavailable,
 )
 from mycelium.paths import resolve_socket_path
 from mycelium.protocol import Message, parse_message
@@ -75,7 +70,7 @@ class LaneSnapshot:
     resume: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
 
-class ConsumerCore:
+class ConsumerCore(ReceiveCore):
     """Everything a consumer does except blocking: shared by sync and async handles."""
 
     def __init__(
@@ -168,46 +163,6 @@ class ConsumerCore:
                 return data
         return None
 
-    def poll_envelope(self) -> Envelope | None:
-        """The next message with its origin (``Envelope``), or None; the lanes in the same
-        order as ``poll``. Raises CorruptFrame."""
-        if self.watch.stale():
-            self.refresh()
-        order = self._order
-        n = len(order)
-        start = self._rr
-        turns = [*self._handed, *(order[(start + k) % n] for k in range(n))]
-        for k, reader in enumerate(turns):
-            got = reader.poll_envelope()
-            if got is not None:
-                if k >= len(self._handed):
-                    self._rr = (start + k - len(self._handed) + 1) % n
-                return Envelope(self.topic, got[0], reader.producer, got[1], got[2])
-        return None
-
-    def poll_view(self) -> tuple[LaneReader, memoryview] | None:
-        """The next message as a read-only view into the ring and the reader holding it
-        (its slot stays before the frame until ``reader.release()``), or None.
-
-        Raises ZeroCopyUnavailable on a lossy topic (its writer never waits, so it could
-        overwrite a held frame), CorruptFrame.
-        """
-        if self.watch.stale():
-            self.refresh()
-        if self._lossy:
-            raise ZeroCopyUnavailable(self.topic)
-        order = self._order
-        n = len(order)
-        start = self._rr
-        turns = [*self._handed, *(order[(start + k) % n] for k in range(n))]
-        for k, reader in enumerate(turns):
-            view = reader.poll_view()
-            if view is not None:
-                if k >= len(self._handed):
-                    self._rr = (start + k - len(self._handed) + 1) % n
-                return reader, view
-        return None
-
     def poll_many(self, max_n: int) -> list[bytes] | None:
         """Up to ``max_n`` waiting messages (one cursor store per lane), or None if none.
 
@@ -229,36 +184,6 @@ class ConsumerCore:
             out += order[(start + k) % n].poll_many(max_n - len(out))
         self._rr = (start + 1) % n if n else 0
         return out or None
-
-    def poll_array(self, dtype: np.dtype, max_n: int) -> np.ndarray | None:
-        """Up to ``max_n`` waiting messages as records of ``dtype`` (one per message, one
-        cursor store per lane), or None if none is waiting. The lanes in turn, as
-        ``poll_many``. Raises RecordSizeMismatch if the next message of the first lane
-        with any is not one record (it stays unread), CorruptFrame."""
-        if self.watch.stale():
-            self.refresh()
-        order = self._order
-        n = len(order)
-        start = self._rr
-        parts: list[np.ndarray] = []
-        got = 0
-        for reader in [*self._handed, *(order[(start + k) % n] for k in range(n))]:
-            if got >= max_n:
-                break
-            rows = reader.poll_records(dtype.itemsize, max_n - got)
-            if rows is None:
-                continue
-            if not len(rows):
-                if got:
-                    break  # deliver what we have; the odd one is refused next time
-                raise RecordSizeMismatch(self.topic, reader.next_size(), dtype.itemsize)
-            parts.append(rows)
-            got += len(rows)
-        self._rr = (start + 1) % n if n else 0
-        if not parts:
-            return None
-        rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return rows.reshape(-1).view(dtype)
 
     def plan(self, timeout: float | None) -> WaitPlan:
         """The wait for the next message, by this consumer's strategy (None: no deadline)."""
@@ -429,7 +354,7 @@ class ConsumerCore:
         self.watch.close()
 
 
-class Consumer(ClosingHandle, ConsumerCore):
+class Consumer(ClosingHandle, Receives, ConsumerCore):
     """Synchronous consumer handle of one topic (a context manager and an iterator)::
 
     with Consumer("market_data") as c:
@@ -454,73 +379,9 @@ class Consumer(ClosingHandle, ConsumerCore):
             batch = wait_sync(lambda: self.poll_many(max_n), self.state, self.plan(timeout))
         return batch or []
 
-    def recv_array(
-        self, dtype: npt.DTypeLike, max_n: int = 1000, timeout: float | None = 0.0
-    ) -> np.ndarray:
-        """Up to ``max_n`` messages as a numpy array of ``dtype`` records (one message per
-        record: e.g. a structured dtype, or ``mycelium.protocol.batch.TRADE_MESSAGE_DTYPE``
-        for ``decode_batch``); waits up to ``timeout`` for the first; may be empty.
-
-        Vectorised. Raises RecordSizeMismatch (nothing consumed) when the next message is
-        not ``dtype.itemsize`` bytes: ``recv`` reads it.
-        """
-        dt = np.dtype(dtype)
-        batch = self.poll_array(dt, max_n)
-        if batch is None and timeout != 0.0:
-            batch = wait_sync(lambda: self.poll_array(dt, max_n), self.state, self.plan(timeout))
-        return np.empty(0, dt) if batch is None else batch
-
     def recv_message(self, timeout: float | None = None, verify_checksum: bool = True) -> Message:
         """The next message parsed as Protocol V2 (raises ProtocolError if it is not)."""
         return parse_message(self.recv(timeout), verify_checksum=verify_checksum)
-
-    def recv_envelope(self, timeout: float | None = None) -> Envelope:
-        """The next message with its topic, producer, sequence and publish time; raises
-        as ``recv``. Works with every ack mode: manual ack covers it like ``recv``."""
-        env = self.poll_envelope()
-        if env is not None:
-            return env
-        env = wait_sync(self.poll_envelope, self.state, self.plan(timeout))
-        if env is None:
-            raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
-        return env
-
-    @contextmanager
-    def recv_view(self, timeout: float | None = None) -> Iterator[memoryview]:
-        """``with c.recv_view(timeout=1.0) as view:`` the next message as a read-only
-        memoryview into the ring, no copy. Valid inside the block only: our cursor (which
-        the writer gates on) stays before the frame until the block ends, so no writer
-        can overwrite it meanwhile; on exit the view is released (using it then raises
-        ValueError) and the cursor moves on. Do not read from this consumer inside the
-        block (a read moves the cursor) or keep buffers exported from the view.
-
-        Refused on a lossy topic (ZeroCopyUnavailable, nothing read): its writer never
-        waits for a reader, so a held frame could change under the view. Raises as
-        ``recv`` otherwise (a timeout, CorruptFrame); RuntimeError if nested.
-        """
-        if self._viewing:
-            raise RuntimeError("a recv_view block is already open on this consumer")
-        got = self.poll_view()
-        if got is None:
-            got = wait_sync(self.poll_view, self.state, self.plan(timeout))
-            if got is None:
-                raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
-        reader, view = got
-        self._viewing = True
-        try:
-            yield view
-        finally:
-            self._viewing = False
-            view.release()
-            reader.release()
-
-    def envelopes(self) -> Iterator[Envelope]:
-        """Envelopes as they come, blocking between them, until the consumer is closed."""
-        while not self._closed:
-            try:
-                yield self.recv_envelope(timeout=1.0)
-            except TimeoutError:
-                continue
 
     def __iter__(self) -> Iterator[bytes]:
         """Messages as they come, blocking between them, until the consumer is closed."""
