@@ -50,7 +50,7 @@ from mycelium.shm.reader_views import ZeroCopyViews
 from mycelium.shm.runs import READER_RUN_MIN_FRAMES, read_run
 from mycelium.shm.segment import Segment
 
-__all__ = ["OVERRUN_RETRIES", "LaneReader"]
+__all__ = ["LaneReader"]
 
 
 class LaneReader(RecordReads, ZeroCopyViews):
