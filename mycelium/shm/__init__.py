@@ -2,7 +2,9 @@
 
 A lane is split Disruptor-style: ``lane_header`` (geometry, tail record), ``frames``
 (the frame format and its one walk), ``payload``, ``gating`` (the readers a writer
-waits on), ``writer`` (the sequencer), ``reader`` and ``runs`` (vectorised batches).
+waits on), ``writer`` (the sequencer; its batches in ``writer_batches``), ``reader``
+(its checks, views and record reads in ``reader_checks``, ``reader_views``,
+``reader_records``) and ``runs`` (vectorised batches).
 
 Knows nothing of sockets or the coordinator: tests and tools create and attach segments
 directly; the coordinator and client handles use the same calls.

@@ -12,20 +12,21 @@ lossless lane this only catches readers the writer did not know about yet; on a 
 lane (the writer never waits) it is how overruns are detected. A corrupt header raises
 ``CorruptFrame`` after the reader skipped to the newest published position and counted
 it, so the next poll goes on. ``poll_many`` stores its cursor once per batch; a run of
-equal-size frames is read by ``runs.py``.
+equal-size frames is read by ``runs.py``. The checks behind the slow paths (overruns,
+impossible cursors, corrupt headers) are ``reader_checks.py``; zero-copy views and manual
+acks ``reader_views.py``; fixed-size records as an array ``reader_records.py``: mixins,
+found through the class like its own methods, at no cost per call.
 
 Memory ordering (why plain loads and stores suffice) is argued once, in ``ordering.py``.
 """
 
 from __future__ import annotations
 
-from typing import NoReturn
-
 import numpy as np
 
 from mycelium.errors import CorruptFrame, SegmentError
 from mycelium.shm.consumer_state import ConsumerState
-from mycelium.shm.frames import BadFrame, frame_at, walk_frames
+from mycelium.shm.frames import BadFrame, walk_frames
 from mycelium.shm.lane_header import LaneInfo, cursor_trusted, read_producer, read_tail_record
 from mycelium.shm.layout import (
     FRAME_HEADER_BYTES,
@@ -40,25 +41,19 @@ from mycelium.shm.layout import (
     LANE_WRITE_Q,
     SLOT_COUNT_Q,
     SLOT_CURSOR_Q,
-    SLOT_READ_COUNT_Q,
-    SLOT_READ_CURSOR_Q,
     SLOT_START_Q,
 )
 from mycelium.shm.ordering import full_fence
+from mycelium.shm.reader_checks import OVERRUN_RETRIES, _Overrun
+from mycelium.shm.reader_records import RecordReads
+from mycelium.shm.reader_views import ZeroCopyViews
 from mycelium.shm.runs import READER_RUN_MIN_FRAMES, read_run
 from mycelium.shm.segment import Segment
 
 __all__ = ["LaneReader"]
 
-#: A read that keeps being overrun gives up after this many skips and returns nothing.
-OVERRUN_RETRIES = 16
 
-
-class _Overrun(Exception):
-    """Internal: the writer overwrote (or may have) what this reader was reading."""
-
-
-class LaneReader:
+class LaneReader(RecordReads, ZeroCopyViews):
     """One consumer's reader of one lane; its cursor lives in the consumer's own segment.
 
     ``start="end"`` reads what is published from now on, ``start="begin"`` everything the
@@ -334,197 +329,6 @@ class LaneReader:
         self._pos = pos
         return out
 
-    def poll_records(self, n: int, max_n: int) -> np.ndarray | None:
-        """Up to ``max_n`` messages of exactly ``n`` bytes as a (k, n) uint8 array, with one
-        cursor store; None if none is waiting. Vectorised: each stretch of equal frames up
-        to the ring's end is one strided header check and one strided copy.
-
-        Stops before the first message of another size; if that is the first one, returns
-        an empty array and consumes nothing (the caller raises). Overruns and corrupt
-        frames are handled as in ``poll_many``.
-        """
-        if max_n <= 0:
-            raise ValueError(f"max_n must be positive, not {max_n}")
-        self._raise_pending()
-        ring8 = self._ring64.view(np.uint8)
-        mask, cap = self._mask, self._cap
-        for _ in range(OVERRUN_RETRIES):
-            first, count = self._pos, self._count
-            parts: list[np.ndarray] = []
-            got = 0
-            pos = first
-            try:
-                while got < max_n:
-                    found = self._locate(pos)
-                    if found is None or found[1] != n:
-                        break
-                    fpos, _, fend = found
-                    off, fb = fpos & mask, fend - fpos
-                    k = min(max_n - got, (self._avail - fpos) // fb, (cap - off) // fb)
-                    same = self._ring64[off >> 3 : (off >> 3) + k * (fb >> 3) : fb >> 3] == n
-                    if not same.all():
-                        k = int(same.argmin())  # the first frame of another size
-                    rows = ring8[off : off + k * fb].reshape(k, fb)
-                    parts.append(rows[:, FRAME_HEADER_BYTES : FRAME_HEADER_BYTES + n].copy())
-                    got += k
-                    pos = fpos + k * fb
-                self._check_intact(first)
-            except _Overrun:
-                self._pos, self._count = first, count
-                self._skip_to_tail()
-                continue
-            except CorruptFrame as exc:
-                if not got:
-                    raise
-                self._pending_error = exc  # deliver the good records first, as poll_many
-                pos = self._pos  # _corrupt moved it past the bad frame
-            if got == 0 and found is None:
-                return None
-            self._pos = pos
-            self._count = count = max(self._count, count + got)
-            if got:
-                self._sq[self._cnt_i] = count
-                self._sq[self._cur_i] = pos
-            if len(parts) == 1:
-                return parts[0]
-            return np.concatenate(parts) if parts else np.empty((0, n), np.uint8)
-        return None
-
-    def next_size(self) -> int:
-        """The payload size of the next published message (-1 if none): for errors."""
-        found = self._locate(self._pos)
-        return -1 if found is None else found[1]
-
-    def poll_view(self) -> memoryview | None:
-        """The next message as a zero-copy, read-only view, or None.
-
-        The view stays valid until the next read on this reader (poll, poll_many,
-        poll_view) or ``release()``: until then our slot points before the frame, so a
-        writer that gates on us cannot reuse its bytes. Keep it longer and the bytes may
-        change under you; copy what you keep. Not offered on lossy lanes, where the writer
-        never waits (ValueError). Raises CorruptFrame.
-        """
-        if self._lossy:
-            raise ValueError("zero-copy views are not offered on lossy lanes")
-        self._raise_pending()
-        self.release()
-        for _ in range(OVERRUN_RETRIES):
-            try:
-                found = self._locate(self._pos)
-                if found is None:
-                    return None
-                pos, n, end = found
-                self._check_intact(self._pos)  # from where this read began: a wrap marker too
-            except _Overrun:
-                self._skip_to_tail()
-                continue
-            # The slot keeps pointing at this frame's start until release().
-            self._pos = end
-            self._count += 1
-            self._held = True
-            start = LANE_DATA_OFF + (pos & self._mask) + FRAME_HEADER_BYTES
-            return self.seg.buf[start : start + n]
-        return None
-
-    def release(self) -> None:
-        """Give a held zero-copy view's bytes back to the writer (any later read does too)."""
-        if self._held:
-            self._held = False
-            self._sq[self._cnt_i] = self._count
-            self._sq[self._cur_i] = self._pos
-
-    # -- slow-path helpers ----------------------------------------------------------------
-    def _locate(self, pos: int) -> tuple[int, int, int] | None:
-        """The frame at ``pos`` as (position, length, end), following a wrap marker; None
-        if nothing is published there yet. Raises _Overrun if the writer lapped our read
-        (which began at our position), or CorruptFrame (after skipping) on a bad header."""
-        avail = self._avail
-        if pos >= avail or self._distrust:
-            avail = self._observe(pos)
-            if pos >= avail:
-                return None
-        try:
-            return frame_at(self._dq, self._cap, self._max, pos, avail)
-        except BadFrame as exc:
-            self._bad(str(exc))
-
-    def _observe(self, pos: int) -> int:
-        """Load the write cursor for a reader at ``pos`` and return it if the lane's geometry
-        can produce it (``cursor_trusted``); else return ``pos`` (nothing to read), having
-        raised CorruptFrame and counted it the first time, so a bad cursor is one error and
-        the lane is skipped until its writer publishes a sane one again."""
-        # Observe, as in poll(); cursor_trusted loads the reservation after it (Load/Load).
-        avail = self._hq[LANE_WRITE_Q]
-        if cursor_trusted(self._hq, pos, avail):
-            self._distrust = False
-            self._avail = avail
-            return avail
-        self._avail = pos
-        if self._distrust:
-            return pos
-        self._distrust = True
-        self._pos = pos  # the frames before pos were read (poll_many delivers them first)
-        self.state.add_corrupt()
-        raise CorruptFrame(
-            f"lane {self.seg.name}: impossible write cursor {avail} for a reader at {pos}"
-            " (misaligned, behind it, or past the writer's reservation); lane skipped until"
-            " its writer publishes a sane cursor"
-        )
-
-    def _check_intact(self, pos: int) -> None:
-        """Raise _Overrun if the writer may have written over bytes at or after ``pos``.
-
-        Called after the copy: the reservation load follows the payload loads (Load/Load)
-        and the writer stores the reservation before writing below it (Store/Store).
-        """
-        if pos + self._cap < self._hq[LANE_RESERVED_Q]:
-            raise _Overrun
-
-    def _bad(self, why: str) -> NoReturn:
-        """A header failed its checks: an overrun if the writer lapped the bytes read since
-        our position (a chain of overwritten headers can lead anywhere), else corrupt."""
-        self._check_intact(self._pos)
-        self._corrupt(why)
-
-    def _skip_to_tail(self) -> None:
-        """After an overrun: jump to the oldest intact frame and count what we skipped."""
-        tail, tail_count, _, _ = read_tail_record(self.seg)
-        if tail <= self._pos or tail > self._hq[LANE_WRITE_Q]:
-            self._corrupt(f"impossible tail {tail} for a reader at {self._pos}")
-        lost = max(0, tail_count - self._count)
-        self.state.add_lost(lost)
-        self._pos = self._avail = tail
-        self._count = tail_count = self._count + lost
-        sq = self._sq
-        sq[self.slot + SLOT_START_Q] += lost  # received() counts delivered messages only
-        sq[self._cnt_i] = tail_count
-        sq[self._cur_i] = tail
-
-    def _corrupt(self, why: str) -> NoReturn:
-        """Skip everything published so far, count it, and raise CorruptFrame."""
-        skipped = self._pos
-        cursor = self._hq[LANE_WRITE_Q]
-        avail = cursor if cursor_trusted(self._hq, skipped, cursor) else skipped  # never back
-        self.state.add_corrupt()
-        self._pos = self._avail = avail
-        # Best effort: the lane's count is at least the count at `avail` (stored first),
-        # and at most avail / 8 (a frame takes at least 8 bytes).
-        before = self._count
-        self._count = max(before, min(self._hq[LANE_COUNT_Q], avail >> 3))
-        if self._count > before:  # the frames skipped were published, never delivered
-            self.state.add_lost(self._count - before)
-            self._sq[self.slot + SLOT_START_Q] += self._count - before
-        self._sq[self._cnt_i] = self._count
-        self._sq[self._cur_i] = avail
-        raise CorruptFrame(
-            f"lane {self.seg.name}: {why}; skipped {avail - skipped} bytes to position {avail}"
-        )
-
-    def _raise_pending(self) -> None:
-        if self._pending_error is not None:
-            exc, self._pending_error = self._pending_error, None
-            raise exc
-
     # -- state --------------------------------------------------------------------------
     @property
     def position(self) -> int:
@@ -553,23 +357,6 @@ class LaneReader:
     @property
     def closed(self) -> bool:
         return bool(self._hq[LANE_CLOSED_Q])
-
-    def hold(self) -> None:
-        """Manual acknowledgement: from now on reads move the slot's read words only; the
-        cursor writers gate on (and an heir resumes from) moves with ``ack``."""
-        sq = self._sq
-        sq[self.slot + SLOT_READ_COUNT_Q] = sq[self._cnt_i]
-        sq[self.slot + SLOT_READ_CURSOR_Q] = sq[self._cur_i]
-        self._cur_i = self.slot + SLOT_READ_CURSOR_Q
-        self._cnt_i = self.slot + SLOT_READ_COUNT_Q
-
-    def ack(self) -> None:
-        """Acknowledge what was read (a held zero-copy view stays unacknowledged): count
-        first, then the cursor that releases the bytes to the writer."""
-        sq = self._sq
-        base = self.slot
-        sq[base + SLOT_COUNT_Q] = sq[base + SLOT_READ_COUNT_Q]
-        sq[base + SLOT_CURSOR_Q] = sq[base + SLOT_READ_CURSOR_Q]
 
     def close(self, *, release_slot: bool = True) -> None:
         """Unmap the lane; by default also give the slot back (the writer stops gating)."""
