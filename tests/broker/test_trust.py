@@ -19,7 +19,7 @@ import pytest
 from broker_helpers import BrokerProcess
 
 from mycelium import Consumer, Producer
-from mycelium.cli import cleanup
+from mycelium.cli.broker import cleanup
 from mycelium.coordinator import cleanup as _cleanup_module  # noqa: F401 - imported for the child
 from mycelium.coordinator.state_file import check_runtime_dir, state_path, write_registry_name
 from mycelium.errors import BrokerUnavailable, SegmentError
