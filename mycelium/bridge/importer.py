@@ -145,7 +145,7 @@ class Importer:
         at = start
         chunk: list[tuple[int, bytes]] = []
         found = 0
-        while True:
+        while at + 1 < beyond:  # the last one found may close the gap: no request then
             try:
                 nxt = await js.get_msg(stream, at + 1, subject=self.subject, next=True)
             except NotFoundError:
