@@ -40,7 +40,7 @@ class ImportFigures(msgspec.Struct):
     lag: int = 0  # messages the stream holds for us beyond the last fetch
     last_stream_seq: int = 0
     ring_full_waits: int = 0  # times the local ring had no room (local consumers behind)
-    gap_waits: int = 0  # fetches that waited for a redelivery (a killed predecessor's batch)
+    gap_filled: int = 0  # read from the stream by sequence at a gap (a killed predecessor's batch)
 
 
 class BridgeFigures(msgspec.Struct):

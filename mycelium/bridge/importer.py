@@ -2,26 +2,30 @@
 
 How this works
 --------------
-A durable pull consumer per host and topic (``link.ensure_consumer``) hands out batches
-in stream order. For each batch the importer takes only the run of stream sequences that
-continues its cursor without a gap (sorted, so a fetch that mixes late deliveries with
-their redelivered copies is put right), drops what it has already put into the ring
-(stream sequence <= its cursor) and what this host exported itself (origin header: no
-echo), publishes the rest into the ring (waiting while the ring is full: nothing is acked
-before it is in the ring; the cursor follows each write into the ring), then acks the
-run cumulatively. The cursor is a word in a small mmap'd file in the state directory, so
-it survives a SIGKILL of the bridge: a batch redelivered after a crash is recognised and
-dropped. The one window left is between a ring write and its cursor store (a few
-bytecodes, no await): a SIGKILL exactly there re-imports what that write put in.
+A durable pull consumer per host and topic (``link.ensure_consumer``) hands out batches.
+The importer takes each batch in stream order (sorted, so a fetch that mixes late
+deliveries with their redelivered copies is put right), drops what it has already put
+into the ring (stream sequence <= its cursor) and what this host exported itself (origin
+header: no echo), publishes the rest into the ring (waiting while the ring is full:
+nothing is acked before it is in the ring; the cursor follows each write into the ring),
+then acks the batch cumulatively. The cursor is a word in a small mmap'd file in the
+state directory, so it survives a SIGKILL of the bridge: a batch redelivered after a crash
+is recognised and dropped. The one window left is between a ring write and its cursor
+store (a few bytecodes, no await): a SIGKILL exactly there re-imports what that write put in.
 
-Why the run stops at a gap: messages a killed bridge had fetched and not acked are
-redelivered only after ``ack_wait``, and meanwhile the server hands newer ones to its
-successor. A cumulative ack of a newer one would ack the missing ones too, and they would
-never come back (this lost one in-flight batch in one restart of about four). So what
-lies beyond a gap is neither imported nor acked; the importer asks the stream whether the
-missing sequence still holds a message of the topic (a message deleted by the stream's
-limits, or of another subject, is no gap) and otherwise waits for the redelivery, which
-comes in stream order before the rest.
+Gaps: messages a killed bridge had fetched and not acked are redelivered only after
+``ack_wait``, and meanwhile the server hands newer ones to its successor. A cumulative ack
+of a newer one would ack the missing ones too, and they would never come back (this lost
+one in-flight batch in one restart of about four). So where a batch skips sequences the
+importer reads them from the stream itself (``js.get_msg``: the next message of the
+topic's subject after the cursor), imports them in order, and only then goes on with the
+batch; one that holds nothing of the topic (deleted by the stream's limits, another
+subject's) is passed over. The cursor never waits on the server's redelivery timing.
+Waiting for the redelivery, as the importer once did, crawled at about one batch per
+``ack_wait``: what it held beyond a gap filled ``max_ack_pending`` and came back in the
+``ack_wait`` phase of its own delivery, so every fetch (redeliveries first, then newer
+messages) skipped the sequences whose phase had not come yet, and the importer took only
+the run before the first gap (a SIGKILL test once took 120 s and did not finish).
 """
 
 from __future__ import annotations
@@ -133,28 +137,45 @@ class Importer:
             out.append((seq, msg.data))
         return out, top, 0
 
-    async def _skip_gap(self, js: JetStreamContext, stream: str, beyond: int) -> bool:
-        """Whether the sequences between the cursor and ``beyond`` hold no message of the
-        topic (deleted by the stream's limits, or another subject's): then the cursor
-        moves up to them. Otherwise one was delivered and not acked (a killed
-        predecessor's fetch) and comes back after ``ack_wait``. Raises nats API errors."""
-        try:
-            nxt = await js.get_msg(stream, self.cursor.value + 1, subject=self.subject, next=True)
-            first = nxt.seq or beyond
-        except NotFoundError:
-            first = beyond
-        if first < beyond:
-            self.figures.gap_waits += 1
-            return False
-        log.warning(
-            "stream %s holds nothing of %s in %d..%d (deleted); import goes on after it",
-            stream,
-            self.subject,
-            self.cursor.value + 1,
-            beyond - 1,
-        )
+    async def _fill_gap(self, js: JetStreamContext, stream: str, beyond: int) -> None:
+        """Import what the stream holds of the topic between the cursor and ``beyond``,
+        read by sequence: the cursor then never waits on the server's redelivery timing.
+        Afterwards the cursor is ``beyond - 1``. Raises nats API errors."""
+        start = self.cursor.value
+        at = start
+        chunk: list[tuple[int, bytes]] = []
+        found = 0
+        while at + 1 < beyond:  # the last one found may close the gap: no request then
+            try:
+                nxt = await js.get_msg(stream, at + 1, subject=self.subject, next=True)
+            except NotFoundError:
+                break
+            seq = nxt.seq or beyond
+            if seq >= beyond:
+                break
+            at = seq
+            found += 1
+            if (nxt.headers or {}).get(headers.ORIGIN) == self.host:
+                self.figures.own_dropped += 1
+                continue
+            chunk.append((seq, nxt.data or b""))
+            if len(chunk) >= self.cfg.fetch_batch:
+                await self._into_ring(chunk)
+                self.figures.imported += len(chunk)
+                chunk = []
+        await self._into_ring(chunk)
+        self.figures.imported += len(chunk)
+        self.figures.gap_filled += found
+        if found < beyond - 1 - start:
+            log.info(
+                "stream %s holds %d of %s in %d..%d (the rest deleted or not the topic's)",
+                stream,
+                found,
+                self.subject,
+                start + 1,
+                beyond - 1,
+            )
         self.cursor.value = beyond - 1
-        return True
 
     async def _into_ring(self, run: list[tuple[int, bytes]]) -> None:
         """Publish all of ``run``, waiting (on the loop) as long as the ring stays full.
@@ -207,11 +228,7 @@ class Importer:
                 if not msgs:
                     continue
                 self.figures.acks_pending = len(msgs)
-                run, top, gap = self._select(msgs)
-                if gap and not run and await self._skip_gap(js, stream, gap):
-                    run, top, gap = self._select(msgs)
-                if top is not None:
-                    await self._settle(run, top)
+                await self._take(js, stream, msgs)
                 if len(msgs) < SMALL_FETCH and msgs[-1].metadata.num_pending == 0:
                     await asyncio.sleep(LINGER_S)
         finally:
@@ -220,12 +237,31 @@ class Importer:
             except Exception:
                 pass  # the connection is gone already; the durable consumer stays
 
+    async def _take(self, js: JetStreamContext, stream: str, msgs: list[Msg]) -> None:
+        """Everything of one fetch into the ring in stream order, gaps filled from the
+        stream, then one cumulative ack up to the highest sequence of it."""
+        ordered = sorted(msgs, key=_delivery_order)
+        top: Msg | None = None
+        while True:
+            run, last, gap = self._select(ordered)
+            top = last or top
+            if not gap:
+                break
+            await self._into_ring(run)
+            self.figures.imported += len(run)
+            if last is not None:
+                self.cursor.value = max(self.cursor.value, last.metadata.sequence.stream)
+            await self._fill_gap(js, stream, gap)
+            ordered = [m for m in ordered if m.metadata.sequence.stream >= gap]
+        if top is not None:
+            await self._settle(run, top)
+
     async def _settle(self, run: list[tuple[int, bytes]], top: Msg) -> None:
         """Into the ring, then the cursor, then the cumulative ack up to ``top``."""
         await self._into_ring(run)
         last = top.metadata
         self.cursor.value = max(self.cursor.value, last.sequence.stream)
-        await top.ack()  # cumulative: everything up to it
+        await top.ack()  # cumulative: everything up to it, the gaps filled included
         self.figures.imported += len(run)
         self.figures.acks_pending = 0
         self.figures.lag = last.num_pending
