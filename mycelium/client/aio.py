@@ -212,7 +212,7 @@ class AsyncConsumer:
         if env is None:
             env = await wait_async(poll, core.state, core.plan(timeout))
             if env is None:
-                raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
+                raise ReceiveTimeout(self.topic, timeout)
         return env
 
     @asynccontextmanager
@@ -231,7 +231,7 @@ class AsyncConsumer:
         if got is None:
             got = await wait_async(poll, core.state, core.plan(timeout))
             if got is None:
-                raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
+                raise ReceiveTimeout(self.topic, timeout)
         reader, view = got
         core._viewing = True
         try:

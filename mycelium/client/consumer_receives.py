@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from mycelium.client.envelope import Envelope
 from mycelium.client.waiting import wait_sync
-from mycelium.errors import RecordSizeMismatch, ZeroCopyUnavailable
+from mycelium.errors import ReceiveTimeout, RecordSizeMismatch, ZeroCopyUnavailable
 from mycelium.shm.reader import LaneReader
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ class Receives(ReceiveCore):
             return env
         env = wait_sync(self.poll_envelope, self.state, self.plan(timeout))
         if env is None:
-            raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
+            raise ReceiveTimeout(self.topic, timeout)
         return env
 
     @contextmanager
@@ -172,7 +172,7 @@ class Receives(ReceiveCore):
         if got is None:
             got = wait_sync(self.poll_view, self.state, self.plan(timeout))
             if got is None:
-                raise TimeoutError(f"no message on {self.topic!r} within {timeout}s")
+                raise ReceiveTimeout(self.topic, timeout)
         reader, view = got
         self._viewing = True
         try:

@@ -43,6 +43,10 @@ def test_a_receive_timeout_is_a_mycelium_error_and_a_timeout_error(
         else:
             pytest.fail("no timeout")
         assert c.recv_many(10, timeout=TIMEOUT_S) == []  # a batch is empty, not an error
+        with pytest.raises(ReceiveTimeout):
+            c.recv_envelope(timeout=TIMEOUT_S)
+        with pytest.raises(ReceiveTimeout), c.recv_view(timeout=TIMEOUT_S):
+            pytest.fail("a view of nothing")
 
 
 def test_an_async_receive_timeout_is_a_mycelium_error_and_a_timeout_error(
@@ -56,6 +60,11 @@ def test_an_async_receive_timeout_is_a_mycelium_error_and_a_timeout_error(
             assert info.value.topic == "signals"
             with pytest.raises(TimeoutError):
                 await c.recv(timeout=TIMEOUT_S)
+            with pytest.raises(ReceiveTimeout):
+                await c.recv_envelope(timeout=TIMEOUT_S)
+            with pytest.raises(ReceiveTimeout):
+                async with c.recv_view(timeout=TIMEOUT_S):
+                    pytest.fail("a view of nothing")
 
     asyncio.run(main())
 
