@@ -23,6 +23,7 @@ previous holder stood. The envelope, view and array receives are
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -132,12 +133,28 @@ class ConsumerCore(ReceiveCore):
         assert isinstance(reply, Subscribed) and self.channel.welcome is not None
         self.id = reply.consumer_id
         self.group = reply.group
-        self.state = ConsumerState.attach(reply.state_name, reply.doorbell_name)
-        self.watch = TopologyWatcher(self.channel.welcome.registry_name)
         self._queue = False
         self._lossy = False
         self._viewing = False  # a recv_view block is open: its frame is held
-        self.refresh()
+        try:
+            self.state = ConsumerState.attach(reply.state_name, reply.doorbell_name)
+            self.watch = TopologyWatcher(self.channel.welcome.registry_name)
+            self.refresh()
+        except MyceliumError:
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """Undo a subscription whose segments could not be opened, so that neither its
+        entry nor anything mapped outlives the failed constructor."""
+        for reader in self._readers.values():
+            reader.close()
+        with contextlib.suppress(MyceliumError):
+            self.channel.request(Unsubscribe(consumer_id=self.id))
+        self.channel.close()
+        for part in (getattr(self, "state", None), getattr(self, "watch", None)):
+            if part is not None:
+                part.close()
 
     # -- reading --------------------------------------------------------------------
     def poll(self) -> bytes | None:
