@@ -8,8 +8,8 @@ with the one backpressure policy until all went) one of ``Producer``: kept out o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -87,7 +87,19 @@ class BatchPublishes(BatchOffers):
     def publish_many(self, topic: str, items: Sequence[Payload]) -> int:
         """Publish a batch with one cursor store per lane; returns the count published.
         BackpressureTimeout says in ``published`` how many went before it."""
-        done = self.offer_many(topic, items)
+        return self._publish_all(topic, items, self.offer_many)
+
+    def publish_array(self, topic: str, records: np.ndarray) -> int:
+        """Publish each record of a 1-D numpy array (e.g. a structured array, or a
+        Protocol V2 batch from ``mycelium.protocol.batch``) as one message of
+        ``dtype.itemsize`` bytes, vectorised; returns the count. Raises as
+        ``publish_many``; NonContiguousPayload for an array that is not C-contiguous."""
+        return self._publish_all(topic, record_rows(records), self.offer_array)
+
+    def _publish_all(self, topic: str, items: Any, offer: Callable[[str, Any], int]) -> int:
+        """Offer ``items`` (a sequence or array rows) until all are in, pausing by the
+        topic's one backpressure policy whenever a ring is full."""
+        done = offer(topic, items)
         k = len(items)
         if done < k:
             bp = self.backpressure(topic)
@@ -97,23 +109,5 @@ class BatchPublishes(BatchOffers):
                 except BackpressureTimeout as exc:
                     exc.published = done
                     raise
-                done += self.offer_many(topic, items[done:])
-        return k
-
-    def publish_array(self, topic: str, records: np.ndarray) -> int:
-        """Publish each record of a 1-D numpy array (e.g. a structured array, or a
-        Protocol V2 batch from ``mycelium.protocol.batch``) as one message of
-        ``dtype.itemsize`` bytes, vectorised; returns the count. Raises as
-        ``publish_many``; NonContiguousPayload for an array that is not C-contiguous."""
-        done = self.offer_array(topic, rows := record_rows(records))
-        k = len(rows)
-        if done < k:
-            bp = self.backpressure(topic)
-            while done < k:
-                try:
-                    self._pause(bp)
-                except BackpressureTimeout as exc:
-                    exc.published = done
-                    raise
-                done += self.offer_array(topic, rows[done:])
+                done += offer(topic, items[done:])
         return k
