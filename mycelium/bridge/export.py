@@ -28,7 +28,8 @@ from nats.aio.client import Client
 from mycelium.bridge import headers
 from mycelium.bridge.figures import ExportFigures
 from mycelium.bridge.publisher import BatchPublisher, PubAck
-from mycelium.bridge.source import ExportSource, Outgoing
+from mycelium.bridge.source import ExportSource
+from mycelium.client.envelope import Envelope
 from mycelium.config import BridgeConfig
 
 __all__ = ["Exporter", "SessionLost"]
@@ -46,7 +47,7 @@ class SessionLost(Exception):
 
 @dataclass(slots=True)
 class _Sent:
-    record: Outgoing
+    record: Envelope
     headers: bytes
     ack: PubAck | None = None
     sent_at: float = 0.0

@@ -4,8 +4,8 @@ How this works
 --------------
 ``open_export_source`` is the one place that knows which consumer API the bridge rides: a
 durable consumer with manual acknowledgement (``AsyncConsumer(topic, ack="manual",
-durable="bridge-<name>-<topic>")``) read as envelopes. The exporter reads ``Outgoing``
-records (payload, the origin lane's producer and sequence, publish time) and calls
+durable="bridge-<name>-<topic>")``) read as envelopes. The exporter reads the
+envelopes themselves (payload, the origin lane's producer and sequence, publish time) and calls
 ``ack()`` only once JetStream has acknowledged everything read so far, so a SIGKILLed
 bridge loses nothing: its successor resumes the durable consumer where the last ack
 stood, and re-sends carry the same ``(producer, sequence)``, hence the same message id,
@@ -19,21 +19,11 @@ imported here and is never exported again.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 from mycelium.aio import AsyncConsumer
 from mycelium.client.envelope import Envelope
 
-__all__ = ["ExportSource", "Outgoing", "import_producer_name", "open_export_source"]
-
-
-class Outgoing(NamedTuple):
-    """One local message on its way to JetStream."""
-
-    payload: bytes
-    producer: str
-    sequence: int
-    published_ns: int
+__all__ = ["ExportSource", "import_producer_name", "open_export_source"]
 
 
 def import_producer_name(host: str) -> str:
@@ -49,20 +39,20 @@ class ExportSource:
         self.own_prefix = import_producer_name(host) + "/"
         self.echoes = 0
 
-    async def read(self, max_n: int, timeout: float) -> list[Outgoing]:
-        """Up to ``max_n`` records, waiting up to ``timeout`` s for the first; may be empty."""
+    async def read(self, max_n: int, timeout: float) -> list[Envelope]:
+        """Up to ``max_n`` envelopes, waiting up to ``timeout`` s for the first; may be empty."""
         try:
             first: Envelope | None = await self.consumer.recv_envelope(timeout=timeout)
         except TimeoutError:
             return []
         core = self.consumer.core
-        out = []
+        out: list[Envelope] = []
         env = first
         while env is not None:
             if env.producer.startswith(self.own_prefix):
                 self.echoes += 1
             else:
-                out.append(Outgoing(env.payload, env.producer, env.sequence, env.published_ns))
+                out.append(env)
             if len(out) >= max_n:
                 break
             env = core.poll_envelope()
