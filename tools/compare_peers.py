@@ -56,6 +56,10 @@ FIXED_SIZE = 512
 BURST_S = 1e-3
 SECTIONS = ("throughput", "batched", "rtt", "fanout", "fixed_rate", "idle", "memory")
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+#: What the peers' own libraries leave in /dev/shm when their processes have exited
+#: (zenoh's shared-memory files, iceoryx2's node records): removed after the run if new.
+PEER_LEFTOVERS = ("*.zenoh", "iox2_*")
+SHM = Path("/dev/shm")
 
 
 # -- children ----------------------------------------------------------------------------
@@ -352,6 +356,18 @@ def run_all(names: list[str], quick: bool, rounds: int) -> dict[str, Any]:
     }
 
 
+def _remove_peer_leftovers(before: set[str]) -> list[str]:
+    """Unlink what the peers left in /dev/shm during this run (never what was there)."""
+    gone = []
+    for pattern in PEER_LEFTOVERS:
+        for path in SHM.glob(pattern):
+            if path.name not in before:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    gone.append(path.name)
+    return gone
+
+
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -374,7 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown peers {unknown}; known: {list(peers.PEERS)}")
     rounds = args.rounds or (1 if args.quick else 3)
-    data = run_all(names, args.quick, rounds)
+    before = {p.name for p in SHM.iterdir()}
+    try:
+        data = run_all(names, args.quick, rounds)
+    finally:
+        if gone := _remove_peer_leftovers(before):
+            print(f"removed what the peers left in /dev/shm: {', '.join(sorted(gone))}")
     for n, why in data["skipped"].items():
         print(f"skipped {n}: {why}")
     if args.json:
