@@ -6,11 +6,12 @@ How this works
 The tools measure; this script only runs them one after another and writes down what they
 printed, so that no figure in the docs is older or from another tree than its neighbours.
 It runs ``bench_codec.py``, ``bench_ring.py`` and ``bench_broker.py`` (each ``--json``),
-``stress.py`` and ``leak_check.py`` (their summary lines), noting the 1-minute load average
-before and after each, and reads the peer comparison that ``compare_peers.py`` wrote in the
-same session (``docs/benchmarks.json``). It saves everything to ``docs/figures.json`` and
-rewrites the README's benchmark table between its two marker lines. ``--render`` redraws the
-table from a saved ``docs/figures.json`` without measuring.
+``bench_delivery.py``, ``stress.py`` and ``leak_check.py`` (their summary lines), noting
+the 1-minute load average before and after each, and reads the peer comparison that
+``compare_peers.py`` wrote in the same session (``docs/benchmarks.json``). It saves
+everything to ``docs/figures.json`` and rewrites the README's benchmark table between its
+two marker lines. ``--render`` redraws the table from a saved ``docs/figures.json``
+without measuring.
 
     python tools/compare_peers.py --json docs/benchmarks.json   # the peers (about 30 min)
     python tools/figures.py                                     # the rest, then the README
@@ -41,6 +42,7 @@ STEPS: tuple[tuple[str, str, list[str], bool], ...] = (
     ("codec", "bench_codec.py", ["--json"], True),
     ("ring", "bench_ring.py", ["--json"], True),
     ("broker", "bench_broker.py", ["--json"], True),
+    ("delivery", "bench_delivery.py", [], False),
     ("stress", "stress.py", STRESS, False),
     ("leak", "leak_check.py", LEAK, False),
 )
@@ -124,6 +126,11 @@ def rows(fig: dict[str, Any], peers: dict[str, Any] | None) -> list[list[str]]:
          ", ".join(f"{k[8:]} {v['p50_us']:.1f} / {v['p99_us']:.1f} us"
                    for k, v in b.items() if k.startswith("latency_")),
          "p99 20 us spin / 100 us block", _load(fig["broker"])],
+        ["manual `ack()` every 100 messages: cost against auto; a restarted durable's first"
+         " backlog message", "`tools/bench_delivery.py`",
+         _line(fig["delivery"]["summary"], r"\(cost (.*)\)") + "; "
+         + _line(fig["delivery"]["summary"], r"first backlog\s+(.*) \(median"),
+         "10%; 50 ms", _load(fig["delivery"])],
         ["500,000 msg/s of 512 B for 300 s", f"`{fig['stress']['command']}`",
          _line(stress, r"delivery\s+(.*?);") + " delivered; CPU " + _line(stress, r"cpu\s+(.*) \(av"),
          "100%", _load(fig["stress"])],
