@@ -120,8 +120,14 @@ def rows(fig: dict[str, Any], peers: dict[str, Any] | None) -> list[list[str]]:
          "", _load(fig["broker"])],
         ["broker, `recv_view` 1 KiB against `recv`", "same",
          f"{_m(view)} msg/s, x{view / plain:.2f}", "x1.3", _load(fig["broker"])],
-        ["broker, `recv_array` 64 B records", "same",
-         f"{_m(b['array_64B']['recv_msg_s'])} records/s", "20 M", _load(fig["broker"])],
+        ["broker, `recv_array` 64 B records: streaming / draining a full ring", "same",
+         f"{_m(b['array_64B']['recv_msg_s'])} / {_m(b['array_drain_64B']['recv_msg_s'])}"
+         " records/s", "20 M", _load(fig["broker"])],
+        ["broker, one consumer of two topics against one of one topic, 64 B: per message"
+         " / batched, live (drained)", "same",
+         " / ".join(f"x{b[f'two_topic_{m}_64B']['ratio']:.2f}"
+                    f" (x{b[f'two_topic_drain_{m}_64B']['ratio']:.2f})"
+                    for m in ("per_message", "batched")), "x0.9", _load(fig["broker"])],
         ["broker, latency p50 / p99 at 5,000 msg/s, 64 B", "same",
          ", ".join(f"{k[8:]} {v['p50_us']:.1f} / {v['p99_us']:.1f} us"
                    for k, v in b.items() if k.startswith("latency_")),
