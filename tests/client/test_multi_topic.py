@@ -10,7 +10,11 @@ producers.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import struct
+import threading
 import time
 from typing import Any
 
@@ -237,3 +241,131 @@ def test_a_flooded_topic_does_not_starve_a_trickle(broker: Any, procs: Any, how:
     assert flood == list(range(len(flood))) and len(flood) > 10 * TRICKLE_N
     assert sorted(overtaken)[TRICKLE_N * 9 // 10] <= OVERTAKE_MAX[how], overtaken
     assert max(overtaken) <= OVERTAKE_WORST, overtaken
+
+
+def warm(c: Consumer, p: Producer) -> None:
+    """Both topics' lanes exist and are mapped, so a later wake is the doorbell's."""
+    for t in TOPICS:
+        p.publish(t, b"warm")
+    assert [c.recv(timeout=5.0) for _ in TOPICS] == [b"warm", b"warm"]
+
+
+@pytest.mark.parametrize("wait", ["block", "adaptive"])
+@pytest.mark.parametrize("topic", TOPICS)
+def test_a_blocked_consumer_wakes_for_either_topic(broker: Any, topic: str, wait: str) -> None:
+    """recv(timeout=5) blocked on the one doorbell returns the message published on
+    either topic, well within the timeout."""
+    with (
+        Consumer(TOPICS, socket_path=broker.socket, wait=wait) as c,
+        Producer(socket_path=broker.socket) as p,
+    ):
+        warm(c, p)
+        got: list[tuple[bytes, float]] = []
+        waiter = threading.Thread(
+            target=lambda: got.append((c.recv(timeout=5.0), time.monotonic()))
+        )
+        waiter.start()
+        try:
+            states = c.state.states  # type: ignore[union-attr]
+            wait_for(lambda: all(s.sleeping for s in states), 5.0, "the consumer asleep")
+            sent = time.monotonic()
+            p.publish(topic, topic.encode())
+            wait_for(lambda: got, 5.0, "the blocked recv to return")
+        finally:
+            waiter.join(10.0)
+        payload, at = got[0]
+        assert payload == topic.encode() and at - sent < 1.0
+
+
+def test_every_topic_rings_the_one_doorbell(broker: Any) -> None:
+    """The subscriptions share one doorbell: a publish on either topic while the flags
+    are up posts to it (the coordinator's registry names the same doorbell twice)."""
+    with (
+        Consumer(TOPICS, socket_path=broker.socket) as c,
+        Producer(socket_path=broker.socket) as p,
+    ):
+        warm(c, p)
+        topo = c.watch.read()[1]
+        mine = [e for e in topo.consumers if e.id in {s.id for s in c.subs}]
+        assert len(mine) == 2 and mine[0].doorbell == mine[1].doorbell
+        bell = c.state.doorbell
+        for t in TOPICS:
+            c.state.set_sleeping(True)
+            p.publish(t, b"ring")
+            wait_for(lambda: bell.value > 0, 5.0, f"a ring from {t}")
+            c.state.set_sleeping(False)
+            bell.acquire(0)
+            assert c.recv(timeout=5.0) == b"ring"
+
+
+def _hold(sock: str, ready: Any) -> None:
+    """A process that holds a multi-topic consumer and reads until it is killed."""
+    with Consumer(TOPICS, socket_path=sock) as c:
+        ready.set()
+        for _ in c:
+            pass
+
+
+def test_a_killed_multi_topic_consumer_is_swept(make_broker: Any, procs: Any) -> None:
+    """SIGKILL: the sweep removes both subscriptions, their segments and the shared
+    doorbell, and producers fill the rings many times over without gating on it."""
+    broker = make_broker(SMALL_RINGS)
+    ready = procs.event()
+    with Producer(socket_path=broker.socket) as p:
+        for t in TOPICS:
+            p.publish(t, b"before")  # lanes the consumer gates
+        child = procs.start(_hold, broker.socket, ready)
+        assert ready.wait(30)
+        wait_for(lambda: len(broker.stats()["consumers"]) == 2, 10.0, "two subscriptions")
+        assert len([n for n in consumer_objects(broker) if "-D" in n]) == 1  # one doorbell
+        os.kill(child.pid, signal.SIGKILL)
+        procs.join(child)
+        wait_for(lambda: broker.stats()["consumers"] == [], 15.0, "the sweep")
+        wait_for(lambda: consumer_objects(broker) == [], 10.0, "its segments gone")
+        for t in TOPICS:
+            sent = p.publish_many(t, [b"x" * 64] * 5000)  # five rings' worth
+            assert sent == 5000
+
+
+def test_async_consumer_reads_and_wakes_for_every_topic(broker: Any) -> None:
+    async def run() -> None:
+        async with AsyncConsumer(TOPICS, socket_path=broker.socket, wait="block") as c:
+            assert c.topic == "market_data,signals"
+            with Producer(socket_path=broker.socket) as p:
+                for t in TOPICS:
+                    p.publish(t, t.encode())
+                envs = [await c.recv_envelope(timeout=5.0) for _ in TOPICS]
+                assert {(e.topic, e.payload) for e in envs} == {(t, t.encode()) for t in TOPICS}
+                for t in TOPICS:
+                    pending = asyncio.ensure_future(c.recv(timeout=5.0))
+                    states = c.core.state.states  # type: ignore[union-attr]
+                    while not all(s.sleeping for s in states):
+                        await asyncio.sleep(0.005)  # polling with the deadline below
+                    p.publish(t, b"wake-" + t.encode())
+                    assert await asyncio.wait_for(pending, 2.0) == b"wake-" + t.encode()
+
+    asyncio.run(asyncio.wait_for(run(), 30.0))
+
+
+def test_a_broker_restart_keeps_both_subscriptions_and_the_doorbell(broker: Any) -> None:
+    """The new coordinator adopts both subscriptions and their one doorbell: messages
+    published while it was down and after arrive on both topics; closing leaves nothing."""
+    with Producer(socket_path=broker.socket) as p:
+        with Consumer(TOPICS, socket_path=broker.socket, wait="block") as c:
+            warm(c, p)
+            broker.stop()
+            for t in TOPICS:
+                p.publish(t, b"down-" + t.encode())
+            assert sorted(c.recv(timeout=5.0) for _ in TOPICS) == [
+                b"down-market_data",
+                b"down-signals",
+            ]
+            broker.start()
+            # Our producer and consumer, plus the stats request's own connection.
+            wait_for(lambda: broker.stats()["broker"]["connections"] >= 3, 20.0, "reconnects")
+            assert len(broker.stats()["consumers"]) == 2
+            assert len([n for n in consumer_objects(broker) if "-D" in n]) == 1
+            for t in TOPICS:
+                p.publish(t, b"up-" + t.encode())
+            assert sorted(c.recv(timeout=5.0) for _ in TOPICS) == [b"up-market_data", b"up-signals"]
+        wait_for(lambda: consumer_objects(broker) == [], 10.0, "segments and doorbell gone")
