@@ -4,13 +4,14 @@ How this works
 --------------
 ``Subscribe`` gives the consumer its own state segment (cursors, heartbeat, sleeping flag)
 and doorbell, per topic (several topics: one subscription each, one doorbell shared,
-``subscriptions.py``); the registry says which lanes feed it (every lane of a fanout topic, or the
-lanes producers keep for this consumer on a queue topic). A lane that existed before we
+``subscriptions.py``); the registry says which lanes feed it (every lane of a fanout
+topic, or the lanes producers keep for this consumer on a queue topic). A lane that existed before we
 subscribed is read from its current end (we get what is published after subscribing);
 a lane created later is read from its start, so nothing published to it is missed.
 
 ``poll()`` is the non-blocking core: one generation check, then the lanes in round-robin
-order (the lanes of every topic in one turn: a flooded topic cannot starve another). Blocking work is split out so an async driver can run it off the event loop:
+order (the lanes of every topic in one turn: a flooded topic cannot starve another).
+Blocking work is split out so an async driver can run it off the event loop:
 ``fetch`` (decode the topology, map new lanes) and ``apply`` (start reading them).
 ``Consumer.recv`` is the sync driver: it waits with the consumer's strategy through the
 one wait policy (``waiting.py``). A lane whose

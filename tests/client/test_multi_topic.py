@@ -24,7 +24,8 @@ import pytest
 from mycelium import Consumer, Producer
 from mycelium.aio import AsyncConsumer
 from mycelium.client.admin import admin_request
-from mycelium.control.wire import DeleteDurable
+from mycelium.client.control import ControlChannel
+from mycelium.control.wire import DeleteDurable, Subscribe
 from mycelium.errors import ConfigError, ReceiveTimeout, UnknownTopic
 from mycelium.protocol import MessageBuilder, RelayDomain, SourceType
 from tests.harness import wait_for
@@ -369,3 +370,34 @@ def test_a_broker_restart_keeps_both_subscriptions_and_the_doorbell(broker: Any)
                 p.publish(t, b"up-" + t.encode())
             assert sorted(c.recv(timeout=5.0) for _ in TOPICS) == [b"up-market_data", b"up-signals"]
         wait_for(lambda: consumer_objects(broker) == [], 10.0, "segments and doorbell gone")
+
+
+def test_a_doorbell_is_shared_only_within_one_connection(broker: Any) -> None:
+    """Subscribe.doorbell_of naming no subscription of the same connection is refused
+    (ConfigError) and creates nothing."""
+    with Consumer("signals", socket_path=broker.socket) as other:
+        ch = ControlChannel(broker.socket, "consumer")
+        try:
+            for cid in (other.id, 999_999):
+                with pytest.raises(ConfigError, match="doorbell_of"):
+                    ch.request(Subscribe(topic="market_data", doorbell_of=cid))
+        finally:
+            ch.close()
+        assert [c["id"] for c in broker.stats()["consumers"]] == [other.id]
+        assert len([n for n in consumer_objects(broker) if "-D" in n]) == 1
+
+
+def test_durable_positions_taken_apart_are_refused_together(broker: Any) -> None:
+    """A durable name held on two topics by two separate consumers has two doorbells:
+    taking both up in one consumer is refused (ConfigError), both positions stay."""
+    with Producer(socket_path=broker.socket) as p:
+        for t in TOPICS:
+            Consumer(t, socket_path=broker.socket, durable="apart").close()
+            p.publish(t, b"kept-" + t.encode())
+        with pytest.raises(ConfigError, match="apart"):
+            Consumer(TOPICS, socket_path=broker.socket, durable="apart")
+        for t in TOPICS:
+            with Consumer(t, socket_path=broker.socket, durable="apart") as c:
+                assert c.recv(timeout=5.0) == b"kept-" + t.encode()
+    admin_request(DeleteDurable(name="apart"), broker.socket)
+    wait_for(lambda: consumer_objects(broker) == [], 10.0, "durable segments removed")
