@@ -5,8 +5,10 @@ Runs the original plan's workload (2,000,000 messages of 1 KiB, one producer pro
 one consumer process) through a broker started on a private socket, then the same with
 ``publish_many``/``recv_many`` (64 B and 1 KiB), zero-copy ``recv_view`` (1 KiB) and
 numpy ``publish_array``/``recv_array`` (64 B records), a consumer of two topics fed by
-two producers against one of one topic (64 B, per message and batched), then end-to-end
-latency at a paced rate for the blocking and the spinning consumer. If pyzmq is installed it runs the same
+two producers against one of one topic (64 B, per message and batched; "live" with the
+producers running, "drained" from rings filled before it reads, which is the consumer's
+own cost: live, three busy processes share the cores where the single topic has two),
+then end-to-end latency at a paced rate for the blocking and the spinning consumer. If pyzmq is installed it runs the same
 throughput workload over PUSH/PULL ``ipc://`` in the same run and prints the ratio.
 
 Each side measures its own rate with its own clock (first to last message). Latency
@@ -62,8 +64,10 @@ def _consumer(sock: str, topic: str, n: int, mode: str, wait: str, ready: Any, o
         ready.set()
         got = 0
         first = c.recv(timeout=READY_TIMEOUT_S)
+        for _ in c.topics[1:]:  # one untimed first message per producer
+            c.recv(timeout=READY_TIMEOUT_S)
         t0 = time.perf_counter()
-        got = 1
+        got = len(c.topics)
         deadline = time.monotonic() + RUN_DEADLINE_S
         if mode == "recv_many":
             while got < n and time.monotonic() < deadline:
@@ -87,7 +91,9 @@ def _consumer(sock: str, topic: str, n: int, mode: str, wait: str, ready: Any, o
         out.put({"received": got, "recv_s": elapsed, "first_len": len(first)})
 
 
-def _producer(sock: str, topic: str, n: int, size: int, mode: str, out: Any) -> None:
+def _producer(
+    sock: str, topic: str, n: int, size: int, mode: str, out: Any, start: Any = None
+) -> None:
     import numpy as np
 
     from mycelium import Producer
@@ -95,6 +101,8 @@ def _producer(sock: str, topic: str, n: int, size: int, mode: str, out: Any) -> 
     payload = b"\xab" * size
     with Producer(socket_path=sock) as p:
         p.publish(topic, payload)  # registers the topic; not timed
+        if start is not None:
+            start.wait(READY_TIMEOUT_S)  # the other producers are registered too
         t0 = time.perf_counter()
         if mode == "publish_array":
             records = np.frombuffer(payload * PUBLISH_BATCH, np.dtype((np.void, size)))
@@ -250,11 +258,14 @@ def _run_group(consumer: tuple, producers: list[tuple]) -> tuple[list[dict], dic
     c = ctx.Process(target=consumer[0], args=(*consumer[1:], ready, out_c), daemon=True)
     c.start()
     procs = [c]
+    # Several producers start their timed loops together (spawning one takes ~0.3 s).
+    start = ctx.Barrier(len(producers)) if len(producers) > 1 else None
     try:
         if not ready.wait(READY_TIMEOUT_S):
             raise RuntimeError("consumer not ready")
         for producer in producers:
-            p = ctx.Process(target=producer[0], args=(*producer[1:], out_p), daemon=True)
+            args = (*producer[1:], out_p) if start is None else (*producer[1:], out_p, start)
+            p = ctx.Process(target=producer[0], args=args, daemon=True)
             p.start()
             procs.append(p)
         prods = [out_p.get(timeout=RUN_DEADLINE_S) for _ in producers]
@@ -308,8 +319,65 @@ def two_topic_throughput(sock: str, n: int, mode: str, runs: int) -> dict[str, f
         )
         if cons["received"] < 2 * half:
             raise RuntimeError(f"lost messages: {cons['received']} of {2 * half}")
-        double.append((cons["received"] - 1) / cons["recv_s"])
+        double.append((cons["received"] - len(TWO_TOPICS)) / cons["recv_s"])
     one, two = statistics.median(single), statistics.median(double)
+    return {"single_topic_msg_s": one, "two_topic_msg_s": two, "ratio": two / one}
+
+
+#: The drain case's messages per lane: the rings hold them all before the consumer starts.
+DRAIN_PER_LANE = 40_000
+
+
+def _drain_consumer(
+    sock: str, topics: Any, n: int, reads: str, ready: Any, go: Any, out: Any
+) -> None:
+    """Subscribe, then, once the rings are full, read ``n`` with no producer running."""
+    from mycelium import Consumer
+
+    with Consumer(topics, socket_path=sock) as c:
+        ready.set()
+        go.wait(READY_TIMEOUT_S)
+        got, t0 = 0, time.perf_counter()
+        if reads == "recv_many":
+            while got < n:
+                got += len(c.recv_many(RECV_BATCH, timeout=5.0))
+        else:
+            recv = c.recv
+            while got < n:
+                recv(timeout=5.0)
+                got += 1
+        out.put(got / (time.perf_counter() - t0))
+
+
+def drain_throughput(sock: str, mode: str, runs: int) -> dict[str, float]:
+    """The consumer's own cost: two topics of DRAIN_PER_LANE each against one topic of
+    twice that, all published before it reads (no producer competes for a core)."""
+    from mycelium import Producer
+
+    ctx = mp.get_context("spawn")
+    reads = MODES[mode][0]
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    with Producer(socket_path=sock) as p:
+        for _ in range(runs):
+            for k in (1, 2):
+                topics = list(TWO_TOPICS[:k])
+                ready, go, out = ctx.Event(), ctx.Event(), ctx.Queue()
+                args = (sock, topics, 2 * DRAIN_PER_LANE, reads, ready, go, out)
+                c = ctx.Process(target=_drain_consumer, args=args, daemon=True)
+                c.start()
+                try:
+                    if not ready.wait(READY_TIMEOUT_S):
+                        raise RuntimeError("drain consumer not ready")
+                    for t in topics:
+                        p.publish_many(t, [b"\xab" * 64] * (2 * DRAIN_PER_LANE // k))
+                    go.set()
+                    rates[k].append(out.get(timeout=RUN_DEADLINE_S))
+                    c.join(10)
+                finally:
+                    if c.is_alive():
+                        os.kill(c.pid, signal.SIGKILL)
+                        c.join(5)
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
     return {"single_topic_msg_s": one, "two_topic_msg_s": two, "ratio": two / one}
 
 
@@ -356,14 +424,21 @@ def latency(sock: str, n: int, rate: float, case: str, size: int = 64) -> dict[s
 
 
 def two_topic_results(sock: str, n: int, runs: int) -> dict[str, Any]:
-    return {f"two_topic_{m}_64B": two_topic_throughput(sock, n, m, runs) for m in TWO_TOPIC_MODES}
+    """Live (producers running) and drained (rings filled first), per mode."""
+    out: dict[str, Any] = {}
+    for m in TWO_TOPIC_MODES:
+        out[f"two_topic_{m}_64B"] = two_topic_throughput(sock, n, m, runs)
+        out[f"two_topic_drain_{m}_64B"] = drain_throughput(sock, m, runs)
+    return out
 
 
 def print_two_topic(results: dict[str, Any]) -> None:
     for mode in TWO_TOPIC_MODES:
-        r = results[f"two_topic_{mode}_64B"]
-        print(f"  two-topic consumer, {mode} 64 B: {r['two_topic_msg_s']:,.0f} msg/s vs one topic"
-              f" {r['single_topic_msg_s']:,.0f} msg/s: x{r['ratio']:.2f} (target x0.9)")  # fmt: skip
+        for case, what in (("", "live"), ("drain_", "drained")):
+            r = results[f"two_topic_{case}{mode}_64B"]
+            print(f"  two-topic consumer, {mode} 64 B, {what}: {r['two_topic_msg_s']:,.0f} msg/s"
+                  f" vs one topic {r['single_topic_msg_s']:,.0f} msg/s: x{r['ratio']:.2f}"
+                  " (target x0.9)")  # fmt: skip
 
 
 def two_topic_only(n: int, runs: int, as_json: bool) -> int:
