@@ -25,7 +25,7 @@ from mycelium.shm.reader import LaneReader
 if TYPE_CHECKING:
     from mycelium.client.topology import TopologyWatcher
     from mycelium.client.waiting import WaitPlan
-    from mycelium.shm.consumer_state import ConsumerState
+    from mycelium.shm.wait import Sleeper
 
 __all__ = ["ReceiveCore", "Receives"]
 
@@ -39,6 +39,7 @@ class ReceiveCore:
     _handed: list[LaneReader]
     _rr: int
     _lossy: bool
+    _topic_of: dict[LaneReader, str]
 
     if TYPE_CHECKING:
 
@@ -58,7 +59,7 @@ class ReceiveCore:
             if got is not None:
                 if k >= len(self._handed):
                     self._rr = (start + k - len(self._handed) + 1) % n
-                return Envelope(self.topic, got[0], reader.producer, got[1], got[2])
+                return Envelope(self._topic_of[reader], got[0], reader.producer, got[1], got[2])
         return None
 
     def poll_view(self) -> tuple[LaneReader, memoryview] | None:
@@ -105,7 +106,7 @@ class ReceiveCore:
             if not len(rows):
                 if got:
                     break  # deliver what we have; the odd one is refused next time
-                raise RecordSizeMismatch(self.topic, reader.next_size(), dtype.itemsize)
+                raise RecordSizeMismatch(self._topic_of[reader], reader.next_size(), dtype.itemsize)
             parts.append(rows)
             got += len(rows)
         self._rr = (start + 1) % n if n else 0
@@ -118,7 +119,7 @@ class ReceiveCore:
 class Receives(ReceiveCore):
     """Mixin of ``Consumer``: the sync drivers of the ``ReceiveCore`` polls."""
 
-    state: ConsumerState
+    state: Sleeper
     _closed: bool
     _viewing: bool
 
