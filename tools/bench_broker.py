@@ -515,7 +515,9 @@ def main() -> int:
     print_two_topic(results)
     if "ratio_vs_zmq" in results:
         r = results["ratio_vs_zmq"]
-        print(f"  vs pyzmq PUSH/PULL ipc, defaults (1 KiB): send x{r['send']:.2f}  recv x{r['recv']:.2f}")
+        print(
+            f"  vs pyzmq PUSH/PULL ipc, defaults (1 KiB): send x{r['send']:.2f}  recv x{r['recv']:.2f}"
+        )
     for case in LATENCY_CASES:
         key = f"latency_{case}"
         r = results[key]
