@@ -7,12 +7,20 @@ and a timer per message) and only then can the next request go out: a round trip
 batch's worth of per-message overhead in series, about 4,800 msg/s. ``Puller`` instead
 keeps ``REQUESTS_IN_FLIGHT`` pull requests (``{"batch": n, "expires": ns}`` to the
 consumer's ``MSG.NEXT`` subject) standing on one inbox subscription, so the server
-delivers the next batch while the importer writes the previous one into the ring. Each
-delivery becomes a ``Delivery`` at once: the stream and delivery sequences and what is
-pending, read from the ack subject (the reply), and the origin header; ``take`` hands
-out what has arrived. Acks are the importer's (one cumulative ack per batch, see
-``importer``); the server's ``max_ack_pending`` bounds what can be delivered unacked,
-so memory stays bounded whatever the requests ask for.
+delivers the next batch while the importer writes the previous one into the ring.
+
+Deliveries are taken off nats-py's read path: its parser hands every message to the
+client's ``_process_msg``, which would make a ``Msg`` of it with all six headers parsed
+character by character (most of the import's time once the fetch was gone); the puller
+wraps that method on its connection, takes the messages of its own subscription (by
+sid) and leaves the rest to nats-py. Each becomes a ``Delivery`` at once: the stream and
+delivery sequences and what is pending, read from the ack subject (the reply), and the
+one header the import needs (the origin); ``take`` hands out what has arrived. This
+rides two nats-py internals (``Client._process_msg`` and ``Subscription._id``), bounded
+by the extras' nats-py range (``<3``) and checked when a puller is made and opens, as
+``publisher.BatchPublisher`` does. Acks are the importer's (one cumulative ack per
+batch, see ``importer``); the server's ``max_ack_pending`` bounds what can be delivered
+unacked, so memory stays bounded whatever the requests ask for.
 
 The requests are accounted oldest first (the server fills them in that order): a
 delivery counts against the oldest, a 408 (expired) or 409 (a limit, a leader change)
@@ -28,6 +36,7 @@ import inspect
 import json
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from nats.aio.client import Client
@@ -44,10 +53,7 @@ EXPIRY_GRACE_S = 1.0
 #: The JetStream API prefix (the bridge uses no JetStream domain).
 API_PREFIX = "$JS.API"
 
-#: The nats-py internal the deliveries are read through: the parser hands it every
-#: message (sid, subject, reply, payload, raw headers). nats-py would make a ``Msg`` of
-#: each, its six headers parsed character by character (most of the import's time);
-#: the bridge reads the one header it needs. Checked when a puller opens.
+#: The nats-py internal the deliveries are read through (see the module note).
 _INTERNAL = "_process_msg"
 _STATUS_LINE = "NATS/1.0 "
 _ORIGIN = f"\r\n{headers.ORIGIN}: ".encode()
@@ -82,6 +88,14 @@ def _header(block: bytes, key: bytes) -> str | None:
     return block[at : block.find(b"\r\n", at)].decode(errors="replace")
 
 
+def _unsupported(what: str) -> RuntimeError:
+    """A nats-py outside the tested range: say so instead of failing later."""
+    return RuntimeError(
+        f"this nats-py ({what} missing or changed) is not one the bridge supports; "
+        "install the version range of mycelium's bridge extra"
+    )
+
+
 def ack_fields(reply: str) -> tuple[int, int, int]:
     """(stream sequence, consumer sequence, pending) from an ack subject, either form:
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` or the one with
@@ -109,18 +123,19 @@ class Puller:
         self._ready: deque[Delivery] = deque()
         self._arrived = asyncio.Event()
         self._failed: PullFailed | None = None
+        inner = getattr(nc, _INTERNAL, None)
+        if not callable(inner) or len(inspect.signature(inner).parameters) != 5:
+            raise _unsupported(f"Client.{_INTERNAL}")
+        self._inner: Callable[..., Awaitable[None]] = inner
 
     async def open(self) -> None:
         """Subscribe to the deliveries and take them off nats-py's read path. Raises nats
-        errors, RuntimeError (a nats-py without the internal this rides)."""
-        inner = getattr(self.nc, _INTERNAL, None)
-        if not callable(inner) or len(inspect.signature(inner).parameters) != 5:
-            raise RuntimeError(
-                f"this nats-py ({_INTERNAL} missing or changed) is not one the bridge "
-                "supports; install the version range of mycelium's bridge extra"
-            )
+        errors, RuntimeError (a nats-py without the internals this rides)."""
+        inner = self._inner
         self._sub = await self.nc.subscribe(self._inbox)
-        sid = self._sub._id
+        sid = getattr(self._sub, "_id", None)
+        if not isinstance(sid, int):
+            raise _unsupported("Subscription._id")
 
         async def process_msg(
             at: int, subject: bytes, reply: bytes, data: bytes, hdr: bytes | None
