@@ -9,18 +9,14 @@ keeps ``REQUESTS_IN_FLIGHT`` pull requests (``{"batch": n, "expires": ns}`` to t
 consumer's ``MSG.NEXT`` subject) standing on one inbox subscription, so the server
 delivers the next batch while the importer writes the previous one into the ring.
 
-Deliveries are taken off nats-py's read path: its parser hands every message to the
-client's ``_process_msg``, which would make a ``Msg`` of it with all six headers parsed
-character by character (most of the import's time once the fetch was gone); the puller
-wraps that method on its connection, takes the messages of its own subscription (by
-sid) and leaves the rest to nats-py. Each becomes a ``Delivery`` at once: the stream and
-delivery sequences and what is pending, read from the ack subject (the reply), and the
-one header the import needs (the origin); ``take`` hands out what has arrived. This
-rides two nats-py internals (``Client._process_msg`` and ``Subscription._id``), bounded
-by the extras' nats-py range (``<3``) and checked when a puller is made and opens, as
-``publisher.BatchPublisher`` does. Acks are the importer's (one cumulative ack per
-batch, see ``importer``); the server's ``max_ack_pending`` bounds what can be delivered
-unacked, so memory stays bounded whatever the requests ask for.
+Deliveries are taken off nats-py's read path (``inbox.RawInbox``): nats-py would make a
+``Msg`` of each with all six headers parsed character by character, most of the import's
+time once the fetch was gone. Each becomes a ``Delivery`` at once: the stream and delivery
+sequences and what is pending, read from the ack subject (the reply), and the one header
+the import needs (the origin); ``take`` hands out what has arrived. Acks are the
+importer's (one cumulative ack per batch, see ``importer``); the server's
+``max_ack_pending`` bounds what can be delivered unacked, so memory stays bounded whatever
+the requests ask for.
 
 The requests are accounted oldest first (the server fills them in that order): a
 delivery counts against the oldest, a 408 (expired) or 409 (a limit, a leader change)
@@ -32,17 +28,15 @@ gone) fails the pull; the session then ends and the bridge reconnects.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from nats.aio.client import Client
-from nats.aio.subscription import Subscription
 
 from mycelium.bridge import headers
+from mycelium.bridge.inbox import RawInbox
 
 __all__ = ["Delivery", "PullFailed", "Puller"]
 
@@ -53,8 +47,6 @@ EXPIRY_GRACE_S = 1.0
 #: The JetStream API prefix (the bridge uses no JetStream domain).
 API_PREFIX = "$JS.API"
 
-#: The nats-py internal the deliveries are read through (see the module note).
-_INTERNAL = "_process_msg"
 _STATUS_LINE = "NATS/1.0 "
 _ORIGIN = f"\r\n{headers.ORIGIN}: ".encode()
 #: Statuses that end one pull request and nothing else.
@@ -88,14 +80,6 @@ def _header(block: bytes, key: bytes) -> str | None:
     return block[at : block.find(b"\r\n", at)].decode(errors="replace")
 
 
-def _unsupported(what: str) -> RuntimeError:
-    """A nats-py outside the tested range: say so instead of failing later."""
-    return RuntimeError(
-        f"this nats-py ({what} missing or changed) is not one the bridge supports; "
-        "install the version range of mycelium's bridge extra"
-    )
-
-
 def ack_fields(reply: str) -> tuple[int, int, int]:
     """(stream sequence, consumer sequence, pending) from an ack subject, either form:
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` or the one with
@@ -117,37 +101,18 @@ class Puller:
         self.expires_s = expires_s
         self._next = f"{API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._request = json.dumps({"batch": batch, "expires": int(expires_s * 1e9)}).encode()
-        self._inbox = nc.new_inbox()
-        self._sub: Subscription | None = None
+        self._reply = nc.new_inbox()
+        self._inbox = RawInbox(nc, self._on_msg)
         self._requests: deque[list[float]] = deque()  # [still to deliver, forget at], oldest first
         self._ready: deque[Delivery] = deque()
         self._arrived = asyncio.Event()
         self._failed: PullFailed | None = None
-        inner = getattr(nc, _INTERNAL, None)
-        if not callable(inner) or len(inspect.signature(inner).parameters) != 5:
-            raise _unsupported(f"Client.{_INTERNAL}")
-        self._inner: Callable[..., Awaitable[None]] = inner
 
     async def open(self) -> None:
-        """Subscribe to the deliveries and take them off nats-py's read path. Raises nats
-        errors, RuntimeError (a nats-py without the internals this rides)."""
-        inner = self._inner
-        self._sub = await self.nc.subscribe(self._inbox)
-        sid = getattr(self._sub, "_id", None)
-        if not isinstance(sid, int):
-            raise _unsupported("Subscription._id")
+        """Subscribe to the deliveries. Raises nats errors, RuntimeError (inbox)."""
+        await self._inbox.open(self._reply)
 
-        async def process_msg(
-            at: int, subject: bytes, reply: bytes, data: bytes, hdr: bytes | None
-        ) -> None:
-            if at == sid:
-                self._on_msg(reply, data, hdr)
-            else:
-                await inner(at, subject, reply, data, hdr)
-
-        setattr(self.nc, _INTERNAL, process_msg)
-
-    def _on_msg(self, reply: bytes, data: bytes, hdr: bytes | None) -> None:
+    def _on_msg(self, subject: bytes, reply: bytes, data: bytes, hdr: bytes | None) -> None:
         """One message on the inbox, as nats-py's parser read it off the socket."""
         if reply:
             ack = reply.decode()
@@ -180,7 +145,7 @@ class Puller:
         while len(self._requests) < REQUESTS_IN_FLIGHT:
             forget_at = now + self.expires_s + EXPIRY_GRACE_S
             self._requests.append([float(self.batch), forget_at])
-            await self.nc.publish(self._next, self._request, reply=self._inbox)
+            await self.nc.publish(self._next, self._request, reply=self._reply)
 
     async def take(self, limit: int, timeout: float) -> list[Delivery]:
         """Up to ``limit`` deliveries in arrival order, waiting up to ``timeout`` for the
@@ -203,8 +168,4 @@ class Puller:
 
     async def close(self) -> None:
         """Stop the deliveries (the connection may be gone already)."""
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception:
-                pass  # the connection is gone; its subscriptions with it
+        await self._inbox.close()

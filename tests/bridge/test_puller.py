@@ -63,9 +63,11 @@ def test_deliveries_fill_the_oldest_request_and_statuses_end_one() -> None:
     assert b'"batch": 2' in request
     hdr = f"NATS/1.0\r\n{headers.ORIGIN}: A\r\n{headers.TOPIC}: t\r\n\r\n".encode()
     for seq in (1, 2):  # fills the first request
-        puller._on_msg(f"$JS.ACK.S.D.1.{seq}.{seq}.0.9".encode(), b"m%d" % seq, hdr)
-    puller._on_msg(b"$JS.ACK.S.D.1.3.3.0.8", b"m3", None)  # no headers: no origin
-    puller._on_msg(b"", b"", b"NATS/1.0 408 Request Timeout\r\n\r\n")  # ends the second
+        puller._on_msg(b"_INBOX.x", f"$JS.ACK.S.D.1.{seq}.{seq}.0.9".encode(), b"m%d" % seq, hdr)
+    puller._on_msg(b"_INBOX.x", b"$JS.ACK.S.D.1.3.3.0.8", b"m3", None)  # no headers: no origin
+    puller._on_msg(
+        b"_INBOX.x", b"", b"", b"NATS/1.0 408 Request Timeout\r\n\r\n"
+    )  # ends the second
     asyncio.run(puller.top_up())
     assert len(nc.published) == 2 * REQUESTS_IN_FLIGHT  # both replaced
     got = asyncio.run(puller.take(10, timeout=0.0))
@@ -83,7 +85,7 @@ def test_deliveries_fill_the_oldest_request_and_statuses_end_one() -> None:
 )
 def test_a_status_that_is_not_one_requests_end_fails_the_pull(status: bytes) -> None:
     puller, _ = _puller()
-    puller._on_msg(b"", b"", status)
+    puller._on_msg(b"_INBOX.x", b"", b"", status)
     with pytest.raises(PullFailed, match=re.escape(status.split(b"\r\n")[0].decode())):
         asyncio.run(puller.take(10, timeout=0.0))
 
