@@ -116,7 +116,12 @@ class Puller:
         """One message on the inbox, as nats-py's parser read it off the socket."""
         if reply:
             ack = reply.decode()
-            seq, delivery, pending = ack_fields(ack)
+            try:
+                seq, delivery, pending = ack_fields(ack)
+            except ValueError as exc:  # not raised into nats-py's read task
+                self._failed = PullFailed(f"pull on {self.durable}: {exc}")
+                self._arrived.set()
+                return
             origin = _header(hdr, _ORIGIN) if hdr else None
             self._ready.append(Delivery(seq, delivery, pending, data, origin, ack))
             if self._requests:

@@ -66,7 +66,8 @@ async def _consumer_config(url: str) -> js_api.ConsumerConfig:
     try:
         stream = headers.stream_name("mycelium", "market_data")
         info = await nc.jetstream().consumer_info(stream, headers.durable_name("B", "market_data"))
-        return info.config
+        config: js_api.ConsumerConfig = info.config
+        return config
     finally:
         await nc.close()
 

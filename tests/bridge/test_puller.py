@@ -81,12 +81,19 @@ def test_deliveries_fill_the_oldest_request_and_statuses_end_one() -> None:
 
 
 @pytest.mark.parametrize(
-    "status", [b"NATS/1.0 409 Consumer Deleted\r\n\r\n", b"NATS/1.0 503\r\n\r\n"]
+    ("reply", "status", "said"),
+    [
+        (b"", b"NATS/1.0 409 Consumer Deleted\r\n\r\n", "NATS/1.0 409 Consumer Deleted"),
+        (b"", b"NATS/1.0 503\r\n\r\n", "NATS/1.0 503"),
+        (b"_INBOX.other.1", None, "not a JetStream ack subject"),
+    ],
 )
-def test_a_status_that_is_not_one_requests_end_fails_the_pull(status: bytes) -> None:
+def test_another_status_or_a_malformed_delivery_fails_the_pull(
+    reply: bytes, status: bytes | None, said: str
+) -> None:
     puller, _ = _puller()
-    puller._on_msg(b"_INBOX.x", b"", b"", status)
-    with pytest.raises(PullFailed, match=re.escape(status.split(b"\r\n")[0].decode())):
+    puller._on_msg(b"_INBOX.x", reply, b"", status)
+    with pytest.raises(PullFailed, match=re.escape(said)):
         asyncio.run(puller.take(10, timeout=0.0))
 
 
