@@ -146,11 +146,17 @@ async def ensure_consumer(
     start: dict[str, Any] = {"deliver_policy": js_api.DeliverPolicy(cfg.deliver)}
     if info is not None:
         floor = info.ack_floor.stream_seq if info.ack_floor else 0
-        log.warning("consumer %s has ack policy %s: made anew from %d", durable,
-                    info.config.ack_policy, floor + 1)  # fmt: skip
+        log.warning(
+            "consumer %s has ack policy %s: made anew from %d",
+            durable,
+            info.config.ack_policy,
+            floor + 1,
+        )
         await js.delete_consumer(stream, durable)
-        start = {"deliver_policy": js_api.DeliverPolicy.BY_START_SEQUENCE,
-                 "opt_start_seq": floor + 1}  # fmt: skip
+        start = {
+            "deliver_policy": js_api.DeliverPolicy.BY_START_SEQUENCE,
+            "opt_start_seq": floor + 1,
+        }
     await js.add_consumer(
         stream,
         js_api.ConsumerConfig(
