@@ -37,6 +37,7 @@ import numpy as np
 
 from mycelium.errors import BackpressureTimeout, CorruptFrame, MessageTooLarge, SegmentError
 from mycelium.shm.consumer_state import ConsumerStateView
+from mycelium.shm.frames import frame_bytes
 from mycelium.shm.gating import Gating
 from mycelium.shm.lane_header import LaneInfo, read_tail_record, record_producer
 from mycelium.shm.layout import (
@@ -72,6 +73,10 @@ CHECKPOINTS_PER_LAP = 64
 
 _get_ident = threading.get_ident
 _time_ns = time.time_ns
+#: Where the payload of the frame at ring offset 0 starts in the segment.
+_PAYLOAD_OFF = LANE_DATA_OFF + FRAME_HEADER_BYTES
+#: Above any max_message: sends a payload without len() to ``_make_room``.
+_UNSIZED = 1 << 62
 
 
 class LaneWriter(BatchWrites):
@@ -194,29 +199,40 @@ class LaneWriter(BatchWrites):
 
         Raises MessageTooLarge, NonContiguousPayload or BackpressureTimeout (nothing was
         written), or RuntimeError from a thread that does not own the writer.
+
+        The hot path takes ``len(data)`` as the size and lets the payload copy check it:
+        the copy refuses (before writing) any buffer that is not one run of exactly
+        ``len(data)`` bytes, and a typed view goes round again sized in bytes
+        (``payload_bytes``); an oversize payload and a frame that crosses the limit go
+        through ``_make_room``. No type check or size conversion for the common case.
         """
         if _get_ident() != self._owner:  # _check_thread(), inlined for the hot path
             self._check_thread()
-        if type(data) is not bytes:
-            data = payload_bytes(data)
-        n = len(data)
-        if n > self.max_message:
-            raise MessageTooLarge(n, self.max_message)
+        try:
+            n = len(data)
+        except TypeError:  # a buffer without len(), or no buffer: _make_room sizes it
+            n = _UNSIZED
         pos = self._pos
-        fb = (n + 31) & -8  # frame_bytes(n), inlined: a call costs a few percent here
-        end = pos + fb
-        if end > self._limit:
-            pos = self._claim(pos, fb)
-            end = pos + fb
+        end = pos + ((n + 31) & -8)  # frame_bytes(n), inlined: a call costs a few percent here
+        if n > self.max_message or end > self._limit:
+            pos, end, data = self._make_room(data)
+            n = len(data)
         off = pos & self._mask
-        self._count = count = self._count + 1
+        start = off + _PAYLOAD_OFF
+        try:
+            self._mm[start : start + n] = data
+        except (TypeError, ValueError, IndexError, BufferError):  # not n flat bytes
+            flat = payload_bytes(data)  # NonContiguousPayload, TypeError: nothing written
+            if flat is data:
+                raise  # flat already: the mapping itself refused (closed)
+            self.publish(flat)  # again, sized in bytes
+            return
         i = off >> 3
+        self._count = count = self._count + 1
         self._dq[i] = n
         self._dq1[i] = count  # the frame's number (FRAME_SEQUENCE_Q): views save an add
         if self._stamp:
             self._dq2[i] = _time_ns()  # FRAME_TIME_Q
-        start = LANE_DATA_OFF + off + 24
-        self._mm[start : start + n] = data
         self._pos = end
         hq = self._hq
         hq[LANE_COUNT_Q] = count
@@ -234,6 +250,20 @@ class LaneWriter(BatchWrites):
                 self._scan_in = left
             else:
                 self._scan_in = self._gating.ring_sleepers()
+
+    def _make_room(self, data: Payload) -> tuple[int, int, bytes | memoryview]:
+        """The checked half of ``publish``: ``data`` sized in bytes and room claimed for
+        its frame; returns (position, end, flat data). Raises NonContiguousPayload,
+        TypeError, MessageTooLarge or BackpressureTimeout, with nothing written."""
+        flat = payload_bytes(data)
+        n = len(flat)
+        if n > self.max_message:
+            raise MessageTooLarge(n, self.max_message)
+        fb = frame_bytes(n)
+        pos = self._pos
+        if pos + fb > self._limit:
+            pos = self._claim(pos, fb)
+        return pos, pos + fb, flat
 
     def close(self, *, final: bool = True) -> None:
         """Mark the lane closed (readers drain it, then forget it) and unmap it."""
