@@ -32,6 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +84,7 @@ class LaneWriter(BatchWrites):
     """The single writer of one lane. Not thread-safe by design: one thread owns it."""
 
     __slots__ = (
+        "_bell",
         "_bells",
         "_cap",
         "_checkpoints",
@@ -90,6 +92,8 @@ class LaneWriter(BatchWrites):
         "_dq",
         "_dq1",
         "_dq2",
+        "_flag_i",
+        "_flags",
         "_gating",
         "_hq",
         "_limit",
@@ -167,7 +171,11 @@ class LaneWriter(BatchWrites):
         self._gating = Gating(info.lane_uid)
         #: Publishes left until the next scan of the readers' "sleeping" flags (gating.py).
         self._scan_in = 1
-        self._bells = self._gating.every_publish
+        #: The lone bell of a lane with one (its reader's words, flag index, doorbell).
+        self._flags: memoryview | None = None
+        self._flag_i = 0
+        self._bell: Any = None
+        self._take_bells()
         self._limit = pos  # forces the first publish through the slow path
         record_producer(seg, producer_name)
         self._stamp = bool(hq[LANE_STAMPED_Q]) and not hq[LANE_STAMPED_UNTIL_Q]
@@ -182,8 +190,17 @@ class LaneWriter(BatchWrites):
         """
         self._gating.set_readers(views, self._pos)
         self._scan_in = 1  # look at the new readers' flags on the next publish
-        self._bells = self._gating.every_publish
+        self._take_bells()
         self._limit = min(self._limit, self._pos)  # re-evaluate on the next publish
+
+    def _take_bells(self) -> None:
+        """Cache the bells ``publish`` checks itself: a lone one unpacked into slots, one
+        flag load with no loop for the usual lane of one consumer."""
+        bells = self._bells = self._gating.every_publish
+        if len(bells) == 1:
+            self._flags, self._flag_i, self._bell = bells[0]
+        else:
+            self._flags = None
 
     @property
     def readers(self) -> list[ConsumerStateView]:
@@ -239,9 +256,12 @@ class LaneWriter(BatchWrites):
         # Publish: the header and payload stores above precede this cursor store (x86-64
         # Store/Store order); pairs with the reader's load of LANE_WRITE_Q in poll().
         hq[LANE_WRITE_Q] = end
-        bells = self._bells
-        if bells:  # a small lane: every flag, every publish
-            for q, i, bell in bells:
+        flags = self._flags
+        if flags is not None:  # one reader with a doorbell (the usual lane): its flag
+            if flags[self._flag_i]:
+                self._bell.release()
+        elif self._bells:  # two: every flag, every publish
+            for q, i, bell in self._bells:
                 if q[i]:
                     bell.release()
         else:  # a large lane (or none with a doorbell): a scan every few publishes
@@ -352,7 +372,7 @@ class LaneWriter(BatchWrites):
                 if self.backpressure_timeout_s > 0:  # a bounded wait ran out
                     self.count_timeout()
                 raise
-            self._bells = self._gating.every_publish  # dead readers may have been dropped
+            self._take_bells()  # dead readers may have been dropped
             limit = min(limit, floor + cap)
         limit = min(limit, max(need_end, pos + self._step))
         if pos >= self._checkpoints[-1][0] + self._step:  # at most one per step: bounded
