@@ -30,6 +30,7 @@ from mycelium.shm.frames import BadFrame, walk_frames
 from mycelium.shm.lane_header import LaneInfo, cursor_trusted, read_producer, read_tail_record
 from mycelium.shm.layout import (
     FRAME_HEADER_BYTES,
+    FRAME_PAYLOAD_OFF,
     FRAME_SEQUENCE_Q,
     FRAME_TIME_Q,
     LANE_CLOSED_Q,
@@ -52,8 +53,6 @@ from mycelium.shm.segment import Segment
 
 __all__ = ["LaneReader"]
 
-#: Where the payload of the frame at ring offset 0 starts in the segment.
-_PAYLOAD_OFF = LANE_DATA_OFF + FRAME_HEADER_BYTES
 
 
 class LaneReader(RecordReads, ZeroCopyViews):
@@ -68,6 +67,7 @@ class LaneReader(RecordReads, ZeroCopyViews):
 
     __slots__ = (
         "_avail",
+        "_buf",
         "_cap",
         "_cnt_i",
         "_count",
@@ -107,6 +107,7 @@ class LaneReader(RecordReads, ZeroCopyViews):
         self.lane_uid = info.lane_uid
         self.state = state
         self._mm = seg.mm
+        self._buf = seg.buf  # zero-copy views are slices of it
         self._hq = seg.q
         self._cap = info.capacity
         self._mask = info.capacity - 1
@@ -195,7 +196,7 @@ class LaneReader(RecordReads, ZeroCopyViews):
         # A misaligned cursor fails here too: no frame can end on it.
         if n > self._max or end > self._avail or off + n > self._room:
             return self._poll_slow()
-        start = off + _PAYLOAD_OFF
+        start = off + FRAME_PAYLOAD_OFF
         data = self._mm[start : start + n]
         # Validate: the reservation load follows the copy (Load/Load); if the writer may
         # have written over the frame, or the cursor is past what it reserved (impossible),

@@ -43,6 +43,7 @@ from mycelium.shm.gating import Gating
 from mycelium.shm.lane_header import LaneInfo, read_tail_record, record_producer
 from mycelium.shm.layout import (
     FRAME_HEADER_BYTES,
+    FRAME_PAYLOAD_OFF,
     FRAME_SEQUENCE_Q,
     FRAME_TIME_Q,
     HEAD_COUNT_Q,
@@ -74,8 +75,6 @@ CHECKPOINTS_PER_LAP = 64
 
 _get_ident = threading.get_ident
 _time_ns = time.time_ns
-#: Where the payload of the frame at ring offset 0 starts in the segment.
-_PAYLOAD_OFF = LANE_DATA_OFF + FRAME_HEADER_BYTES
 #: Above any max_message: sends a payload without len() to ``_make_room``.
 _UNSIZED = 1 << 62
 
@@ -235,7 +234,7 @@ class LaneWriter(BatchWrites):
             pos, end, data = self._make_room(data)
             n = len(data)
         off = pos & self._mask
-        start = off + _PAYLOAD_OFF
+        start = off + FRAME_PAYLOAD_OFF
         try:
             self._mm[start : start + n] = data
         except (TypeError, ValueError, IndexError, BufferError):  # not n flat bytes
