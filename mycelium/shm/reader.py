@@ -54,7 +54,6 @@ from mycelium.shm.segment import Segment
 __all__ = ["LaneReader"]
 
 
-
 class LaneReader(RecordReads, ZeroCopyViews):
     """One consumer's reader of one lane; its cursor lives in the consumer's own segment.
 
