@@ -116,7 +116,7 @@ def _producer(sock: str, topic: str, n: int, size: int, mode: str, out: Any) -> 
 
 
 def _drain_consumer(
-    sock: str, topic: str, size: int, filled: Any, ready: Any, out: Any
+    sock: str, topic: str, size: int, filled: Any, drained: Any, ready: Any, out: Any
 ) -> None:
     """Wait until the producer has filled the ring, then drain the backlog with
     ``recv_array`` (one call takes up to a whole ring): the consumer's own rate, with no
@@ -136,12 +136,13 @@ def _drain_consumer(
         while n := len(c.recv_array(record, DRAIN_MAX_N, timeout=0.0)):
             got += n
         elapsed = time.perf_counter() - t0
+        drained.set()
         out.put({"received": got, "recv_s": elapsed, "backlog": backlog})
 
 
-def _fill_producer(sock: str, topic: str, size: int, filled: Any, out: Any) -> None:
-    """Publish records until the ring is full (``offer_array`` never waits), then tell
-    the consumer."""
+def _fill_producer(sock: str, topic: str, size: int, filled: Any, drained: Any, out: Any) -> None:
+    """Publish records until the ring is full (``offer_array`` never waits), tell the
+    consumer, and stay idle (not closing, not exiting) until it has drained them."""
     import numpy as np
 
     from mycelium import Producer
@@ -153,6 +154,7 @@ def _fill_producer(sock: str, topic: str, size: int, filled: Any, out: Any) -> N
             sent += k
         out.put({"sent": sent + k})
         filled.set()
+        drained.wait(RUN_DEADLINE_S)
 
 
 def backlog_drain(sock: str, size: int, runs: int) -> dict[str, float]:
@@ -160,10 +162,10 @@ def backlog_drain(sock: str, size: int, runs: int) -> dict[str, float]:
     rates, backlog = [], 0
     ctx = mp.get_context("spawn")
     for _ in range(runs):
-        filled = ctx.Event()
+        filled, drained = ctx.Event(), ctx.Event()
         prod, cons = _run_pair(
-            (_drain_consumer, sock, "market_data", size, filled),
-            (_fill_producer, sock, "market_data", size, filled),
+            (_drain_consumer, sock, "market_data", size, filled, drained),
+            (_fill_producer, sock, "market_data", size, filled, drained),
         )
         if not cons["received"] == cons["backlog"] == prod["sent"]:
             raise RuntimeError(f"lost records: {cons['received']} of {prod['sent']}")
@@ -426,7 +428,9 @@ def main() -> int:
             )
     view, plain = results["view_1KiB"]["recv_msg_s"], results["per_message_1KiB"]["recv_msg_s"]
     print(f"  recv_view / recv at 1 KiB: x{view / plain:.2f} (target x1.3)")
-    print(f"  recv_array 64 B records, streaming: {results['array_64B']['recv_msg_s'] / 1e6:.2f} M/s")
+    print(
+        f"  recv_array 64 B records, streaming: {results['array_64B']['recv_msg_s'] / 1e6:.2f} M/s"
+    )
     drain = results["array_drain_64B"]
     print(f"  recv_array 64 B records, draining a full ring ({drain['backlog']:,} records):"
           f" {drain['recv_msg_s'] / 1e6:.2f} M/s (target 20 M/s)")  # fmt: skip
