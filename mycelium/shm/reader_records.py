@@ -1,9 +1,10 @@
 """Fixed-size records read as one numpy array: ``poll_records`` for ``recv_array``.
 
-Each stretch of equal frames up to the ring's end is one strided header check and one
-strided copy into a (k, n) block; overruns and corrupt frames are handled as in
-``poll_many``. A mixin of ``LaneReader``, at no
-cost per call.
+Each stretch of equal frames up to the ring's end is checked (one strided header
+compare) and copied (one strided copy) into one output array sized from the published
+bytes, chunk by chunk, so the copy finds in the cache the lines the compare brought in;
+overruns and corrupt frames are handled as in ``poll_many``. A mixin of ``LaneReader``,
+at no cost per call.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class RecordReads(ReaderChecks):
     def poll_records(self, n: int, max_n: int) -> np.ndarray | None:
         """Up to ``max_n`` messages of exactly ``n`` bytes as a (k, n) uint8 array, with one
         cursor store; None if none is waiting. Vectorised: each stretch of equal frames up
-        to the ring's end is one strided header check and one strided copy.
+        to the ring's end is strided header checks and strided copies, chunk by chunk.
 
         Stops before the first message of another size; if that is the first one, returns
         an empty array and consumes nothing (the caller raises). Overruns and corrupt
