@@ -4,7 +4,8 @@
 Runs the original plan's workload (2,000,000 messages of 1 KiB, one producer process,
 one consumer process) through a broker started on a private socket, then the same with
 ``publish_many``/``recv_many`` (64 B and 1 KiB), zero-copy ``recv_view`` (1 KiB) and
-numpy ``publish_array``/``recv_array`` (64 B records), then end-to-end latency at a paced rate
+numpy ``publish_array``/``recv_array`` (64 B records, streaming, and draining a full ring:
+the consumer's own rate, with no producer to wait for), then end-to-end latency at a paced rate
 for the blocking and the spinning consumer. If pyzmq is installed it runs the same
 throughput workload over PUSH/PULL ``ipc://`` in the same run and prints the ratio.
 
