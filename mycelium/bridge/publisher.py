@@ -7,8 +7,9 @@ fresh reply token and a header dict encoded and checked key by key; it ran at a 
 of what the bridge needs. ``BatchPublisher`` writes a whole batch of ``HPUB`` commands
 (headers already encoded, see ``headers.HeaderBlock``) into the connection's pending
 buffer at once, each with the reply subject ``<inbox>.<token>``; one subscription on
-``<inbox>.*`` receives JetStream's acks and hands ``(token, ack)`` to the exporter, which
-keeps the bound on what is in flight and the order of settling.
+``<inbox>.*``, read raw off nats-py's read path (``inbox.RawInbox``: no ``Msg``, queue
+and callback task per ack), receives JetStream's acks and hands ``(token, ack)`` to the
+exporter, which keeps the bound on what is in flight and the order of settling.
 
 This rides two of nats-py's internals (``_send_command``, ``_flush_pending``: the calls its
 own ``publish`` makes), bounded by the extras' nats-py range (``<3``) and checked when a
@@ -22,8 +23,8 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+
+from mycelium.bridge.inbox import RawInbox
 
 __all__ = ["BatchPublisher", "PubAck"]
 
@@ -56,16 +57,17 @@ class BatchPublisher:
         self.nc = nc
         self.on_ack = on_ack
         self.prefix = (nc.new_inbox() + ".").encode()
-        self._sub: Subscription | None = None
+        self._inbox = RawInbox(nc, self._on_msg)
 
     async def open(self) -> None:
-        """Subscribe to the acks (before the first publish). Raises nats errors."""
-        self._sub = await self.nc.subscribe(self.prefix.decode() + "*", cb=self._on_msg)
+        """Subscribe to the acks (before the first publish). Raises nats errors,
+        RuntimeError (inbox)."""
+        await self._inbox.open(self.prefix.decode() + "*")
 
-    async def _on_msg(self, msg: Msg) -> None:
-        token = msg.subject.rpartition(".")[2]
+    def _on_msg(self, subject: bytes, reply: bytes, data: bytes, hdr: bytes | None) -> None:
+        token = subject.rpartition(b".")[2]
         try:
-            ack = _ACK.decode(msg.data)
+            ack = _ACK.decode(data)
         except msgspec.DecodeError:
             ack = _UNREADABLE
         if token.isdigit():
@@ -95,8 +97,4 @@ class BatchPublisher:
 
     async def close(self) -> None:
         """Stop receiving acks (the connection may be gone already)."""
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception:
-                pass  # the connection is gone; its subscriptions with it
+        await self._inbox.close()

@@ -139,7 +139,7 @@ class Bridge:
         for imp in self.importers:
             await link.ensure_consumer(js, self.cfg, streams[imp.topic], self.host, imp.topic)
         work: list[Coroutine[Any, Any, None]] = [e.run(nc, self.stopping) for e in self.exporters]
-        work += [i.run(js, streams[i.topic], self.stopping) for i in self.importers]
+        work += [i.run(nc, js, streams[i.topic], self.stopping) for i in self.importers]
         await _until_done_or_lost([asyncio.create_task(w) for w in work], lost)
 
     async def _sessions(self) -> None:

@@ -30,6 +30,7 @@ from mycelium.backoff import Backpressure
 from mycelium.client.consumer import ConsumerCore
 from mycelium.client.envelope import Envelope
 from mycelium.client.producer import Payload, ProducerCore, record_rows, topic_of_message
+from mycelium.client.subscriptions import topic_label
 from mycelium.client.waiting import wait_async
 from mycelium.errors import BackpressureTimeout, ReceiveTimeout
 from mycelium.protocol import Message, parse_message
@@ -164,16 +165,17 @@ class AsyncProducer:
 
 class AsyncConsumer:
     """``async with AsyncConsumer("signals") as c: msg = await c.recv(timeout=1.0)``;
-    also ``async for payload in c``."""
+    also ``async for payload in c``; ``AsyncConsumer(["market_data", "signals"])`` reads
+    both (as ``Consumer``)."""
 
     def __init__(
         self,
-        topic: str,
+        topic: str | Sequence[str],
         socket_path: str | os.PathLike[str] | None = None,
         group: str | None = None,
         **kwargs: Any,
     ) -> None:
-        self.topic = topic
+        self.topic = topic_label(topic)  # refuses a bad topic list at once (ConfigError)
         self._args = (topic, socket_path, group)
         self._kwargs = kwargs
         self._core: ConsumerCore | None = None

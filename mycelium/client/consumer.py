@@ -1,15 +1,17 @@
-"""The consumer handle: read one topic from every lane that feeds it.
+"""The consumer handle: read one topic, or several, from every lane that feeds them.
 
 How this works
 --------------
 ``Subscribe`` gives the consumer its own state segment (cursors, heartbeat, sleeping flag)
-and doorbell; the registry says which lanes feed it (every lane of a fanout topic, or the
-lanes producers keep for this consumer on a queue topic). A lane that existed before we
+and doorbell, per topic (several topics: one subscription each, one doorbell shared,
+``subscriptions.py``); the registry says which lanes feed it (every lane of a fanout
+topic, or the lanes producers keep for this consumer on a queue topic). A lane that existed before we
 subscribed is read from its current end (we get what is published after subscribing);
 a lane created later is read from its start, so nothing published to it is missed.
 
 ``poll()`` is the non-blocking core: one generation check, then the lanes in round-robin
-order. Blocking work is split out so an async driver can run it off the event loop:
+order (the lanes of every topic in one turn: a flooded topic cannot starve another).
+Blocking work is split out so an async driver can run it off the event loop:
 ``fetch`` (decode the topology, map new lanes) and ``apply`` (start reading them).
 ``Consumer.recv`` is the sync driver: it waits with the consumer's strategy through the
 one wait policy (``waiting.py``). A lane whose
@@ -27,13 +29,14 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from mycelium.client.consumer_receives import ReceiveCore, Receives
 from mycelium.client.control import ControlChannel
 from mycelium.client.handle import ClosingHandle
 from mycelium.client.redelivery import redelivered, resume_at
+from mycelium.client.subscriptions import SharedDoorbell, Subscription, topic_label, topics_of
 from mycelium.client.topology import TopologyWatcher
 from mycelium.client.waiting import SpinBudget, WaitPlan, wait_sync
 from mycelium.control.wire import Subscribe, Subscribed, Unsubscribe
@@ -42,14 +45,15 @@ from mycelium.errors import (
     ConfigError,
     MyceliumError,
     ReceiveTimeout,
+    UnknownTopic,
 )
 from mycelium.paths import resolve_socket_path
 from mycelium.protocol import Message, parse_message
 from mycelium.shm.consumer_state import ConsumerState
 from mycelium.shm.reader import LaneReader
 from mycelium.shm.segment import Segment
-from mycelium.shm.wait import DEFAULT_SPINS, DEFAULT_YIELDS, WaitStrategy
-from mycelium.topology import Topology
+from mycelium.shm.wait import DEFAULT_SPINS, DEFAULT_YIELDS, Sleeper, WaitStrategy
+from mycelium.topology import LaneEntry, Topology
 
 __all__ = ["ACK_MODES", "START_MODES", "Consumer", "ConsumerCore", "LaneSnapshot"]
 
@@ -59,13 +63,15 @@ START_MODES = ("latest", "earliest")
 
 @dataclass
 class LaneSnapshot:
-    """A topology read with the new lanes of our topic already mapped (the blocking part)."""
+    """A topology read with the new lanes of our topics already mapped (the blocking part)."""
 
     gen: int
     topology: Topology
-    queue: bool
-    lossy: bool
-    wanted: set[int]
+    #: Per subscription (in order): whether its topic is a queue topic, a lossy one.
+    queue: list[bool]
+    lossy: list[bool]
+    #: The lanes we read: lane uid -> index of the subscription it feeds.
+    wanted: dict[int, int]
     lanes: dict[int, Segment] = field(default_factory=dict)
     #: Lanes handed over from a departed member: where we start reading each.
     resume: dict[int, tuple[int, int, int]] = field(default_factory=dict)
@@ -76,7 +82,7 @@ class ConsumerCore(ReceiveCore):
 
     def __init__(
         self,
-        topic: str,
+        topic: str | Sequence[str],
         socket_path: str | os.PathLike[str] | None = None,
         group: str | None = None,
         *,
@@ -93,6 +99,8 @@ class ConsumerCore(ReceiveCore):
             raise ConfigError(f"ack must be one of {ACK_MODES}, not {ack!r}")
         if start not in START_MODES:
             raise ConfigError(f"start must be one of {START_MODES}, not {start!r}")
+        #: Every topic read, in the order given (one subscription each).
+        self.topics = topics_of(topic)
         #: A durable consumer's position outlives this process (one live process per name).
         self.durable = durable or ""
         #: "latest": what is published from now on; "earliest": first what the rings hold.
@@ -100,7 +108,8 @@ class ConsumerCore(ReceiveCore):
         #: "auto": a message is acknowledged as it is read (at-most-once for one in flight
         #: at a crash); "manual": only by ``ack()``, the rest is delivered again.
         self.ack_mode = ack
-        self.topic = topic
+        #: The topic; for several, their names joined by commas (as errors name them).
+        self.topic = topic_label(self.topics)
         self.socket_path = resolve_socket_path(socket_path)
         self.wait = WaitStrategy(wait)
         self.spins = spins
@@ -109,6 +118,8 @@ class ConsumerCore(ReceiveCore):
         self._lock = threading.RLock()
         self._closed = False
         self._readers: dict[int, LaneReader] = {}
+        self._sub_of: dict[int, Subscription] = {}  # lane uid -> the subscription it feeds
+        self._topic_of: dict[LaneReader, str] = {}  # what an envelope says
         self._order: list[LaneReader] = []
         self._handed: list[LaneReader] = []  # lanes taken over: read first (older)
         self._handed_uids: set[int] = set()
@@ -117,6 +128,8 @@ class ConsumerCore(ReceiveCore):
         self._seen: dict[int, tuple[int, int]] = {}
         self._redelivered_done = 0  # from handed-over lanes already let go
         self._rr = 0
+        self.subs: list[Subscription] = []  # one per topic, in order
+        self._doorbell_name = ""  # the first subscription's: the later ones share it
         self.channel = ControlChannel(
             self.socket_path,
             "consumer",
@@ -125,36 +138,66 @@ class ConsumerCore(ReceiveCore):
             on_reconnect=self._resume,
             on_tick=self._beat,
         )
-        try:
-            reply = self.channel.request(Subscribe(topic=topic, group=group, durable=self.durable))
-        except MyceliumError:
-            self.channel.close()
-            raise
-        assert isinstance(reply, Subscribed) and self.channel.welcome is not None
-        self.id = reply.consumer_id
-        self.group = reply.group
-        self._queue = False
         self._lossy = False
         self._viewing = False  # a recv_view block is open: its frame is held
         try:
-            self.state = ConsumerState.attach(reply.state_name, reply.doorbell_name)
+            assert self.channel.welcome is not None
             self.watch = TopologyWatcher(self.channel.welcome.registry_name)
+            self._check_topics()
+            for t in self.topics:
+                self._subscribe(t, group)
+            #: What a wait arms and blocks on (one doorbell, whatever the topic count).
+            states = [sub.state for sub in self.subs]
+            self.state: Sleeper = states[0] if len(states) == 1 else SharedDoorbell(states)
             self.refresh()
         except MyceliumError:
             self._abandon()
             raise
+        self.id = self.subs[0].id
+        self.group = self.subs[0].group
+
+    def _check_topics(self) -> None:
+        """Refuse an unknown topic before subscribing to any (nothing to undo). Raises
+        UnknownTopic."""
+        _, topo = self.watch.read()
+        known = tuple(t.name for t in topo.topics)
+        for t in self.topics:
+            if t not in known:
+                raise UnknownTopic(t, known)
+
+    def _subscribe(self, topic: str, group: str | None) -> None:
+        """One topic's Subscribe; the later ones share the first one's doorbell."""
+        first = self.subs[0] if self.subs else None
+        share = first.id if first is not None else 0
+        request = Subscribe(topic=topic, group=group, durable=self.durable, doorbell_of=share)
+        reply = self.channel.request(request)
+        assert isinstance(reply, Subscribed)
+        try:
+            if first is not None and reply.doorbell_name != self._doorbell_name:
+                raise BrokerUnavailable("the broker cannot share a doorbell between topics")
+            state = ConsumerState.attach(reply.state_name, reply.doorbell_name)
+        except MyceliumError:
+            with contextlib.suppress(MyceliumError):
+                self.channel.request(Unsubscribe(consumer_id=reply.consumer_id))
+            raise
+        if first is None:
+            self._doorbell_name = reply.doorbell_name
+        self.subs.append(Subscription(topic, reply.consumer_id, reply.group, state))
 
     def _abandon(self) -> None:
-        """Undo a subscription whose segments could not be opened, so that neither its
-        entry nor anything mapped outlives the failed constructor."""
+        """Undo the subscriptions made when a later step failed (an unopenable segment,
+        a refused topic), so that no entry nor anything mapped outlives the constructor."""
         for reader in self._readers.values():
             reader.close()
-        with contextlib.suppress(MyceliumError):
-            self.channel.request(Unsubscribe(consumer_id=self.id))
+        for sub in self.subs:
+            with contextlib.suppress(MyceliumError):
+                self.channel.request(Unsubscribe(consumer_id=sub.id))
         self.channel.close()
-        for part in (getattr(self, "state", None), getattr(self, "watch", None)):
-            if part is not None:
-                part.close()
+        for sub in self.subs:
+            sub.state.close()
+        watch = getattr(self, "watch", None)
+        if watch is not None:
+            watch.close()
 
     # -- reading --------------------------------------------------------------------
     def poll(self) -> bytes | None:
@@ -216,20 +259,21 @@ class ConsumerCore(ReceiveCore):
         """The blocking part of a topology change: decode the topology and map the lanes
         that appeared (16 MiB each, pre-faulted). Any thread."""
         gen, topo = self.watch.read()
-        entry = topo.topic(self.topic)
-        queue = entry is not None and entry.routing == "queue"
-        wanted = {
-            lane.uid: lane
-            for lane in topo.lanes
-            if lane.topic == self.topic and lane.consumer in (0, self.id)
-            and (lane.consumer == self.id or not queue)
-        }  # fmt: skip
-        lossy = entry is not None and entry.lossy
-        snap = LaneSnapshot(gen, topo, queue, lossy, set(wanted))
-        for uid, lane in wanted.items():
-            at = resume_at(lane) if queue else None
-            if at is not None:
-                snap.resume[uid] = at
+        snap = LaneSnapshot(gen, topo, [], [], {})
+        wanted: dict[int, LaneEntry] = {}
+        for k, sub in enumerate(self.subs):
+            entry = topo.topic(sub.topic)
+            queue = entry is not None and entry.routing == "queue"
+            snap.queue.append(queue)
+            snap.lossy.append(entry is not None and entry.lossy)
+            for lane in topo.lanes:
+                mine = lane.consumer == sub.id or (lane.consumer == 0 and not queue)
+                if lane.topic == sub.topic and mine:
+                    wanted[lane.uid] = lane
+                    snap.wanted[lane.uid] = k
+                    at = resume_at(lane) if queue else None
+                    if at is not None:
+                        snap.resume[lane.uid] = at
         try:
             for uid, lane in wanted.items():
                 if uid not in self._readers:
@@ -247,35 +291,41 @@ class ConsumerCore(ReceiveCore):
         """Attach the lanes that appeared, let go of lanes the coordinator retired."""
         with self._lock:
             self.watch.accept(snap.gen, snap.topology)
-            self._queue = snap.queue
-            self._lossy = snap.lossy
+            for sub, queue, lossy in zip(self.subs, snap.queue, snap.lossy, strict=True):
+                sub.queue, sub.lossy = queue, lossy
+            self._lossy = any(snap.lossy)
             for uid in list(self._readers):
                 if uid not in snap.wanted:
                     gone = self._readers.pop(uid)
                     self._redelivered_done += self._redelivered_on(uid, gone)
                     gone.close(release_slot=True)
+                    del self._sub_of[uid], self._topic_of[gone]
             for uid, seg in snap.lanes.items():
                 if uid in self._readers:
                     seg.close()
                     continue
+                sub = self.subs[snap.wanted[uid]]
+                state = sub.state
                 at = snap.resume.get(uid)
-                held = self.state.find_slot(uid)
+                held = state.find_slot(uid)
                 if held is not None:  # a durable consumer back: on from its own position
-                    self._seen[uid] = self.state.acked_and_read(held)
-                    reader = LaneReader(seg, self.state, slot=held)
+                    self._seen[uid] = state.acked_and_read(held)
+                    reader = LaneReader(seg, state, slot=held)
                 elif at is not None:  # handed over: on from where the previous holder stood
                     pos, count, seen = at
-                    slot = self.state.claim_slot(uid, pos, count)
-                    reader = LaneReader(seg, self.state, slot=slot)
+                    slot = state.claim_slot(uid, pos, count)
+                    reader = LaneReader(seg, state, slot=slot)
                     self._handed_uids.add(uid)
                     self._seen[uid] = (count, seen)
                 else:
-                    older = uid < self.id and self.start == "latest"
+                    older = uid < sub.id and self.start == "latest"
                     start = "end" if older else "begin"
-                    reader = LaneReader(seg, self.state, start=start)
+                    reader = LaneReader(seg, state, start=start)
                 if self.ack_mode == "manual":
                     reader.hold()
                 self._readers[uid] = reader
+                self._sub_of[uid] = sub
+                self._topic_of[reader] = sub.topic
             snap.lanes.clear()
             self._handed_uids &= set(self._readers)
             readers = self._readers.items()
@@ -288,20 +338,22 @@ class ConsumerCore(ReceiveCore):
         self.apply(self.fetch())
 
     def _resume(self) -> None:
-        """After a reconnect: resume our subscription under the same consumer id."""
-        reply = self.channel.request(Subscribe(topic=self.topic, group=self.group if
-                                               self._queue else None, resume_id=self.id))  # fmt: skip
-        if isinstance(reply, Subscribed) and reply.consumer_id != self.id:
-            # The coordinator lost our entry (its registry is gone): give the new one back
-            # at once, so retrying leaks nothing, and keep reading the lanes we have.
-            self.channel.request(Unsubscribe(consumer_id=reply.consumer_id))
-            raise BrokerUnavailable(
-                f"the broker no longer knows consumer {self.id} (it offered {reply.consumer_id})"
-            )
+        """After a reconnect: resume each subscription under the same consumer id."""
+        for sub in self.subs:
+            reply = self.channel.request(Subscribe(topic=sub.topic, group=sub.group if
+                                                   sub.queue else None, resume_id=sub.id))  # fmt: skip
+            if isinstance(reply, Subscribed) and reply.consumer_id != sub.id:
+                # The coordinator lost our entry (its registry is gone): give the new one
+                # back at once, so retrying leaks nothing, and keep reading our lanes.
+                self.channel.request(Unsubscribe(consumer_id=reply.consumer_id))
+                raise BrokerUnavailable(
+                    f"the broker no longer knows consumer {sub.id} (it offered {reply.consumer_id})"
+                )
 
     def _beat(self) -> None:
         if not self._closed:
-            self.state.beat()
+            for sub in self.subs:
+                sub.state.beat()
 
     # -- state ----------------------------------------------------------------------
     @property
@@ -309,8 +361,9 @@ class ConsumerCore(ReceiveCore):
         return len(self._order) + len(self._handed)
 
     def ack(self) -> None:
-        """Acknowledge every message this handle has received so far (cumulative): they
-        are not delivered again if we die. With ack="auto" every read already is."""
+        """Acknowledge every message this handle has received so far, on every topic
+        (cumulative): they are not delivered again if we die. With ack="auto" every read
+        already is."""
         if self.ack_mode == "manual":
             for reader in self._readers.values():
                 reader.ack()
@@ -328,12 +381,12 @@ class ConsumerCore(ReceiveCore):
     @property
     def lost(self) -> int:
         """Messages lost to a lossy topic's overruns (never on a lossless topic)."""
-        return self.state.lost
+        return sum(sub.state.lost for sub in self.subs)
 
     @property
     def corrupt(self) -> int:
         """Corrupt frames met (each was reported with CorruptFrame and skipped)."""
-        return self.state.corrupt
+        return sum(sub.state.corrupt for sub in self.subs)
 
     @property
     def backlog(self) -> int:
@@ -345,37 +398,46 @@ class ConsumerCore(ReceiveCore):
         return sum(r.backlog() for r in (*self._handed, *self._order))
 
     def close(self) -> None:
-        """Leave the topic. On a queue topic our unread messages go to the rest of the group;
-        a durable consumer's position stays for the next process of its name."""
+        """Leave the topics. On a queue topic our unread messages go to the rest of the
+        group; a durable consumer's position stays for the next process of its name."""
         if self._closed:
             return
         self._closed = True
-        keep = self._queue or bool(self.durable)  # our cursors stay: an heir, or we, go on
         with self._lock:
-            for reader in self._readers.values():
-                reader.close(release_slot=not keep)
+            for uid, reader in self._readers.items():
+                reader.close(release_slot=not self._keeps(self._sub_of[uid]))
             self._readers.clear()
             self._order = []
             self._handed = []
-        if self.channel.state.name == "CONNECTED":
-            try:
-                self.channel.request(Unsubscribe(consumer_id=self.id))
-            except MyceliumError:
-                pass  # the coordinator's sweep notices when we exit
+        for sub in self.subs:
+            if self.channel.state.name == "CONNECTED":
+                try:
+                    self.channel.request(Unsubscribe(consumer_id=sub.id))
+                except MyceliumError:
+                    pass  # the coordinator's sweep notices when we exit
         self.channel.close()
-        if keep:
-            self.state.seg.close()
-            self.state.doorbell.close()
-        else:
-            self.state.close()
+        for sub in self.subs:
+            if self._keeps(sub):
+                sub.state.seg.close()
+                sub.state.doorbell.close()
+            else:
+                sub.state.close()
         self.watch.close()
+
+    def _keeps(self, sub: Subscription) -> bool:
+        """Whether a subscription's cursors outlive us: an heir (queue) or we (durable)
+        read on from them."""
+        return sub.queue or bool(self.durable)
 
 
 class Consumer(ClosingHandle, Receives, ConsumerCore):
-    """Synchronous consumer handle of one topic (a context manager and an iterator)::
+    """Synchronous consumer handle of one topic or several (a context manager and an
+    iterator)::
 
     with Consumer("market_data") as c:
         payload = c.recv(timeout=1.0)
+    with Consumer(["market_data", "signals"]) as c:
+        env = c.recv_envelope(timeout=1.0)  # env.topic says which
     """
 
     def recv(self, timeout: float | None = None) -> bytes:

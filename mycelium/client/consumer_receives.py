@@ -11,7 +11,6 @@ base of ``ConsumerCore`` and ``Receives`` (their sync drivers ``recv_envelope``,
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,9 +24,9 @@ from mycelium.shm.reader import LaneReader
 if TYPE_CHECKING:
     from mycelium.client.topology import TopologyWatcher
     from mycelium.client.waiting import WaitPlan
-    from mycelium.shm.consumer_state import ConsumerState
+    from mycelium.shm.wait import Sleeper
 
-__all__ = ["ReceiveCore", "Receives"]
+__all__ = ["ReceiveCore", "Receives", "ViewBlock"]
 
 
 class ReceiveCore:
@@ -39,6 +38,7 @@ class ReceiveCore:
     _handed: list[LaneReader]
     _rr: int
     _lossy: bool
+    _topic_of: dict[LaneReader, str]
 
     if TYPE_CHECKING:
 
@@ -58,7 +58,7 @@ class ReceiveCore:
             if got is not None:
                 if k >= len(self._handed):
                     self._rr = (start + k - len(self._handed) + 1) % n
-                return Envelope(self.topic, got[0], reader.producer, got[1], got[2])
+                return Envelope(self._topic_of[reader], got[0], reader.producer, got[1], got[2])
         return None
 
     def poll_view(self) -> tuple[LaneReader, memoryview] | None:
@@ -68,12 +68,17 @@ class ReceiveCore:
         Raises ZeroCopyUnavailable on a lossy topic (its writer never waits, so it could
         overwrite a held frame), CorruptFrame.
         """
-        if self.watch.stale():
+        watch = self.watch
+        if watch.generation[0] != watch.gen:  # watch.stale(), inlined
             self.refresh()
         if self._lossy:
             raise ZeroCopyUnavailable(self.topic)
         order = self._order
         n = len(order)
+        if n == 1 and not self._handed:  # one lane: no turns to take
+            reader = order[0]
+            view = reader.poll_view()
+            return None if view is None else (reader, view)
         start = self._rr
         turns = [*self._handed, *(order[(start + k) % n] for k in range(n))]
         for k, reader in enumerate(turns):
@@ -105,7 +110,7 @@ class ReceiveCore:
             if not len(rows):
                 if got:
                     break  # deliver what we have; the odd one is refused next time
-                raise RecordSizeMismatch(self.topic, reader.next_size(), dtype.itemsize)
+                raise RecordSizeMismatch(self._topic_of[reader], reader.next_size(), dtype.itemsize)
             parts.append(rows)
             got += len(rows)
         self._rr = (start + 1) % n if n else 0
@@ -115,12 +120,57 @@ class ReceiveCore:
         return rows.reshape(-1).view(dtype)
 
 
+class ViewBlock:
+    """The block of ``Consumer.recv_view``: a class with slots rather than a generator
+    (``contextlib.contextmanager``), whose frames and exception-driven exit cost more
+    per message than the zero-copy read saves; one per consumer, reused (blocks do not
+    nest), holding the consumer only from ``recv_view`` to the block's end."""
+
+    __slots__ = ("_consumer", "_reader", "_timeout", "_view")
+
+    def __init__(self) -> None:
+        self._consumer: Receives | None = None
+        self._timeout: float | None = None
+        self._reader: LaneReader | None = None
+        self._view: memoryview | None = None
+
+    def __enter__(self) -> memoryview:
+        c = self._consumer
+        assert c is not None, "enter the block recv_view returns"
+        if c._viewing:
+            raise RuntimeError("a recv_view block is already open on this consumer")
+        try:
+            got = c.poll_view()
+            if got is None:
+                got = wait_sync(c.poll_view, c.state, c.plan(self._timeout))
+                if got is None:
+                    raise ReceiveTimeout(c.topic, self._timeout)
+        except BaseException:
+            self._consumer = None  # no block is open: let go of the consumer
+            raise
+        c._viewing = True
+        self._reader, view = got
+        self._view = view
+        return view
+
+    def __exit__(self, et: object, ev: object, tb: object) -> None:
+        c, reader, view = self._consumer, self._reader, self._view
+        self._consumer = self._reader = self._view = None
+        if c is not None:
+            c._viewing = False
+        if view is not None:
+            view.release()
+        if reader is not None:
+            reader.release()
+
+
 class Receives(ReceiveCore):
     """Mixin of ``Consumer``: the sync drivers of the ``ReceiveCore`` polls."""
 
-    state: ConsumerState
+    state: Sleeper
     _closed: bool
     _viewing: bool
+    _view_block: ViewBlock | None = None  # made on the first recv_view
 
     if TYPE_CHECKING:
 
@@ -153,8 +203,7 @@ class Receives(ReceiveCore):
             raise ReceiveTimeout(self.topic, timeout)
         return env
 
-    @contextmanager
-    def recv_view(self, timeout: float | None = None) -> Iterator[memoryview]:
+    def recv_view(self, timeout: float | None = None) -> ViewBlock:
         """``with c.recv_view(timeout=1.0) as view:`` the next message as a read-only
         memoryview into the ring, no copy. Valid inside the block only: our cursor (which
         the writer gates on) stays before the frame until the block ends, so no writer
@@ -166,21 +215,12 @@ class Receives(ReceiveCore):
         waits for a reader, so a held frame could change under the view. Raises as
         ``recv`` otherwise (a timeout, CorruptFrame); RuntimeError if nested.
         """
-        if self._viewing:
-            raise RuntimeError("a recv_view block is already open on this consumer")
-        got = self.poll_view()
-        if got is None:
-            got = wait_sync(self.poll_view, self.state, self.plan(timeout))
-            if got is None:
-                raise ReceiveTimeout(self.topic, timeout)
-        reader, view = got
-        self._viewing = True
-        try:
-            yield view
-        finally:
-            self._viewing = False
-            view.release()
-            reader.release()
+        block = self._view_block
+        if block is None:
+            block = self._view_block = ViewBlock()
+        block._consumer = self
+        block._timeout = timeout
+        return block
 
     def envelopes(self) -> Iterator[Envelope]:
         """Envelopes as they come, blocking between them, until the consumer is closed."""

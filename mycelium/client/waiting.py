@@ -30,9 +30,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from mycelium.shm.consumer_state import ConsumerState
 from mycelium.shm.ordering import BLOCK_SAFETY_S
-from mycelium.shm.wait import SPIN_CLOCK_EVERY, WaitStrategy, arm, disarm, ring_wait
+from mycelium.shm.wait import SPIN_CLOCK_EVERY, Sleeper, WaitStrategy, arm, disarm, ring_wait
 
 __all__ = [
     "ADAPTIVE_SPIN_MAX_S",
@@ -146,7 +145,7 @@ class WaitPlan:
             self._budget.learn(time.monotonic() - self._start)
 
 
-def wait_sync(poll: Callable[[], T | None], state: ConsumerState, plan: WaitPlan) -> T | None:
+def wait_sync(poll: Callable[[], T | None], state: Sleeper, plan: WaitPlan) -> T | None:
     """Poll until a result or the plan's deadline (None), blocking this thread."""
     try:
         return _wait_sync(poll, state, plan)
@@ -154,7 +153,7 @@ def wait_sync(poll: Callable[[], T | None], state: ConsumerState, plan: WaitPlan
         plan.finish()
 
 
-def _wait_sync(poll: Callable[[], T | None], state: ConsumerState, plan: WaitPlan) -> T | None:
+def _wait_sync(poll: Callable[[], T | None], state: Sleeper, plan: WaitPlan) -> T | None:
     while True:
         step = plan.step()
         if step == YIELD:
@@ -179,7 +178,7 @@ def _wait_sync(poll: Callable[[], T | None], state: ConsumerState, plan: WaitPla
 
 
 async def wait_async(
-    poll: Callable[[], Awaitable[T | None]], state: ConsumerState, plan: WaitPlan
+    poll: Callable[[], Awaitable[T | None]], state: Sleeper, plan: WaitPlan
 ) -> T | None:
     """The same policy on an event loop: yields are loop turns, and the doorbell wait
     runs in a worker thread, so other tasks keep running while this one waits."""
@@ -190,7 +189,7 @@ async def wait_async(
 
 
 async def _wait_async(
-    poll: Callable[[], Awaitable[T | None]], state: ConsumerState, plan: WaitPlan
+    poll: Callable[[], Awaitable[T | None]], state: Sleeper, plan: WaitPlan
 ) -> T | None:
     polls = 0
     while True:

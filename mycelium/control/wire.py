@@ -124,6 +124,9 @@ class Subscribe(_Message, frozen=True):
     resume_id: int = 0
     #: A durable consumer's name: resume its position (one live process per name).
     durable: str = ""
+    #: The consumer_id of a subscription of this connection whose doorbell this one shares
+    #: (a multi-topic consumer blocks on one doorbell); 0: a doorbell of its own.
+    doorbell_of: int = 0
 
 
 class Unsubscribe(_Message, frozen=True):

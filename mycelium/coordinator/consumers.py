@@ -9,7 +9,7 @@ import msgspec
 from mycelium.control.limits import LANES_PER_CONSUMER
 from mycelium.coordinator.durables import Durables
 from mycelium.coordinator.model import DEFAULT_GROUP, holds, process_started
-from mycelium.errors import LimitExceeded
+from mycelium.errors import ConfigError, LimitExceeded
 from mycelium.shm.consumer_state import ConsumerStateView, create_consumer_segment
 from mycelium.shm.segment import fresh_token
 from mycelium.topology import ConsumerEntry
@@ -28,9 +28,13 @@ class Consumers(Durables):
         resume_id: int = 0,
         name: str = "",
         durable: str = "",
+        doorbell: str = "",
     ) -> ConsumerEntry:
-        """A consumer joins ``topic`` (in ``group`` for queue topics). Raises UnknownTopic;
-        LimitExceeded if its durable name is held by a live process."""
+        """A consumer joins ``topic`` (in ``group`` for queue topics), ringing the existing
+        ``doorbell`` if one is named (a multi-topic consumer's first subscription's; the
+        last entry naming it unlinks it). Raises UnknownTopic; LimitExceeded if its durable
+        name is held by a live process; ConfigError if a returning durable consumer has
+        another doorbell than the one it should share."""
         t = self.topic(topic)
         old = self.consumer(resume_id) if resume_id else None
         if old is not None and old.pid == pid and old.alive and old.topic == topic:
@@ -40,6 +44,11 @@ class Consumers(Durables):
                 (c for c in self.topo.consumers if (c.durable, c.topic) == (durable, topic)), None
             )
             if back is not None:
+                if doorbell and back.doorbell != doorbell:
+                    raise ConfigError(
+                        f"durable consumer {durable!r} on {topic!r} was subscribed apart from"
+                        " the other topics: take it up alone, or delete it", "doorbell_of"
+                    )  # fmt: skip
                 return self._durable_returns(t, back, pid, group, name)
         if t.routing == "queue":
             producers = sum(1 for p in self.topo.producers if p.alive and topic in p.topics)
@@ -58,12 +67,14 @@ class Consumers(Durables):
             topic=topic,
             group=group,
             segment=self._name("C", uid, token),
-            doorbell=self._name("D", uid, token),
+            doorbell=doorbell or self._name("D", uid, token),
             started=process_started(pid),
             name=name,
             durable=durable,
         )
-        create_consumer_segment(entry.segment, entry.doorbell, uid, pid, self.mode).close()
+        create_consumer_segment(
+            entry.segment, entry.doorbell, uid, pid, self.mode, new_doorbell=not doorbell
+        ).close()
         self._created.append(("consumer", f"{entry.segment} {entry.doorbell}"))
         self._consumers[uid] = ConsumerStateView.attach(entry.segment)
         self.topo.consumers.append(entry)

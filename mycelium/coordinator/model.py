@@ -18,7 +18,7 @@ import psutil
 
 from mycelium.config import BrokerConfig, TopicConfig
 from mycelium.errors import UnknownTopic
-from mycelium.shm.consumer_state import ConsumerStateView, remove_consumer_objects
+from mycelium.shm.consumer_state import ConsumerStateView
 from mycelium.shm.registry import Registry
 from mycelium.shm.segment import Segment, segment_name, unlink_quietly
 from mycelium.topology import ConsumerEntry, LaneEntry, ProducerEntry, TopicEntry, Topology
@@ -141,8 +141,15 @@ class StateCore:
             if view.seg.name == name:
                 view.close()
                 del self._consumers[cid]
-        segment, doorbell = name.split(" ", 1)
-        remove_consumer_objects(segment, doorbell)
+        self._drop_consumer_objects(*name.split(" ", 1))
+
+    def _drop_consumer_objects(self, segment: str, doorbell: str) -> None:
+        """Unlink a consumer's segment, and its doorbell unless an entry still rings it
+        (the subscriptions of a multi-topic consumer share one): call it once the entry
+        is out of the topology."""
+        unlink_quietly(segment)
+        if not any(c.doorbell == doorbell for c in self.topo.consumers):
+            unlink_quietly("sem:" + doorbell)
 
     def _new_id(self) -> int:
         uid = self.topo.next_id

@@ -199,8 +199,11 @@ class RequestHandler:
                 if durable:
                     check_name("durable", durable)
                 self._check_entries(conn, consumers=1)
+                bell = self._shared_doorbell(conn, request.doorbell_of)
                 with state.change():
-                    entry = state.subscribe(conn.pid, topic, group, resume_id, conn.name, durable)
+                    entry = state.subscribe(
+                        conn.pid, topic, group, resume_id, conn.name, durable, bell
+                    )
                 conn.consumer_ids.add(entry.id)
                 self._event(conn, "subscribe", f"consumer {entry.id} in {entry.group}",
                             topic=topic, consumer=entry.id, group=entry.group)  # fmt: skip
@@ -244,6 +247,19 @@ class RequestHandler:
                 conn.figures = request
                 return Ok()
         return Error(code=ErrorCode.UNKNOWN_MESSAGE, message=type(request).__name__)
+
+    def _shared_doorbell(self, conn: ClientConnection, cid: int) -> str:
+        """The doorbell of this connection's subscription ``cid`` ("" for 0): only a
+        client's own subscriptions share one. Raises ConfigError."""
+        if not cid:
+            return ""
+        assert self.state is not None
+        entry = self.state.consumer(cid) if cid in conn.consumer_ids else None
+        if entry is None:
+            raise ConfigError(
+                f"consumer {cid} is no subscription of this connection", "doorbell_of"
+            )
+        return entry.doorbell
 
     def _check_entries(self, conn: ClientConnection, consumers: int) -> None:
         """Refuse an entry over the per-connection or per-process limit. Raises LimitExceeded."""

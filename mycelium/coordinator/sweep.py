@@ -13,7 +13,6 @@ import psutil
 from mycelium.coordinator.consumers import Consumers
 from mycelium.coordinator.model import holds
 from mycelium.logs import fields
-from mycelium.shm.consumer_state import remove_consumer_objects
 from mycelium.shm.layout import (
     LANE_CLOSED_Q,
     LANE_COUNT_Q,
@@ -144,8 +143,8 @@ class Sweeper(Consumers):
                         self.retired_delivered.get(c.topic, 0) + view.received()
                     )
                     view.close()
-                remove_consumer_objects(c.segment, c.doorbell)
                 self.topo.consumers = [x for x in self.topo.consumers if x.id != c.id]
+                self._drop_consumer_objects(c.segment, c.doorbell)
                 changed = True
         for p in list(self.topo.producers):
             if not p.alive and p.id not in in_use_p:

@@ -65,12 +65,21 @@ _U64 = (1 << 64) - 1
 
 
 def create_consumer_segment(
-    name: str, doorbell: str, uid: int, pid: int, mode: int = DEFAULT_SEGMENT_MODE
+    name: str,
+    doorbell: str,
+    uid: int,
+    pid: int,
+    mode: int = DEFAULT_SEGMENT_MODE,
+    *,
+    new_doorbell: bool = True,
 ) -> Segment:
-    """Create a consumer's state segment and its doorbell semaphore (the creator's job)."""
+    """Create a consumer's state segment and its doorbell semaphore (the creator's job);
+    ``new_doorbell=False``: the doorbell exists (shared with another subscription)."""
     seg = Segment.create(name, CONSUMER_SEGMENT_BYTES, KIND_CONSUMER, mode)
     CONSUMER_STATIC.pack_into(seg.mm, CONSUMER_STATIC_OFF, uid, pid, CONSUMER_MAX_SLOTS)
     seg.q[CONSUMER_HEARTBEAT_Q] = time.monotonic_ns()
+    if not new_doorbell:
+        return seg
     try:
         posix_ipc.Semaphore(doorbell, posix_ipc.O_CREX, mode, 0).close()
     except posix_ipc.Error as exc:

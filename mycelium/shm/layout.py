@@ -121,6 +121,8 @@ def lane_tail_record_q(version: int) -> int:
 FRAME_HEADER_BYTES = 24
 FRAME_SEQUENCE_Q = 1
 FRAME_TIME_Q = 2
+#: Where the payload of the frame at ring offset 0 starts in a lane segment.
+FRAME_PAYLOAD_OFF = LANE_DATA_OFF + FRAME_HEADER_BYTES
 
 
 #: Header value telling readers "nothing more before the end of the ring: go to offset 0".

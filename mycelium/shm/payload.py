@@ -32,5 +32,5 @@ def payload_bytes(data: Payload) -> bytes | memoryview:
             f"view of {view.nbytes} bytes; copy it first (bytes(view))"
         )
     if view.ndim == 1 and view.itemsize == 1:
-        return view
+        return data if type(data) is memoryview else view  # flat already: itself
     return view.cast("B")

@@ -30,6 +30,7 @@ from mycelium.shm.frames import BadFrame, walk_frames
 from mycelium.shm.lane_header import LaneInfo, cursor_trusted, read_producer, read_tail_record
 from mycelium.shm.layout import (
     FRAME_HEADER_BYTES,
+    FRAME_PAYLOAD_OFF,
     FRAME_SEQUENCE_Q,
     FRAME_TIME_Q,
     LANE_CLOSED_Q,
@@ -65,6 +66,7 @@ class LaneReader(RecordReads, ZeroCopyViews):
 
     __slots__ = (
         "_avail",
+        "_buf",
         "_cap",
         "_cnt_i",
         "_count",
@@ -81,6 +83,7 @@ class LaneReader(RecordReads, ZeroCopyViews):
         "_pos",
         "_producer",
         "_ring64",
+        "_room",
         "_sq",
         "info",
         "lane_uid",
@@ -103,10 +106,12 @@ class LaneReader(RecordReads, ZeroCopyViews):
         self.lane_uid = info.lane_uid
         self.state = state
         self._mm = seg.mm
+        self._buf = seg.buf  # zero-copy views are slices of it
         self._hq = seg.q
         self._cap = info.capacity
         self._mask = info.capacity - 1
         self._max = info.max_message
+        self._room = info.capacity - FRAME_HEADER_BYTES  # a payload ends at or below it
         self._dq = seg.buf[LANE_DATA_OFF : LANE_DATA_OFF + info.capacity].cast("Q")
         self._ring64 = np.frombuffer(seg.mm, np.uint64, info.capacity >> 3, LANE_DATA_OFF)
         self._lossy = info.lossy
@@ -180,16 +185,17 @@ class LaneReader(RecordReads, ZeroCopyViews):
             # Observe: this cursor load precedes the header and payload loads below
             # (Load/Load order); pairs with the writer's store of LANE_WRITE_Q.
             avail = self._avail = self._hq[LANE_WRITE_Q]
-            if pos >= avail or avail & 7 or self._distrust:
+            if pos >= avail or self._distrust:
                 if pos == avail and not self._distrust:
                     return None
-                return self._poll_slow()  # behind us, misaligned, or after a bad cursor
+                return self._poll_slow()  # behind us, or after a bad cursor
         off = pos & self._mask
         n = self._dq[off >> 3]
         end = pos + ((n + 31) & -8)  # frame_bytes(n), inlined: a call costs a few percent here
-        if n > self._max or end > self._avail or off + 24 + n > self._cap:
+        # A misaligned cursor fails here too: no frame can end on it.
+        if n > self._max or end > self._avail or off + n > self._room:
             return self._poll_slow()
-        start = LANE_DATA_OFF + off + 24
+        start = off + FRAME_PAYLOAD_OFF
         data = self._mm[start : start + n]
         # Validate: the reservation load follows the copy (Load/Load); if the writer may
         # have written over the frame, or the cursor is past what it reserved (impossible),

@@ -60,14 +60,19 @@ def write_run(
 ) -> None:
     """Write the rows of ``rows`` (j x n bytes) as j consecutive frames at ring offset
     ``off`` (the caller checked they fit before the ring's end and its limit), numbered
-    from ``count + 1`` and stamped ``ns``."""
+    from ``count + 1`` and stamped ``ns`` (0: not stamped, the word left as it was, as
+    ``publish`` does). Each header word is one strided store: a numpy operation costs
+    as much as a few messages of a batch."""
     j, n = rows.shape
     fb = frame_bytes(n)
+    words = fb >> 3
     u8[off : off + j * fb].reshape(j, fb)[:, FRAME_HEADER_BYTES : FRAME_HEADER_BYTES + n] = rows
-    headers = u64[off >> 3 : (off >> 3) + j * (fb >> 3)].reshape(j, fb >> 3)
-    headers[:, 0] = n
-    headers[:, FRAME_SEQUENCE_Q] = np.arange(count + 1, count + 1 + j, dtype=np.uint64)
-    headers[:, FRAME_TIME_Q] = ns
+    at = off >> 3
+    stop = at + j * words
+    u64[at:stop:words] = n
+    u64[at + FRAME_SEQUENCE_Q : stop : words] = np.arange(count + 1, count + 1 + j, dtype=np.uint64)
+    if ns:
+        u64[at + FRAME_TIME_Q : stop : words] = ns
 
 
 def read_run(ring64: np.ndarray, mm: mmap.mmap, off: int, n: int, k: int) -> list[bytes]:

@@ -18,16 +18,17 @@ never makes a syscall.
 from __future__ import annotations
 
 import enum
+from typing import Protocol
 
 import posix_ipc
 
-from mycelium.shm.consumer_state import ConsumerState
 from mycelium.shm.ordering import full_fence
 
 __all__ = [
     "DEFAULT_SPINS",
     "DEFAULT_YIELDS",
     "SPIN_CLOCK_EVERY",
+    "Sleeper",
     "WaitStrategy",
     "arm",
     "disarm",
@@ -52,13 +53,22 @@ class WaitStrategy(enum.StrEnum):
     ADAPTIVE = "adaptive"
 
 
-def arm(state: ConsumerState) -> None:
+class Sleeper(Protocol):
+    """What a doorbell wait arms: a consumer's state (``ConsumerState``), or the flags of
+    several subscriptions that share one doorbell (a multi-topic consumer)."""
+
+    doorbell: posix_ipc.Semaphore
+
+    def set_sleeping(self, flag: bool) -> None: ...
+
+
+def arm(state: Sleeper) -> None:
     """Announce "sleeping" before the last poll ahead of a doorbell wait."""
     state.set_sleeping(True)
     full_fence()  # Store/Load: the flag is visible before poll() loads the cursors
 
 
-def disarm(state: ConsumerState) -> None:
+def disarm(state: Sleeper) -> None:
     """Lower the flag, then take back rings posted while it was up."""
     state.set_sleeping(False)
     bell = state.doorbell

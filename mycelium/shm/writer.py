@@ -32,15 +32,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 from mycelium.errors import BackpressureTimeout, CorruptFrame, MessageTooLarge, SegmentError
 from mycelium.shm.consumer_state import ConsumerStateView
+from mycelium.shm.frames import frame_bytes
 from mycelium.shm.gating import Gating
 from mycelium.shm.lane_header import LaneInfo, read_tail_record, record_producer
 from mycelium.shm.layout import (
     FRAME_HEADER_BYTES,
+    FRAME_PAYLOAD_OFF,
     FRAME_SEQUENCE_Q,
     FRAME_TIME_Q,
     HEAD_COUNT_Q,
@@ -72,12 +75,15 @@ CHECKPOINTS_PER_LAP = 64
 
 _get_ident = threading.get_ident
 _time_ns = time.time_ns
+#: Above any max_message: sends a payload without len() to ``_make_room``.
+_UNSIZED = 1 << 62
 
 
 class LaneWriter(BatchWrites):
     """The single writer of one lane. Not thread-safe by design: one thread owns it."""
 
     __slots__ = (
+        "_bell",
         "_bells",
         "_cap",
         "_checkpoints",
@@ -85,6 +91,8 @@ class LaneWriter(BatchWrites):
         "_dq",
         "_dq1",
         "_dq2",
+        "_flag_i",
+        "_flags",
         "_gating",
         "_hq",
         "_limit",
@@ -162,7 +170,11 @@ class LaneWriter(BatchWrites):
         self._gating = Gating(info.lane_uid)
         #: Publishes left until the next scan of the readers' "sleeping" flags (gating.py).
         self._scan_in = 1
-        self._bells = self._gating.every_publish
+        #: The lone bell of a lane with one (its reader's words, flag index, doorbell).
+        self._flags: memoryview | None = None
+        self._flag_i = 0
+        self._bell: Any = None
+        self._take_bells()
         self._limit = pos  # forces the first publish through the slow path
         record_producer(seg, producer_name)
         self._stamp = bool(hq[LANE_STAMPED_Q]) and not hq[LANE_STAMPED_UNTIL_Q]
@@ -177,8 +189,17 @@ class LaneWriter(BatchWrites):
         """
         self._gating.set_readers(views, self._pos)
         self._scan_in = 1  # look at the new readers' flags on the next publish
-        self._bells = self._gating.every_publish
+        self._take_bells()
         self._limit = min(self._limit, self._pos)  # re-evaluate on the next publish
+
+    def _take_bells(self) -> None:
+        """Cache the bells ``publish`` checks itself: a lone one unpacked into slots, one
+        flag load with no loop for the usual lane of one consumer."""
+        bells = self._bells = self._gating.every_publish
+        if len(bells) == 1:
+            self._flags, self._flag_i, self._bell = bells[0]
+        else:
+            self._flags = None
 
     @property
     def readers(self) -> list[ConsumerStateView]:
@@ -194,38 +215,52 @@ class LaneWriter(BatchWrites):
 
         Raises MessageTooLarge, NonContiguousPayload or BackpressureTimeout (nothing was
         written), or RuntimeError from a thread that does not own the writer.
+
+        The hot path takes ``len(data)`` as the size and lets the payload copy check it:
+        the copy refuses (before writing) any buffer that is not one run of exactly
+        ``len(data)`` bytes, and a typed view goes round again sized in bytes
+        (``payload_bytes``); an oversize payload and a frame that crosses the limit go
+        through ``_make_room``. No type check or size conversion for the common case.
         """
         if _get_ident() != self._owner:  # _check_thread(), inlined for the hot path
             self._check_thread()
-        if type(data) is not bytes:
-            data = payload_bytes(data)
-        n = len(data)
-        if n > self.max_message:
-            raise MessageTooLarge(n, self.max_message)
+        try:
+            n = len(data)
+        except TypeError:  # a buffer without len(), or no buffer: _make_room sizes it
+            n = _UNSIZED
         pos = self._pos
-        fb = (n + 31) & -8  # frame_bytes(n), inlined: a call costs a few percent here
-        end = pos + fb
-        if end > self._limit:
-            pos = self._claim(pos, fb)
-            end = pos + fb
+        end = pos + ((n + 31) & -8)  # frame_bytes(n), inlined: a call costs a few percent here
+        if n > self.max_message or end > self._limit:
+            pos, end, data = self._make_room(data)
+            n = len(data)
         off = pos & self._mask
-        self._count = count = self._count + 1
+        start = off + FRAME_PAYLOAD_OFF
+        try:
+            self._mm[start : start + n] = data
+        except (TypeError, ValueError, IndexError, BufferError):  # not n flat bytes
+            flat = payload_bytes(data)  # NonContiguousPayload, TypeError: nothing written
+            if flat is data:
+                raise  # flat already: the mapping itself refused (closed)
+            self.publish(flat)  # again, sized in bytes
+            return
         i = off >> 3
+        self._count = count = self._count + 1
         self._dq[i] = n
         self._dq1[i] = count  # the frame's number (FRAME_SEQUENCE_Q): views save an add
         if self._stamp:
             self._dq2[i] = _time_ns()  # FRAME_TIME_Q
-        start = LANE_DATA_OFF + off + 24
-        self._mm[start : start + n] = data
         self._pos = end
         hq = self._hq
         hq[LANE_COUNT_Q] = count
         # Publish: the header and payload stores above precede this cursor store (x86-64
         # Store/Store order); pairs with the reader's load of LANE_WRITE_Q in poll().
         hq[LANE_WRITE_Q] = end
-        bells = self._bells
-        if bells:  # a small lane: every flag, every publish
-            for q, i, bell in bells:
+        flags = self._flags
+        if flags is not None:  # one reader with a doorbell (the usual lane): its flag
+            if flags[self._flag_i]:
+                self._bell.release()
+        elif self._bells:  # two: every flag, every publish
+            for q, i, bell in self._bells:
                 if q[i]:
                     bell.release()
         else:  # a large lane (or none with a doorbell): a scan every few publishes
@@ -234,6 +269,20 @@ class LaneWriter(BatchWrites):
                 self._scan_in = left
             else:
                 self._scan_in = self._gating.ring_sleepers()
+
+    def _make_room(self, data: Payload) -> tuple[int, int, bytes | memoryview]:
+        """The checked half of ``publish``: ``data`` sized in bytes and room claimed for
+        its frame; returns (position, end, flat data). Raises NonContiguousPayload,
+        TypeError, MessageTooLarge or BackpressureTimeout, with nothing written."""
+        flat = payload_bytes(data)
+        n = len(flat)
+        if n > self.max_message:
+            raise MessageTooLarge(n, self.max_message)
+        fb = frame_bytes(n)
+        pos = self._pos
+        if pos + fb > self._limit:
+            pos = self._claim(pos, fb)
+        return pos, pos + fb, flat
 
     def close(self, *, final: bool = True) -> None:
         """Mark the lane closed (readers drain it, then forget it) and unmap it."""
@@ -322,7 +371,7 @@ class LaneWriter(BatchWrites):
                 if self.backpressure_timeout_s > 0:  # a bounded wait ran out
                     self.count_timeout()
                 raise
-            self._bells = self._gating.every_publish  # dead readers may have been dropped
+            self._take_bells()  # dead readers may have been dropped
             limit = min(limit, floor + cap)
         limit = min(limit, max(need_end, pos + self._step))
         if pos >= self._checkpoints[-1][0] + self._step:  # at most one per step: bounded

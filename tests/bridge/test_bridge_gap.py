@@ -22,25 +22,26 @@ from nats.js.errors import NotFoundError
 from mycelium.bridge import headers
 from mycelium.bridge.figures import ImportFigures
 from mycelium.bridge.importer import ImportCursor, Importer
+from mycelium.bridge.puller import Delivery
 from mycelium.config import parse_config
 
 HOST = "B"
 OTHER = "A"
 
 
-class FakeMsg:
-    """A fetched JetStream message: stream and delivery sequence, payload, origin."""
+def delivery(seq: int, consumer_seq: int, origin: str = OTHER) -> Delivery:
+    """A delivered JetStream message: stream and delivery sequence, payload, origin."""
+    return Delivery(seq, consumer_seq, 0, b"m%d" % seq, origin, f"ack.{seq}.{consumer_seq}")
 
-    def __init__(self, seq: int, delivery: int, origin: str = OTHER) -> None:
-        self.metadata = SimpleNamespace(
-            sequence=SimpleNamespace(stream=seq, consumer=delivery), num_pending=0
-        )
-        self.data = b"m%d" % seq
-        self.headers = {headers.ORIGIN: origin}
-        self.acked = 0
 
-    async def ack(self) -> None:
-        self.acked += 1
+class Acks:
+    """The acks the importer publishes, by ack subject."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def __call__(self, msg: Delivery) -> None:
+        self.sent.append(msg.reply)
 
 
 class FakeStream:
@@ -88,13 +89,14 @@ def test_gaps_before_and_inside_a_fetch_are_read_from_the_stream(tmp_path: Path)
     # 11..15 a killed predecessor's, 18..19 delivered earlier and not yet redelivered;
     # 13 is this host's own export, 16 was deleted by the stream's limits.
     stream = FakeStream({s: OTHER for s in range(11, 26) if s != 16} | {13: HOST})
-    fetch = [FakeMsg(s, 100 + s) for s in (22, 17, 20, 21, 10, 23)]  # 10: a redelivery
-    asyncio.run(imp._take(stream, "S", fetch))
+    fetch = [delivery(s, 100 + s) for s in (22, 17, 20, 21, 10, 23)]  # 10: a redelivery
+    acks = Acks()
+    asyncio.run(imp._take(stream, "S", fetch, acks))
     expected = [b"m%d" % s for s in range(11, 24) if s not in (13, 16)]
     assert producer.ring == expected
     assert imp.cursor.value == 23
     assert stream.reads == [11, 12, 13, 14, 15, 17, 18, 19]  # 16: deleted, 17 fetched
-    assert [m.acked for m in fetch] == [0, 0, 0, 0, 0, 1]  # one cumulative ack, of 23
+    assert acks.sent == ["ack.23.123"]  # one cumulative ack, of 23
     f = imp.figures
     assert (f.imported, f.gap_filled, f.own_dropped, f.duplicates_dropped) == (11, 7, 1, 1)
     imp.cursor.close()
@@ -102,11 +104,12 @@ def test_gaps_before_and_inside_a_fetch_are_read_from_the_stream(tmp_path: Path)
 
 def test_the_predecessors_batch_redelivered_later_is_dropped_and_acked(tmp_path: Path) -> None:
     imp, producer = _importer(tmp_path, cursor_at=23)
-    late = [FakeMsg(s, 300 + s) for s in (11, 12, 14)]
-    asyncio.run(imp._take(FakeStream({}), "S", late))
+    late = [delivery(s, 300 + s) for s in (11, 12, 14)]
+    acks = Acks()
+    asyncio.run(imp._take(FakeStream({}), "S", late, acks))
     assert producer.ring == []
     assert imp.cursor.value == 23
-    assert late[-1].acked == 1  # below the ack floor: the server ignores it, no stall
+    assert acks.sent == ["ack.14.314"]  # below the ack floor: the server ignores it, no stall
     assert imp.figures.duplicates_dropped == 3
     imp.cursor.close()
 
@@ -116,8 +119,8 @@ def test_a_gap_that_holds_nothing_of_the_topic_is_passed_over(
     tmp_path: Path, held: dict[int, str]
 ) -> None:
     imp, producer = _importer(tmp_path, cursor_at=5)
-    fetch = [FakeMsg(9, 1), FakeMsg(10, 2)]
-    asyncio.run(imp._take(FakeStream(held), "S", fetch))
+    fetch = [delivery(9, 1), delivery(10, 2)]
+    asyncio.run(imp._take(FakeStream(held), "S", fetch, Acks()))
     assert producer.ring == [b"m9", b"m10"]
     assert imp.cursor.value == 10
     assert imp.figures.gap_filled == 0

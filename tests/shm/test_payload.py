@@ -67,3 +67,16 @@ def test_a_non_contiguous_view_is_refused_and_nothing_written(shm, batch) -> Non
     assert w.count == 0 and w.position == 0 and r.poll() is None
     w.publish(bytes(strided))  # the copy the error suggests goes through
     assert r.poll() == b"aceg"
+
+
+@pytest.mark.parametrize(
+    "data", [b"abc", bytearray(b"abc"), memoryview(array("d", [1.0]))], ids=type
+)
+def test_a_closed_writer_refuses_every_payload_once(shm, data) -> None:
+    """The hot path sends a refused copy round again sized in bytes, at most once: a
+    mapping that refuses flat bytes (closed) raises, it does not recurse."""
+    w, _ = lane_pair(shm)
+    w.publish(b"first")  # past the first claim: the next publish takes the hot path
+    w.close(final=False)
+    with pytest.raises(ValueError):
+        w.publish(data)
