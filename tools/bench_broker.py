@@ -127,7 +127,7 @@ def _producer(
         out.put({"sent": n, "send_s": time.perf_counter() - t0})
 
 
-def _drain_consumer(
+def _backlog_consumer(
     sock: str, topic: str, size: int, filled: Any, drained: Any, ready: Any, out: Any
 ) -> None:
     """Wait until the producer has filled the ring, then drain the backlog with
@@ -176,7 +176,7 @@ def backlog_drain(sock: str, size: int, runs: int) -> dict[str, float]:
     for _ in range(runs):
         filled, drained = ctx.Event(), ctx.Event()
         prod, cons = _run_pair(
-            (_drain_consumer, sock, "market_data", size, filled, drained),
+            (_backlog_consumer, sock, "market_data", size, filled, drained),
             (_fill_producer, sock, "market_data", size, filled, drained),
         )
         if not cons["received"] == cons["backlog"] == prod["sent"]:

@@ -67,6 +67,8 @@ def run_step(tool: str, args: list[str], is_json: bool) -> dict[str, Any]:
         "seconds": round(time.monotonic() - t0, 1),
         "exit": proc.returncode,
     }
+    if proc.returncode != 0 and not proc.stdout.strip():
+        raise RuntimeError(f"{tool} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
     if is_json:
         step["result"] = json.loads(proc.stdout)
     else:
