@@ -90,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
     args = ap.parse_args(argv)
-    # The backlog waits in one 16 MiB market_data ring (72-byte frames): 200k fit, 1M do not.
-    n = 100_000 if args.quick else 200_000
+    # The backlog waits in one 16 MiB market_data ring (88-byte frames: a 24-byte header
+    # and 64 bytes): 150k fit, 200k do not.
+    n = 100_000 if args.quick else 150_000
     with tempfile.TemporaryDirectory() as tmp:
         sock = str(Path(tmp) / "bench.sock")
         broker = start_broker(sock)

@@ -41,7 +41,7 @@ LEAK = ["--rounds", "10", "--messages", "100000", "--size", "1024"]
 STEPS: tuple[tuple[str, str, list[str], bool], ...] = (
     ("codec", "bench_codec.py", ["--json"], True),
     ("ring", "bench_ring.py", ["--json"], True),
-    ("broker", "bench_broker.py", ["--json"], True),
+    ("broker", "bench_broker.py", ["--json", "--runs", "1"], True),
     ("delivery", "bench_delivery.py", [], False),
     ("stress", "stress.py", [], False),  # its arguments: --stress-s
     ("leak", "leak_check.py", LEAK, False),
