@@ -10,8 +10,8 @@ base of ``ConsumerCore`` and ``Receives`` (their sync drivers ``recv_envelope``,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from mycelium.client.topology import TopologyWatcher
     from mycelium.client.waiting import WaitPlan
     from mycelium.shm.wait import Sleeper
+
+T = TypeVar("T")
 
 __all__ = ["ReceiveCore", "Receives", "ViewBlock"]
 
@@ -49,17 +51,11 @@ class ReceiveCore:
         order as ``poll``. Raises CorruptFrame."""
         if self.watch.stale():
             self.refresh()
-        order = self._order
-        n = len(order)
-        start = self._rr
-        turns = [*self._handed, *(order[(start + k) % n] for k in range(n))]
-        for k, reader in enumerate(turns):
-            got = reader.poll_envelope()
-            if got is not None:
-                if k >= len(self._handed):
-                    self._rr = (start + k - len(self._handed) + 1) % n
-                return Envelope(self._topic_of[reader], got[0], reader.producer, got[1], got[2])
-        return None
+        hit = self._first(LaneReader.poll_envelope)
+        if hit is None:
+            return None
+        reader, (payload, sequence, published_ns) = hit
+        return Envelope(self._topic_of[reader], payload, reader.producer, sequence, published_ns)
 
     def poll_view(self) -> tuple[LaneReader, memoryview] | None:
         """The next message as a read-only view into the ring and the reader holding it
@@ -79,14 +75,25 @@ class ReceiveCore:
             reader = order[0]
             view = reader.poll_view()
             return None if view is None else (reader, view)
+        return self._first(LaneReader.poll_view)
+
+    def _first(self, take: Callable[[LaneReader], T | None]) -> tuple[LaneReader, T] | None:
+        """The first lane ``take`` gets a message from, and that message: lanes handed
+        over first (their messages are older), then ours from the next turn, as ``poll``
+        takes them (no list built per call: this is the per-message path)."""
+        for reader in self._handed:
+            got = take(reader)
+            if got is not None:
+                return reader, got
+        order = self._order
+        n = len(order)
         start = self._rr
-        turns = [*self._handed, *(order[(start + k) % n] for k in range(n))]
-        for k, reader in enumerate(turns):
-            view = reader.poll_view()
-            if view is not None:
-                if k >= len(self._handed):
-                    self._rr = (start + k - len(self._handed) + 1) % n
-                return reader, view
+        for k in range(n):
+            i = (start + k) % n
+            got = take(order[i])
+            if got is not None:
+                self._rr = i + 1
+                return order[i], got
         return None
 
     def poll_array(self, dtype: np.dtype, max_n: int) -> np.ndarray | None:
